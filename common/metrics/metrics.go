@@ -1,0 +1,68 @@
+// Package metrics serves a daemon's Prometheus metrics. Each binary keeps
+// its own metrics on a registry it passes to its components (never the
+// global one); the endpoint serves that registry together with the default
+// one, which holds the Go runtime, process and libp2p metrics.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Namespace prefixes every Physarum metric.
+const Namespace = "physarum"
+
+// Server is a running /metrics endpoint.
+type Server struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen binds addr (host:port; port 0 picks one). It serves nothing until
+// Serve.
+func Listen(addr string, reg prometheus.Gatherer) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	gatherers := prometheus.Gatherers{prometheus.DefaultGatherer}
+	if reg != nil {
+		gatherers = append(gatherers, reg)
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// Addr is the address the endpoint listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the endpoint's metrics URL.
+func (s *Server) URL() string { return "http://" + s.Addr() + "/metrics" }
+
+// Serve serves until ctx ends, then shuts down within a second.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}
+
+// Close stops the endpoint at once.
+func (s *Server) Close() error { return s.srv.Close() }

@@ -1,0 +1,195 @@
+// Package p2p builds the one libp2p host every Physarum binary runs: TCP
+// only, inside the private network of a PSK, with a server-mode kad-dht
+// under a private protocol prefix. A Node keeps its bootstrap connections
+// alive (reconnecting with capped backoff), renews its rendezvous
+// advertisements, runs renewing lookups, and measures RTT to peers.
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/common/netdelay"
+	"github.com/physarum-p2p/physarum/common/rtt"
+)
+
+// ErrNoBootstrap means none of the bootstrap peers could be reached. With a
+// wrong PSK the handshake fails in ways that look like network errors, so
+// the message names both causes.
+var ErrNoBootstrap = errors.New("no bootstrap reachable; check the PSK and address")
+
+// Node is a running libp2p host with its DHT and background loops.
+// Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	host    host.Host
+	dht     *dht.IpfsDHT
+	disc    *drouting.RoutingDiscovery
+	rtt     *rtt.Tracker
+	metrics *nodeMetrics
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	boot *bootstrapper
+
+	mu         sync.Mutex
+	advertised map[string]*advert // by namespace
+	closed     bool
+}
+
+// New starts a node. It returns once the host listens; joining the network
+// goes on in the background (see Bootstrapped).
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	h, err := newHost(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	kad, err := dht.New(h,
+		dht.Mode(dht.ModeServer),
+		dht.ProtocolPrefix(cfg.ProtocolPrefix),
+		dht.ProviderManagerOpts(records.ProvideValidity(cfg.Timing.ProvideValidity)),
+	)
+	if err != nil {
+		cancel()
+		_ = h.Close()
+		return nil, fmt.Errorf("start DHT: %w", err)
+	}
+	n := &Node{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		host:       h,
+		dht:        kad,
+		disc:       drouting.NewRoutingDiscovery(kad),
+		ctx:        ctx,
+		cancel:     cancel,
+		advertised: make(map[string]*advert),
+	}
+	opts := cfg.RTT
+	if cfg.Registerer != nil {
+		n.metrics = newNodeMetrics(cfg.Registerer, h)
+		opts.Observe = n.metrics.rtt.Observe
+	}
+	n.rtt = rtt.NewTracker(h, opts)
+	n.boot = newBootstrapper(n)
+	n.goLoop(n.boot.run)
+	return n, nil
+}
+
+func newHost(cfg Config) (host.Host, error) {
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh)
+	if err != nil {
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	transport := libp2p.Transport(tcp.NewTCPTransport)
+	if cfg.Delay != nil {
+		transport = libp2p.Transport(netdelay.Constructor(cfg.Delay))
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(cfg.Identity),
+		libp2p.PrivateNetwork(cfg.PSK),
+		libp2p.ListenAddrs(cfg.ListenAddrs...),
+		transport,
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.UserAgent(cfg.UserAgent),
+		libp2p.Ping(true),
+		libp2p.DisableRelay(),
+		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// goLoop runs fn in a goroutine owned by the node: Close waits for it.
+func (n *Node) goLoop(fn func(ctx context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+}
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// DHT is the node's DHT.
+func (n *Node) DHT() *dht.IpfsDHT { return n.dht }
+
+// RTT is the node's latency tracker.
+func (n *Node) RTT() *rtt.Tracker { return n.rtt }
+
+// Logger is the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Addrs returns the node's full dialable addresses, /p2p/<id> included.
+// Unspecified listen addresses (0.0.0.0) are expanded to the interfaces'.
+func (n *Node) Addrs() []ma.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil { // only when the ID is empty, which a running host never has
+		return nil
+	}
+	return addrs
+}
+
+// AddrInfo is the node's ID and addresses, for peers to connect to.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+}
+
+// Bootstrapped waits until the first round of connecting to the bootstrap
+// peers is over. It returns nil when at least one was reached (or none was
+// configured), and an error wrapping ErrNoBootstrap otherwise. The node
+// keeps trying in the background either way.
+func (n *Node) Bootstrapped(ctx context.Context) error {
+	return n.boot.wait(ctx)
+}
+
+// Close stops the loops, the DHT and the host, and waits for every
+// goroutine the node started. It is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+
+	n.cancel()
+	n.wg.Wait()
+	err := errors.Join(n.dht.Close(), n.host.Close())
+	if n.metrics != nil {
+		n.metrics.unregister()
+	}
+	return err
+}

@@ -1,0 +1,200 @@
+package p2p_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/p2ptest"
+	"github.com/physarum-p2p/physarum/common/rtt"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, p2ptest.IgnoreLeaks()...)
+}
+
+const rendezvous = "physarum/test/rendezvous"
+
+func TestFiveNodesFindEachOtherWithRTT(t *testing.T) {
+	nodes := p2ptest.Network(t, 5, nil)
+	discs := make([]*p2p.Discovery, len(nodes))
+	for i, n := range nodes {
+		n.Advertise(rendezvous)
+		discs[i] = n.Discover(rendezvous)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for i, d := range discs {
+		peers, err := d.WaitFor(ctx, func(ps []p2p.Peer) bool {
+			if len(ps) < len(nodes)-1 {
+				return false
+			}
+			for _, p := range ps {
+				if p.RTT <= 0 {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			t.Fatalf("node %d sees %d peers: %v", i, len(peers), err)
+		}
+		for _, p := range peers {
+			if p.ID == nodes[i].ID() {
+				t.Fatalf("node %d found itself", i)
+			}
+			perf, ok := nodes[i].RTT().PerfInd(p.ID)
+			if !ok || perf.RTT <= 0 {
+				t.Fatalf("node %d: RTT to %s = %v (known %v), want a positive number of ms", i, p.ID, perf, ok)
+			}
+			// Loopback RTTs are microseconds: a value in ns or s would be off by 10^6.
+			if perf.RTT > 1000 {
+				t.Fatalf("node %d: RTT to %s = %v ms, implausible on loopback", i, p.ID, perf.RTT)
+			}
+		}
+	}
+	t.Logf("5 nodes found each other in %s", time.Since(start))
+}
+
+func TestWrongPSKIsRefusedWithAClearError(t *testing.T) {
+	good := p2ptest.Start(t, p2ptest.Spec{})
+	bad := p2ptest.Start(t, p2ptest.Spec{
+		Passphrase: "some other network",
+		Bootstraps: []peer.AddrInfo{good.AddrInfo()},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	err := bad.Bootstrapped(ctx)
+	if !errors.Is(err, p2p.ErrNoBootstrap) {
+		t.Fatalf("Bootstrapped = %v, want ErrNoBootstrap", err)
+	}
+	for _, want := range []string{"no bootstrap reachable", "check the PSK"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if c := good.Host().Network().Connectedness(bad.ID()); c == network.Connected {
+		t.Fatalf("node with the wrong PSK is connected")
+	}
+}
+
+func TestNoBootstrapsMeansANewNetwork(t *testing.T) {
+	n := p2ptest.Start(t, p2ptest.Spec{})
+	if err := n.Bootstrapped(t.Context()); err != nil {
+		t.Fatalf("first node of a network: %v", err)
+	}
+	if len(n.Addrs()) == 0 || !strings.Contains(n.Addrs()[0].String(), "/p2p/"+n.ID().String()) {
+		t.Fatalf("Addrs() = %v, want full /p2p/ addresses", n.Addrs())
+	}
+}
+
+func TestRestartedBootstrapIsRejoinedAndRecordsRenewed(t *testing.T) {
+	boot := p2ptest.Start(t, p2ptest.Spec{})
+	member := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{boot.AddrInfo()}})
+	member.Advertise(rendezvous)
+	p2ptest.Eventually(t, 10*time.Second, func() error { return providedBy(boot, member) })
+
+	boot = boot.Restart(t) // same key and port, empty DHT
+	if err := providedBy(boot, member); err == nil {
+		t.Fatal("restarted bootstrap still holds the record; the test proves nothing")
+	}
+	// The member reconnects and advertises again without being asked.
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		if c := member.Host().Network().Connectedness(boot.ID()); c != network.Connected {
+			return fmt.Errorf("member not reconnected (%v)", c)
+		}
+		return providedBy(boot, member)
+	})
+	// And a newcomer that knows only the bootstrap finds it.
+	newcomer := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{boot.AddrInfo()}})
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		found, err := newcomer.FindPeers(t.Context(), rendezvous)
+		if err != nil {
+			return err
+		}
+		for _, ai := range found {
+			if ai.ID == member.ID() {
+				return nil
+			}
+		}
+		return fmt.Errorf("found %v, not the member", found)
+	})
+}
+
+// providedBy checks that holder's DHT stores member's record for the
+// rendezvous.
+func providedBy(holder, member *p2ptest.Node) error {
+	provs, err := holder.DHT().ProviderStore().GetProviders(context.Background(), p2p.NamespaceKey(rendezvous))
+	if err != nil {
+		return err
+	}
+	for _, ai := range provs {
+		if ai.ID == member.ID() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s holds no record of %s", holder.ID().ShortString(), member.ID().ShortString())
+}
+
+func TestDiscoveryDropsADeadPeer(t *testing.T) {
+	nodes := p2ptest.Network(t, 3, nil)
+	for _, n := range nodes {
+		n.Advertise(rendezvous)
+	}
+	d := nodes[1].Discover(rendezvous)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := d.WaitFor(ctx, func(ps []p2p.Peer) bool { return len(ps) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	dead := nodes[2].ID()
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.Refresh()
+	if _, err := d.WaitFor(ctx, func(ps []p2p.Peer) bool {
+		for _, p := range ps {
+			if p.ID == dead {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRTTMeasurementInParallelIsBoundedByTheSlowestPeer(t *testing.T) {
+	nodes := p2ptest.Network(t, 6, func(i int, s *p2ptest.Spec) {
+		s.RTT = rtt.Options{Timeout: 500 * time.Millisecond}
+	})
+	var ids []peer.ID
+	for _, n := range nodes[1:] {
+		ids = append(ids, n.ID())
+	}
+	ids = append(ids, "12D3KooWNotARealPeerAtAllxxxxxxxxxxxxxxxxxxxxxxxxxxx") // times out
+	start := time.Now()
+	res := nodes[0].RTT().Measure(t.Context(), ids)
+	took := time.Since(start)
+	for i, r := range res[:5] {
+		if r.Err != nil || r.RTT <= 0 {
+			t.Errorf("peer %d: rtt %v err %v", i, r.RTT, r.Err)
+		}
+	}
+	if res[5].Err == nil {
+		t.Errorf("unknown peer measured: %v", res[5])
+	}
+	// One timeout (500 ms) bounds the whole round, not one per peer.
+	if took > 2*time.Second {
+		t.Errorf("Measure took %s", took)
+	}
+}
