@@ -45,8 +45,9 @@ type Defaults struct {
 	PromListen string
 	// Listen is the default -listen (empty: /ip4/0.0.0.0/tcp/0).
 	Listen []string
-	// NoListenFlag hides -listen and -addr-file (CLIs only dial out).
-	NoListenFlag bool
+	// CLI leaves out what only daemons need: -listen, -addr-file and
+	// -prom-listen-addr (a CLI dials out and exits).
+	CLI bool
 }
 
 // Flags holds the shared flags' values after parsing.
@@ -77,8 +78,7 @@ func Register(fs *flag.FlagSet, binary string, d Defaults) *Flags {
 		f.Bootstraps = append(f.Bootstraps, s)
 		return nil
 	})
-	if !d.NoListenFlag {
-		f.Listen = nil
+	if !d.CLI {
 		fs.Func("listen", "TCP multiaddr to listen on; repeatable (default "+strings.Join(defaultListen(d), ", ")+")", func(s string) error {
 			f.Listen = append(f.Listen, s)
 			return nil
@@ -89,7 +89,9 @@ func Register(fs *flag.FlagSet, binary string, d Defaults) *Flags {
 	fs.BoolVar(&f.Ephemeral, "ephemeral", false, "use a new identity for this run only; -keyfile is ignored")
 	fs.StringVar(&f.Algo, "algo", "Ed25519", "key algorithm for a new key: "+strings.Join(keys.Algorithms, ", "))
 	fs.IntVar(&f.Bits, "bits", keys.MinRSABits, "key length in bits (RSA only)")
-	fs.StringVar(&f.PromListen, "prom-listen-addr", d.PromListen, "host:port to serve Prometheus metrics on (\"\" disables)")
+	if !d.CLI {
+		fs.StringVar(&f.PromListen, "prom-listen-addr", d.PromListen, "host:port to serve Prometheus metrics on (\"\" disables)")
+	}
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
 	return f

@@ -152,7 +152,7 @@ func (b *bootstrapper) round(ctx context.Context) time.Duration {
 		if h.Network().Connectedness(bp.info.ID) == network.Connected {
 			connected++
 		} else if bp.lastErr != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", bp.info.ID.ShortString(), bp.lastErr))
+			errs = append(errs, fmt.Sprintf("%s: %v", ShortID(bp.info.ID), bp.lastErr))
 		}
 	}
 	if connected > 0 {

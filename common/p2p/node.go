@@ -193,3 +193,17 @@ func (n *Node) Close() error {
 	}
 	return err
 }
+
+// PSK is the private network's key (for components, such as the
+// registry's etcd TLS, that derive their own secrets from it).
+func (n *Node) PSK() []byte { return n.cfg.PSK }
+
+// ShortID abbreviates a peer ID for messages: its first 8 and last 6
+// characters.
+func ShortID(id peer.ID) string {
+	s := id.String()
+	if len(s) <= 16 {
+		return s
+	}
+	return s[:8] + "…" + s[len(s)-6:]
+}

@@ -1,0 +1,290 @@
+// Package proctest runs this module's binaries as separate processes in
+// tests, the way a user runs them: built once per test binary, started with
+// real flags and environment, their output kept in files, killed or
+// stopped and restarted at will, and cleaned up when the test ends (their
+// logs are shown when it fails).
+package proctest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{} // package -> binary path
+)
+
+// Build compiles the module's main packages (import paths relative to
+// the module root, e.g. "./registry-service") once per test process, and
+// returns the path of the binary of the first.
+func Build(t testing.TB, pkgs ...string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "physarum-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d // removed by the OS's temp cleanup; shared across tests
+	}
+	root := moduleRoot(t)
+	var todo []string
+	for _, p := range pkgs {
+		if _, ok := built[p]; !ok {
+			todo = append(todo, p)
+		}
+	}
+	if len(todo) > 0 {
+		cmd := exec.Command("go", append([]string{"build", "-o", buildDir + "/"}, todo...)...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %v: %v\n%s", todo, err, out)
+		}
+		for _, p := range todo {
+			built[p] = filepath.Join(buildDir, filepath.Base(p))
+		}
+	}
+	return built[pkgs[0]]
+}
+
+func moduleRoot(t testing.TB) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("find module root: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// Proc is a running (or finished) process.
+type Proc struct {
+	Name string
+	Bin  string
+	Args []string
+	Env  []string
+
+	t       testing.TB
+	dir     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	outPath string
+	errPath string
+}
+
+// Start runs bin with args, and env on top of a minimal environment
+// (PATH, HOME). name labels it in logs.
+func Start(t testing.TB, name, bin string, args, env []string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Bin: bin, Args: args, Env: env, t: t, dir: t.TempDir()}
+	p.start()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("--- %s stdout:\n%s", p.Name, tail(p.Stdout(), 40))
+			t.Logf("--- %s stderr:\n%s", p.Name, tail(p.Stderr(), 60))
+		}
+	})
+	return p
+}
+
+func (p *Proc) start() {
+	p.t.Helper()
+	stamp := time.Now().Format("150405.000")
+	p.outPath = filepath.Join(p.dir, p.Name+"-"+stamp+".out")
+	p.errPath = filepath.Join(p.dir, p.Name+"-"+stamp+".err")
+	out, err := os.Create(p.outPath)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	errf, err := os.Create(p.errPath)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.Bin, p.Args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + p.dir}, p.Env...)
+	cmd.Stdout, cmd.Stderr = out, errf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.Name, err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func() {
+		p.waitErr = cmd.Wait()
+		out.Close()
+		errf.Close()
+		close(p.done)
+	}()
+}
+
+// Stdout returns everything the process wrote to stdout so far.
+func (p *Proc) Stdout() string { b, _ := os.ReadFile(p.outPath); return string(b) }
+
+// Stderr returns everything the process wrote to stderr so far.
+func (p *Proc) Stderr() string { b, _ := os.ReadFile(p.errPath); return string(b) }
+
+// WaitOutput waits until stdout contains s, failing the test if the
+// process exits first or timeout passes.
+func (p *Proc) WaitOutput(s string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.Stdout(), s) {
+		select {
+		case <-p.done:
+			p.t.Fatalf("%s exited (%v) before printing %q\nstderr:\n%s", p.Name, p.waitErr, s, tail(p.Stderr(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not print %q within %s\nstderr:\n%s", p.Name, s, timeout, tail(p.Stderr(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Running reports whether the process has not exited.
+func (p *Proc) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL to the process alone (children it started in their
+// own process groups live on, as after a crash) and waits for it.
+func (p *Proc) Kill() {
+	if p.cmd == nil || !p.Running() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for the process to exit, then
+// kills it. It returns the exit code (-1 if killed).
+func (p *Proc) Stop(timeout time.Duration) int {
+	if p.Running() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(timeout):
+			p.t.Errorf("%s did not exit within %s of SIGTERM", p.Name, timeout)
+			p.Kill()
+			return -1
+		}
+	}
+	return p.ExitCode()
+}
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code.
+func (p *Proc) Wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("%s still running after %s", p.Name, timeout)
+	}
+	return p.ExitCode()
+}
+
+// ExitCode is the exit status once the process has exited.
+func (p *Proc) ExitCode() int {
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if p.waitErr != nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Restart starts the process again with the same arguments and
+// environment (after Kill or Stop).
+func (p *Proc) Restart() {
+	p.t.Helper()
+	if p.Running() {
+		p.t.Fatalf("restart %s: still running", p.Name)
+	}
+	p.start()
+}
+
+// Run runs bin to completion and returns its stdout, stderr and exit code.
+func Run(t testing.TB, bin string, args, env []string, timeout time.Duration) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return out.String(), errb.String(), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), 0
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s %v did not finish within %s\nstderr: %s", filepath.Base(bin), args, timeout, errb.String())
+		return "", "", -1
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ReadLines waits for path to exist and returns its non-empty lines.
+func ReadLines(t testing.TB, path string, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return strings.Fields(string(b))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not written within %s", path, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+type addOptions struct {
+	dir              string
+	noAdd            bool
+	useExistingImage bool
+	customProxy      string
+	proxyCmd         string
+	contentID        string
+}
+
+const addHelp = `
+With DockerConf in the config, builds a Docker image FROM DockerConf.From with
+this project's proxy inside as the entrypoint (it runs DockerConf.Cmd as its
+child), then registers it:
+    registry-cli add [OPTIONS] <config> <image-name> <service-name>
+With Exec in the config, registers a process-runtime service (no Docker
+needed; Exec.Command must exist on the nodes that run it):
+    registry-cli add [OPTIONS] <config> <service-name>
+
+The config file (JSON; latencies in milliseconds, CPU in millicores, memory
+in MiB):
+  {
+    "NetworkSoftReq": {"RTT": 5},
+    "NetworkHardReq": {"RTT": 10},
+    "CpuReq": 100,
+    "MemoryReq": 64,
+    "Exec": {"Command": "/usr/local/bin/hello", "Args": ["-port", "${SERVICE_PORT}"]}
+  }
+or, instead of Exec:
+    "DockerConf": {"From": "scratch", "Copy": [["hello", "hello"]],
+                   "Cmd": "/app/hello -port ${SERVICE_PORT}"}
+`
+
+func addCommand() *command {
+	return &command{
+		name: "add", args: "<config> [<image-name>] <service-name>",
+		summary: "Build a service's image (DockerConf) or take its command (Exec), and register it",
+		flags: func(fs *flag.FlagSet, s *session) {
+			o := &s.add
+			fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")
+			fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not register the service")
+			fs.BoolVar(&o.useExistingImage, "use-existing-image", false, "do not build: register <image-name>, which must exist locally")
+			fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: build it from this module, static)")
+			fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "run the proxy in the image with this command line instead of the default entrypoint")
+			fs.StringVar(&o.contentID, "content-id", "", "content identifier to record (default: the image ID, or the SHA-256 of Exec.Command)")
+		},
+		run: runAdd,
+	}
+}
+
+func runAdd(ctx context.Context, s *session, args []string) error {
+	if len(args) < 2 || len(args) > 3 {
+		return usagef("want <config> <service-name> (Exec) or <config> <image-name> <service-name> (DockerConf)")
+	}
+	conf, err := loadConfig(args[0])
+	if err != nil {
+		return err
+	}
+	name := args[len(args)-1]
+	if err := registry.ValidateName(name); err != nil {
+		return err
+	}
+	info := conf.info()
+	switch {
+	case conf.isDocker() && len(args) != 3:
+		return usagef("a DockerConf service needs <config> <image-name> <service-name>")
+	case !conf.isDocker() && len(args) != 2:
+		return usagef("an Exec service takes <config> <service-name> (no image name)")
+	case conf.isDocker():
+		id, err := s.buildImage(ctx, conf, args[1])
+		if err != nil {
+			return err
+		}
+		info.DockerHash, info.ContentHash = id, id
+	default:
+		info.ContentHash = execContentID(conf.Exec.Command)
+	}
+	if s.add.contentID != "" {
+		info.ContentHash = s.add.contentID
+	}
+	if err := info.Validate(); err != nil {
+		return err
+	}
+	if s.add.noAdd {
+		fmt.Fprintf(s.env.Stdout, "not registering %s (-no-add)\n", name)
+		return nil
+	}
+	c, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	msg, err := c.AddService(ctx, name, info)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return s.printJSON(map[string]any{"Message": msg, "Service": name, "Info": info})
+	}
+	fmt.Fprintln(s.env.Stdout, msg)
+	return nil
+}
+
+// execContentID hashes the program a process service runs, when it is
+// present here, so that operators can tell versions apart.
+func execContentID(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}

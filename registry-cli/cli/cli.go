@@ -1,0 +1,223 @@
+// Package cli is registry-cli: one file per command, each returning an
+// error that Run turns into one line on stderr and an exit code (0 success,
+// 1 failure, 2 usage).
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/common/nodeflags"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// Env is what the CLI reads and writes outside its arguments.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// usageError is a mistake in how the CLI was called (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // synopsis of the positional arguments
+	summary string
+	// flags registers the command's own flags, if any.
+	flags func(fs *flag.FlagSet, s *session)
+	// run does the work; s.connect() gives a registry client when needed.
+	run func(ctx context.Context, s *session, args []string) error
+}
+
+func commands() []*command {
+	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
+		membersCommand(), nodesCommand(), instancesCommand()}
+}
+
+// session holds the global options and, once connected, the client.
+type session struct {
+	env     Env
+	node    *nodeflags.Flags
+	timeout time.Duration
+	json    bool
+
+	p2p    *p2p.Node
+	client *registry.Client
+	// add's options
+	add addOptions
+}
+
+const globalUsage = `Usage: registry-cli [OPTIONS] <command> [ARGS]
+
+Adds, reads and deletes service definitions in the Physarum registry, and
+shows the registry's members, the network's nodes and instances.
+
+Commands:
+%s
+Run 'registry-cli <command> -help' for a command's options.
+
+OPTIONS:
+`
+
+// Run runs the CLI with args (without the program name) and returns the
+// exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	s := &session{env: env}
+	err := s.run(ctx, args)
+	if s.p2p != nil {
+		s.client.Close()
+		_ = s.p2p.Close()
+	}
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(env.Stderr, "registry-cli:", err)
+		return ExitUsage
+	default:
+		fmt.Fprintln(env.Stderr, "registry-cli:", oneLine(err))
+		return ExitFailure
+	}
+}
+
+// oneLine keeps a failure to one line on stderr.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func (s *session) run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("registry-cli", flag.ContinueOnError)
+	fs.SetOutput(s.env.Stderr)
+	cmds := commands()
+	fs.Usage = func() {
+		var b strings.Builder
+		for _, c := range cmds {
+			fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintf(fs.Output(), globalUsage, b.String())
+		fs.PrintDefaults()
+	}
+	s.node = nodeflags.Register(fs, "registry-cli", nodeflags.Defaults{CLI: true})
+	fs.DurationVar(&s.timeout, "timeout", 15*time.Second, "give up on the command after this long")
+	fs.BoolVar(&s.json, "json", false, "print results as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return usagef("no command given")
+	}
+	name := fs.Arg(0)
+	for _, c := range cmds {
+		if c.name == name {
+			return s.runCommand(ctx, c, fs.Args()[1:])
+		}
+	}
+	return usagef("unknown command %q (commands: %s)", name, commandNames(cmds))
+}
+
+func commandNames(cmds []*command) string {
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
+		names[i] = c.name
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func (s *session) runCommand(ctx context.Context, c *command, args []string) error {
+	fs := flag.NewFlagSet("registry-cli "+c.name, flag.ContinueOnError)
+	fs.SetOutput(s.env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: registry-cli [OPTIONS] %s %s\n\n%s\n", c.name, c.args, c.summary)
+		if c.name == "add" {
+			fmt.Fprint(fs.Output(), addHelp)
+		}
+		fmt.Fprintln(fs.Output())
+		fs.PrintDefaults()
+	}
+	if c.flags != nil {
+		c.flags(fs, s)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return c.run(ctx, s, fs.Args())
+}
+
+// connect joins the network and returns a registry client.
+func (s *session) connect(ctx context.Context) (*registry.Client, error) {
+	if s.client != nil {
+		return s.client, nil
+	}
+	cfg, _, err := s.node.Resolve(s.env.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Bootstraps) == 0 {
+		return nil, usagef("no bootstrap peer: give -bootstrap or set %s", nodeflags.EnvBootstraps)
+	}
+	// A CLI only dials out; listening on loopback keeps it off the LAN.
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	n, err := p2p.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Bootstrapped(ctx); err != nil {
+		_ = n.Close()
+		return nil, err
+	}
+	s.p2p = n
+	s.client = registry.NewClient(n, registry.Options{Timeout: s.timeout})
+	return s.client, nil
+}
+
+// printJSON writes v as indented JSON.
+func (s *session) printJSON(v any) error {
+	enc := json.NewEncoder(s.env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// wantArgs checks the count of positional arguments.
+func wantArgs(args []string, n int, synopsis string) error {
+	if len(args) != n {
+		return usagef("want %d argument(s): %s (got %d)", n, synopsis, len(args))
+	}
+	return nil
+}

@@ -1,0 +1,25 @@
+package cli
+
+import (
+	"context"
+)
+
+func getCommand() *command {
+	return &command{
+		name: "get", args: "<service-name>", summary: "Get information about a microservice",
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 1, "<service-name>"); err != nil {
+				return err
+			}
+			c, err := s.connect(ctx)
+			if err != nil {
+				return err
+			}
+			info, err := c.GetService(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return s.printJSON(info)
+		},
+	}
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/common/rtt"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// nodeView is a node record with the RTT measured from here.
+type nodeView struct {
+	registry.Node
+	// RTT is the round trip from this CLI to the node, in ms (0: unreachable).
+	RTT float64 `json:"RTT"`
+}
+
+func nodesCommand() *command {
+	return &command{
+		name: "nodes", summary: "List allocators with capacity, free resources and RTT from here",
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 0, "no arguments"); err != nil {
+				return err
+			}
+			c, err := s.connect(ctx)
+			if err != nil {
+				return err
+			}
+			nodes, err := c.ListNodes(ctx)
+			if err != nil {
+				return err
+			}
+			views := s.measureNodes(ctx, nodes)
+			if s.json {
+				return s.printJSON(views)
+			}
+			t := newTable(s.env.Stdout, "NODE", "RUNTIMES", "CPU FREE/TOTAL", "MEMORY FREE/TOTAL", "INSTANCES", "RTT", "LABELS", "NOTE")
+			for _, v := range views {
+				t.row(v.PeerID, strings.Join(v.Runtimes, ","),
+					fmt.Sprintf("%d/%dm", v.FreeCPU, v.CPU), fmt.Sprintf("%d/%dMiB", v.FreeMemory, v.Memory),
+					fmt.Sprint(v.Instances), ms(v.RTT), labels(v.Labels), v.Message)
+			}
+			return t.flush()
+		},
+	}
+}
+
+// measureNodes pings every node in parallel.
+func (s *session) measureNodes(ctx context.Context, nodes []registry.Node) []nodeView {
+	h := s.p2p.Host()
+	ids := make([]peer.ID, 0, len(nodes))
+	for _, n := range nodes {
+		id, err := peer.Decode(n.PeerID)
+		if err != nil {
+			ids = append(ids, "")
+			continue
+		}
+		for _, a := range n.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				h.Peerstore().AddAddr(id, m, peerstore.TempAddrTTL)
+			}
+		}
+		ids = append(ids, id)
+	}
+	results := s.p2p.RTT().Measure(ctx, ids)
+	out := make([]nodeView, len(nodes))
+	for i, n := range nodes {
+		out[i] = nodeView{Node: n}
+		if results[i].Err == nil {
+			out[i].RTT = rtt.FromDuration(results[i].RTT).RTT
+		}
+	}
+	return out
+}
+
+func labels(m map[string]string) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}

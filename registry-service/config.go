@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/nodeflags"
+)
+
+// config is everything registry-service is told at start.
+type config struct {
+	node *nodeflags.Flags
+
+	newCluster    bool
+	local         bool
+	dataDir       string
+	etcdIP        string
+	clientPort    int
+	peerPort      int
+	voters        int
+	writers       map[peer.ID]bool
+	joinTimeout   time.Duration
+	unsafeNoFsync bool
+}
+
+const usage = `Usage: registry-service [OPTIONS]
+
+Runs a member of the Physarum registry: etcd embedded in this process,
+serving service definitions, node and instance records over the private
+network. Start the first member with -new-etcd-cluster; later members find
+the registry through their bootstrap peers and join it (as voting members up
+to -voters, then as clients of the cluster). A member restarts from
+-data-dir.
+
+Examples:
+  registry-service -new-etcd-cluster -psk-file net.psk -listen /ip4/0.0.0.0/tcp/4001
+  registry-service -psk-file net.psk -bootstrap /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo... \
+      -etcd-ip 10.0.0.2
+
+OPTIONS:
+`
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "physarum", "registry-service")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "physarum", "registry-service")
+	}
+	return "registry-data"
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("registry-service", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	c := &config{node: nodeflags.Register(fs, "registry-service", nodeflags.Defaults{PromListen: ":9102"})}
+	fs.BoolVar(&c.newCluster, "new-etcd-cluster", false, "start a new registry cluster with this member as its first")
+	fs.BoolVar(&c.local, "local", false, "for debugging: do not connect to bootstrap peers (overrides -bootstrap)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(), "directory for etcd's data and this member's TLS files")
+	fs.StringVar(&c.etcdIP, "etcd-ip", "127.0.0.1", "IP address etcd listens on and advertises to other members")
+	fs.IntVar(&c.clientPort, "etcd-client-port", 2379, "etcd client port")
+	fs.IntVar(&c.peerPort, "etcd-peer-port", 2380, "etcd peer port")
+	fs.IntVar(&c.voters, "voters", 3, "most voting etcd members (odd: 1, 3, 5 or 7); later members join as clients")
+	writers := fs.String("writers", "", "comma-separated peer IDs that alone may add and delete services (default: any peer in the network)")
+	fs.DurationVar(&c.joinTimeout, "join-timeout", 2*time.Minute, "how long to keep trying to join an existing registry")
+	fs.BoolVar(&c.unsafeNoFsync, "unsafe-no-fsync", false, "skip fsync in etcd (tests only: a power loss loses acknowledged writes)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	if c.voters < 1 || c.voters > 7 || c.voters%2 == 0 {
+		return nil, fmt.Errorf("-voters %d: want 1, 3, 5 or 7 (an even count tolerates no more failures than the odd one below it)", c.voters)
+	}
+	var err error
+	if c.writers, err = parseWriters(*writers); err != nil {
+		return nil, err
+	}
+	if c.dataDir == "" {
+		return nil, errors.New("-data-dir: empty")
+	}
+	return c, nil
+}
+
+func parseWriters(s string) (map[peer.ID]bool, error) {
+	out := map[peer.ID]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		id, err := peer.Decode(f)
+		if err != nil {
+			return nil, fmt.Errorf("-writers: %q is not a peer ID: %w", f, err)
+		}
+		out[id] = true
+	}
+	return out, nil
+}

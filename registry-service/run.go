@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/daemon"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/server"
+)
+
+func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
+	base, err := daemon.Start(c.node, stdout, stderr, func(cfg *p2p.Config) {
+		if c.local {
+			cfg.Bootstraps = nil // -local overrides -bootstrap and the environment
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	log := base.Log
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create -data-dir: %w", err)
+	}
+
+	ccfg := cluster.Config{
+		Name: base.Node.ID().String(), DataDir: c.dataDir, IP: c.etcdIP,
+		ClientPort: c.clientPort, PeerPort: c.peerPort, PSK: base.Node.PSK(),
+		UnsafeNoFsync: c.unsafeNoFsync, Logger: log,
+	}
+	if err := ccfg.Validate(); err != nil {
+		return err
+	}
+	member, err := startMember(ctx, c, ccfg, base.Node, stdout)
+	if err != nil {
+		return err
+	}
+	defer member.Close()
+
+	srv := server.New(base.Node.Host(), member, server.Config{
+		Writers: c.writers, VoterCap: c.voters, Logger: log, Registerer: base.Metrics,
+	})
+	defer srv.Close()
+	base.Node.Advertise(registry.Rendezvous)
+	role := registry.RoleVoter
+	if member.IsClient() {
+		role = registry.RoleClient
+	}
+	fmt.Fprintf(stdout, "registry ready (%s)\n", role)
+	log.Info("registry ready", "role", role, "data_dir", c.dataDir)
+
+	go base.Serve(ctx)
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return nil
+	case err := <-member.Err():
+		return fmt.Errorf("etcd stopped: %w", err)
+	}
+}
+
+
+// startMember restarts from the data dir, starts a new cluster, or joins
+// one found through the network.
+func startMember(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node, stdout io.Writer) (*cluster.Member, error) {
+	switch {
+	case cluster.HasData(c.dataDir):
+		fmt.Fprintf(stdout, "restarting etcd member from %s\n", c.dataDir)
+		return cluster.Restart(ctx, cfg)
+	case c.newCluster:
+		fmt.Fprintf(stdout, "starting a new registry cluster (etcd on %s)\n", cfg.ClientURLs()[0])
+		return cluster.StartNew(ctx, cfg)
+	}
+	fmt.Fprintln(stdout, "joining the registry cluster")
+	return join(ctx, c, cfg, n)
+}
+
+// join asks registries found in the network to admit this member, retrying
+// while one is busy admitting another, until -join-timeout.
+func join(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*cluster.Member, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.joinTimeout)
+	defer cancel()
+	if err := n.Bootstrapped(ctx); err != nil {
+		return nil, err
+	}
+	disc := n.Discover(registry.Rendezvous)
+	defer disc.Close()
+	req := registry.JoinRequest{PeerURLs: cfg.PeerURLs(), ClientURLs: cfg.ClientURLs()}
+	var lastErr error = registry.ErrNoRegistry
+	for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 2*time.Second) {
+		for _, p := range joinCandidates(n, disc) {
+			var resp registry.JoinResponse
+			err := wire.Call(ctx, n.Host(), p, registry.JoinProtocol, req, &resp, wire.CallOptions{Timeout: 30 * time.Second})
+			if err != nil {
+				lastErr = err
+				n.Logger().Info("join attempt failed; retrying", "registry", p, "err", err)
+				continue
+			}
+			if resp.Client {
+				return cluster.Connect(ctx, cfg, resp.ClientURLs)
+			}
+			return cluster.Join(ctx, cfg, resp.InitialCluster, resp.ClientURLs)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("join the registry within %s: %w", c.joinTimeout, lastErr)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func joinCandidates(n *p2p.Node, disc *p2p.Discovery) []peer.ID {
+	seen := map[peer.ID]bool{}
+	var out []peer.ID
+	for _, p := range n.Host().Network().Peers() {
+		if ok, _ := n.Host().Peerstore().SupportsProtocols(p, registry.JoinProtocol); len(ok) > 0 && !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, p := range disc.Peers() {
+		if !seen[p.ID] {
+			seen[p.ID] = true
+			out = append(out, p.ID)
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,258 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// Key layout. Everything lives under /physarum/ so the etcd cluster could
+// be shared, and each kind of record has its own prefix.
+const (
+	prefixServices  = "/physarum/services/"
+	prefixNodes     = "/physarum/nodes/"
+	prefixLeases    = "/physarum/leases/"
+	prefixInstances = "/physarum/instances/"
+	prefixMembers   = "/physarum/members/"
+)
+
+func serviceKey(name string) string { return prefixServices + name }
+func nodeKey(id string) string      { return prefixNodes + id }
+func leaseKey(id string) string     { return prefixLeases + id }
+func instanceKey(service, id string) string {
+	return prefixInstances + service + "/" + id
+}
+
+// TTL bounds for node leases, in seconds.
+const (
+	minTTL     = 2
+	maxTTL     = 300
+	defaultTTL = 10
+)
+
+// Store reads and writes registry records in etcd.
+type Store struct {
+	cli *clientv3.Client
+}
+
+// NewStore returns a Store on cli.
+func NewStore(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+
+// AddService writes a service definition, replacing any previous one. It
+// reports whether the service existed.
+func (s *Store) AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error) {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return false, 0, err
+	}
+	resp, err := s.cli.Put(ctx, serviceKey(name), string(b), clientv3.WithPrevKV())
+	if err != nil {
+		return false, 0, unavailable("write service", err)
+	}
+	return resp.PrevKv != nil, resp.Header.Revision, nil
+}
+
+// GetService reads one service definition.
+func (s *Store) GetService(ctx context.Context, name string) (registry.ServiceInfo, error) {
+	var info registry.ServiceInfo
+	resp, err := s.cli.Get(ctx, serviceKey(name))
+	if err != nil {
+		return info, unavailable("read service", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return info, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+		return info, fmt.Errorf("decode stored service %q: %w", name, err)
+	}
+	return info, nil
+}
+
+// ListServices reads every service definition.
+func (s *Store) ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error) {
+	resp, err := s.cli.Get(ctx, prefixServices, clientv3.WithPrefix())
+	if err != nil {
+		return nil, unavailable("list services", err)
+	}
+	out := make(map[string]registry.ServiceInfo, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var info registry.ServiceInfo
+		if err := json.Unmarshal(kv.Value, &info); err != nil {
+			continue // written by something else; not ours to serve
+		}
+		out[strings.TrimPrefix(string(kv.Key), prefixServices)] = info
+	}
+	return out, nil
+}
+
+// DeleteService removes a service definition.
+func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
+	resp, err := s.cli.Delete(ctx, serviceKey(name))
+	if err != nil {
+		return 0, unavailable("delete service", err)
+	}
+	if resp.Deleted == 0 {
+		return 0, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
+	}
+	return resp.Header.Revision, nil
+}
+
+// PutNode writes an allocator's node record under its lease, renewing the
+// lease when it is alive and granting a new one when it has expired.
+func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) error {
+	if ttl == 0 {
+		ttl = defaultTTL
+	}
+	ttl = min(max(ttl, minTTL), maxTTL)
+	b, err := json.Marshal(node)
+	if err != nil {
+		return err
+	}
+	if lease, ok, err := s.nodeLease(ctx, node.PeerID); err != nil {
+		return err
+	} else if ok {
+		if _, err := s.cli.KeepAliveOnce(ctx, lease); err == nil {
+			_, err := s.cli.Put(ctx, nodeKey(node.PeerID), string(b), clientv3.WithLease(lease))
+			if err == nil {
+				return nil
+			}
+		}
+		// Expired (or revoked) between the read and now: grant anew.
+	}
+	grant, err := s.cli.Grant(ctx, int64(ttl))
+	if err != nil {
+		return unavailable("grant node lease", err)
+	}
+	_, err = s.cli.Txn(ctx).Then(
+		clientv3.OpPut(leaseKey(node.PeerID), strconv.FormatInt(int64(grant.ID), 16), clientv3.WithLease(grant.ID)),
+		clientv3.OpPut(nodeKey(node.PeerID), string(b), clientv3.WithLease(grant.ID)),
+	).Commit()
+	if err != nil {
+		return unavailable("write node record", err)
+	}
+	return nil
+}
+
+// nodeLease returns the lease of a node's records, if it has a live one.
+func (s *Store) nodeLease(ctx context.Context, id string) (clientv3.LeaseID, bool, error) {
+	resp, err := s.cli.Get(ctx, leaseKey(id))
+	if err != nil {
+		return 0, false, unavailable("read node lease", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, false, nil
+	}
+	v, err := strconv.ParseInt(string(resp.Kvs[0].Value), 16, 64)
+	if err != nil {
+		return 0, false, nil
+	}
+	return clientv3.LeaseID(v), true, nil
+}
+
+// DeleteNode revokes a node's lease: its record and instances go at once.
+func (s *Store) DeleteNode(ctx context.Context, id string) error {
+	lease, ok, err := s.nodeLease(ctx, id)
+	if err != nil || !ok {
+		return err
+	}
+	if _, err := s.cli.Revoke(ctx, lease); err != nil {
+		return unavailable("revoke node lease", err)
+	}
+	return nil
+}
+
+// ListNodes reads every live node record.
+func (s *Store) ListNodes(ctx context.Context) ([]registry.Node, error) {
+	resp, err := s.cli.Get(ctx, prefixNodes, clientv3.WithPrefix())
+	if err != nil {
+		return nil, unavailable("list nodes", err)
+	}
+	out := make([]registry.Node, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var n registry.Node
+		if json.Unmarshal(kv.Value, &n) == nil {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PeerID < out[j].PeerID })
+	return out, nil
+}
+
+// PutInstance writes an instance record under its node's lease, so that
+// it goes away with the node.
+func (s *Store) PutInstance(ctx context.Context, inst registry.Instance) error {
+	lease, ok, err := s.nodeLease(ctx, inst.Node)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return wire.Errorf(wire.CodeConflict, "node %s has no live record; publish the node record first", inst.Node)
+	}
+	b, err := json.Marshal(inst)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, instanceKey(inst.Service, inst.ID), string(b), clientv3.WithLease(lease)); err != nil {
+		if strings.Contains(err.Error(), "requested lease not found") {
+			return wire.Errorf(wire.CodeConflict, "node %s lease expired; publish the node record again", inst.Node)
+		}
+		return unavailable("write instance", err)
+	}
+	return nil
+}
+
+// DeleteInstance removes an instance record.
+func (s *Store) DeleteInstance(ctx context.Context, service, id string) error {
+	if _, err := s.cli.Delete(ctx, instanceKey(service, id)); err != nil {
+		return unavailable("delete instance", err)
+	}
+	return nil
+}
+
+// ListInstances reads the instance records of one service, or of all
+// when service is "". It returns the revision of the read, from which a
+// watch continues.
+func (s *Store) ListInstances(ctx context.Context, service string) ([]registry.Instance, int64, error) {
+	resp, err := s.cli.Get(ctx, instancePrefix(service), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, unavailable("list instances", err)
+	}
+	out := make([]registry.Instance, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var inst registry.Instance
+		if json.Unmarshal(kv.Value, &inst) == nil {
+			out = append(out, inst)
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+func instancePrefix(service string) string {
+	if service == "" {
+		return prefixInstances
+	}
+	return prefixInstances + service + "/"
+}
+
+// instanceIDFromKey returns the ID part of an instance key.
+func instanceIDFromKey(key string) string {
+	return key[strings.LastIndexByte(key, '/')+1:]
+}
+
+// unavailable wraps an etcd failure as a structured error the client can
+// fail over on.
+func unavailable(action string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return wire.Errorf(wire.CodeTimeout, "%s: %v", action, err)
+	}
+	return wire.Errorf(wire.CodeUnavailable, "%s: %v", action, err)
+}

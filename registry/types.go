@@ -1,0 +1,238 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/physarum-p2p/physarum/common/rtt"
+)
+
+// PerfInd is a latency requirement or measurement; RTT is in milliseconds.
+type PerfInd = rtt.PerfInd
+
+// ServiceInfo is what the registry stores for each service: how to run it
+// and what it needs. JSON field names follow the PhysarumSM registry.
+type ServiceInfo struct {
+	// ContentHash identifies the service's artifact (image digest or a
+	// configured id).
+	ContentHash string `json:"ContentHash,omitempty"`
+	// DockerHash is the image reference (name@sha256:... or a local tag)
+	// for the Docker runtime.
+	DockerHash string `json:"DockerHash,omitempty"`
+	// Exec is the command for the process runtime.
+	Exec *ExecConf `json:"Exec,omitempty"`
+	// NetworkSoftReq is the RTT (ms) within which instances are preferred.
+	NetworkSoftReq PerfInd `json:"NetworkSoftReq"`
+	// NetworkHardReq is the RTT (ms) beyond which an instance is not used;
+	// 0 means no limit.
+	NetworkHardReq PerfInd `json:"NetworkHardReq"`
+	// CpuReq is CPU in millicores (1000 = one core).
+	CpuReq int `json:"CpuReq"`
+	// MemoryReq is memory in MiB.
+	MemoryReq int `json:"MemoryReq"`
+	// ProxyClientMode marks a service whose proxy runs in client mode only
+	// (the service calls others but serves no requests itself).
+	ProxyClientMode bool `json:"ProxyClientMode,omitempty"`
+}
+
+// ExecConf is how the process runtime starts a service: Command with Args
+// and Env. "${VAR}" in Args and Env values is expanded from the instance's
+// environment (SERVICE_PORT, PROXY_PORT, ...).
+type ExecConf struct {
+	Command string            `json:"Command"`
+	Args    []string          `json:"Args,omitempty"`
+	Env     map[string]string `json:"Env,omitempty"`
+}
+
+// Limits on what a ServiceInfo may say. RTTs above MaxRTT are almost
+// certainly seconds or nanoseconds given where milliseconds are expected.
+const (
+	MaxNameLen  = 63
+	MaxRTT      = 60000   // ms
+	MaxCPU      = 1000000 // millicores (1000 cores)
+	MaxMemory   = 1 << 24 // MiB (16 TiB)
+	MaxArgs     = 256
+	MaxEnv      = 256
+	MaxFieldLen = 4096
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
+
+// ErrInvalid wraps every validation failure.
+var ErrInvalid = errors.New("invalid")
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+}
+
+// ValidateName checks a service name: 1 to 63 characters of lower-case
+// letters, digits, '.', '_' and '-', starting and ending with a letter or
+// digit (it becomes a key, a URL path segment and a container label).
+func ValidateName(name string) error {
+	if name == "" {
+		return invalid("service name", "empty")
+	}
+	if len(name) > MaxNameLen {
+		return invalid("service name", "%d characters (at most %d)", len(name), MaxNameLen)
+	}
+	if !nameRE.MatchString(name) {
+		return invalid("service name", "%q: use lower-case letters, digits, '.', '_' and '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// Validate checks everything the registry relies on; each failure names
+// the field.
+func (s *ServiceInfo) Validate() error {
+	if err := validateRTT("NetworkSoftReq.RTT", s.NetworkSoftReq.RTT); err != nil {
+		return err
+	}
+	if err := validateRTT("NetworkHardReq.RTT", s.NetworkHardReq.RTT); err != nil {
+		return err
+	}
+	if s.NetworkHardReq.RTT > 0 && s.NetworkSoftReq.RTT > s.NetworkHardReq.RTT {
+		return invalid("NetworkSoftReq.RTT", "%g ms is above NetworkHardReq.RTT (%g ms); soft must be <= hard", s.NetworkSoftReq.RTT, s.NetworkHardReq.RTT)
+	}
+	if s.CpuReq < 0 || s.CpuReq > MaxCPU {
+		return invalid("CpuReq", "%d millicores (want 0 to %d)", s.CpuReq, MaxCPU)
+	}
+	if s.MemoryReq < 0 || s.MemoryReq > MaxMemory {
+		return invalid("MemoryReq", "%d MiB (want 0 to %d)", s.MemoryReq, MaxMemory)
+	}
+	if s.Exec == nil && s.DockerHash == "" {
+		return invalid("Exec", "a service needs Exec (process runtime) or DockerHash (Docker runtime)")
+	}
+	if len(s.DockerHash) > MaxFieldLen || len(s.ContentHash) > MaxFieldLen {
+		return invalid("DockerHash", "longer than %d characters", MaxFieldLen)
+	}
+	if s.Exec != nil {
+		return s.Exec.Validate()
+	}
+	return nil
+}
+
+func validateRTT(field string, v float64) error {
+	switch {
+	case v != v: // NaN
+		return invalid(field, "not a number")
+	case v < 0:
+		return invalid(field, "%g ms is negative", v)
+	case v > MaxRTT:
+		return invalid(field, "%g ms is above %d ms; RTTs are in milliseconds", v, MaxRTT)
+	}
+	return nil
+}
+
+// Validate checks an ExecConf.
+func (e *ExecConf) Validate() error {
+	if strings.TrimSpace(e.Command) == "" {
+		return invalid("Exec.Command", "empty")
+	}
+	if len(e.Command) > MaxFieldLen {
+		return invalid("Exec.Command", "longer than %d characters", MaxFieldLen)
+	}
+	if len(e.Args) > MaxArgs {
+		return invalid("Exec.Args", "%d arguments (at most %d)", len(e.Args), MaxArgs)
+	}
+	for i, a := range e.Args {
+		if len(a) > MaxFieldLen {
+			return invalid(fmt.Sprintf("Exec.Args[%d]", i), "longer than %d characters", MaxFieldLen)
+		}
+	}
+	if len(e.Env) > MaxEnv {
+		return invalid("Exec.Env", "%d variables (at most %d)", len(e.Env), MaxEnv)
+	}
+	for k, v := range e.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return invalid("Exec.Env", "variable name %q", k)
+		}
+		if len(v) > MaxFieldLen {
+			return invalid("Exec.Env."+k, "longer than %d characters", MaxFieldLen)
+		}
+	}
+	return nil
+}
+
+// Runtimes an instance can run under.
+const (
+	RuntimeDocker  = "docker"
+	RuntimeProcess = "process"
+)
+
+// Runtime returns the runtimes that can run s, preferred first.
+func (s *ServiceInfo) Runtimes() []string {
+	var out []string
+	if s.DockerHash != "" {
+		out = append(out, RuntimeDocker)
+	}
+	if s.Exec != nil {
+		out = append(out, RuntimeProcess)
+	}
+	return out
+}
+
+// Instance states, in lifecycle order.
+const (
+	StatePending  = "pending"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+	StateFailed   = "failed"
+)
+
+// Instance is the registry's record of one running (or failed) instance.
+// Allocators write it under their node's lease, so it disappears with a
+// node that dies.
+type Instance struct {
+	// ID is unique in the network (allocator-assigned).
+	ID string `json:"ID"`
+	// Service is the service's name.
+	Service string `json:"Service"`
+	// Node is the peer ID of the allocator that runs it.
+	Node string `json:"Node"`
+	// State is one of the State* constants.
+	State string `json:"State"`
+	// Runtime is RuntimeDocker or RuntimeProcess.
+	Runtime string `json:"Runtime"`
+	// PeerID is the libp2p identity of the instance's proxy; requests reach
+	// the instance through it.
+	PeerID string `json:"PeerID"`
+	// Addrs are the proxy's multiaddrs.
+	Addrs []string `json:"Addrs"`
+	// OnDemand instances were started for a request and are culled when idle.
+	OnDemand bool `json:"OnDemand"`
+	// Started is when the instance was started.
+	Started time.Time `json:"Started"`
+	// Restarts counts restarts after crashes.
+	Restarts int `json:"Restarts,omitempty"`
+	// Message says why the instance failed, when it did.
+	Message string `json:"Message,omitempty"`
+}
+
+// Node is an allocator's record: what it offers and what is still free.
+type Node struct {
+	// PeerID is the allocator's libp2p identity.
+	PeerID string `json:"PeerID"`
+	// Addrs are the allocator's multiaddrs.
+	Addrs []string `json:"Addrs"`
+	// Runtimes lists the runtimes that work on this node now.
+	Runtimes []string `json:"Runtimes"`
+	// Labels are operator-given key=value tags.
+	Labels map[string]string `json:"Labels,omitempty"`
+	// CPU and Memory are the capacity offered (millicores, MiB).
+	CPU    int `json:"CPU"`
+	Memory int `json:"Memory"`
+	// FreeCPU and FreeMemory are what admitted instances leave.
+	FreeCPU    int `json:"FreeCPU"`
+	FreeMemory int `json:"FreeMemory"`
+	// Instances counts instances on the node.
+	Instances int `json:"Instances"`
+	// Updated is when the allocator last published this record.
+	Updated time.Time `json:"Updated"`
+	// Message explains a degraded node (e.g. "docker unreachable").
+	Message string `json:"Message,omitempty"`
+}

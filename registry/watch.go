@@ -1,0 +1,169 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/wire"
+)
+
+// InstanceWatch holds the live set of one service's instance records (or
+// all services'), kept current by a watch stream to a registry-service.
+// When the stream breaks it reconnects, to another registry if need be,
+// and starts again from a fresh snapshot.
+type InstanceWatch struct {
+	c       *Client
+	service string
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.Mutex
+	insts   map[string]Instance
+	synced  bool
+	changed chan struct{} // closed and replaced on every change
+}
+
+// WatchInstances starts watching service's instances ("" for all). It
+// returns at once; Wait blocks until the first snapshot has arrived.
+func (c *Client) WatchInstances(service string) *InstanceWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &InstanceWatch{
+		c: c, service: service, cancel: cancel, done: make(chan struct{}),
+		insts: map[string]Instance{}, changed: make(chan struct{}),
+	}
+	go func() {
+		defer close(w.done)
+		w.loop(ctx)
+	}()
+	return w
+}
+
+// Close stops the watch and waits for its goroutine.
+func (w *InstanceWatch) Close() {
+	w.cancel()
+	<-w.done
+}
+
+// Instances returns the current records, sorted by ID.
+func (w *InstanceWatch) Instances() []Instance {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]Instance, 0, len(w.insts))
+	for _, in := range w.insts {
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Changed returns a channel that is closed at the next change.
+func (w *InstanceWatch) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// Wait blocks until the first snapshot has arrived or ctx ends.
+func (w *InstanceWatch) Wait(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		synced, ch := w.synced, w.changed
+		w.mu.Unlock()
+		if synced {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("watch instances of %q: %w", w.service, ctx.Err())
+		}
+	}
+}
+
+func (w *InstanceWatch) notify() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *InstanceWatch) loop(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	attempt := 0
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, w.c.opts.FindTimeout)
+		err := w.c.find.wait(wctx)
+		cancel()
+		if err == nil {
+			cands := w.c.find.candidates()
+			p := cands[attempt%len(cands)]
+			err = w.stream(ctx, p)
+			if ctx.Err() != nil {
+				return
+			}
+			w.c.opts.Logger.Debug("instance watch broke; reconnecting", "registry", p, "err", err)
+		}
+		attempt++
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// stream runs one watch stream until it fails.
+func (w *InstanceWatch) stream(ctx context.Context, p peer.ID) error {
+	sctx, cancel := context.WithTimeout(ctx, w.c.opts.Timeout)
+	st, err := w.c.host.NewStream(sctx, p, WatchProtocol)
+	cancel()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
+	defer stop()
+	defer st.Reset()
+	_ = st.SetWriteDeadline(time.Now().Add(w.c.opts.Timeout))
+	if err := wire.WriteJSON(st, WatchRequest{Kind: WatchKindInstances, Service: w.service}, 0); err != nil {
+		return err
+	}
+	// Our side stays open: the server takes our closing as goodbye.
+	for {
+		_ = st.SetReadDeadline(time.Now().Add(3 * WatchPingEvery))
+		var ev WatchEvent
+		if err := wire.ReadJSON(st, &ev, 16<<20); err != nil {
+			return err
+		}
+		if ev.Error != nil {
+			return ev.Error
+		}
+		w.apply(ev)
+	}
+}
+
+func (w *InstanceWatch) apply(ev WatchEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch ev.Type {
+	case EventSnapshot:
+		w.insts = make(map[string]Instance, len(ev.Instances))
+		for _, in := range ev.Instances {
+			w.insts[in.ID] = in
+		}
+		w.synced = true
+	case EventPut:
+		for _, in := range ev.Instances {
+			w.insts[in.ID] = in
+		}
+	case EventDelete:
+		delete(w.insts, ev.ID)
+	default:
+		return // ping
+	}
+	w.notify()
+}
+
