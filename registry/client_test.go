@@ -1,0 +1,171 @@
+package registry_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/physarum-p2p/physarum/common/p2ptest"
+	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry/registrytest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, append(p2ptest.IgnoreLeaks(),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"))...)
+}
+
+func svc(cpu int) registry.ServiceInfo {
+	return registry.ServiceInfo{Exec: &registry.ExecConf{Command: "/bin/x"}, CpuReq: cpu, NetworkHardReq: registry.PerfInd{RTT: 20}}
+}
+
+func TestClientOperations(t *testing.T) {
+	nodes := p2ptest.Network(t, 2, nil)
+	registrytest.Start(t, nodes[0])
+	c := registrytest.Client(t, nodes[1])
+	ctx := t.Context()
+	if msg, err := c.AddService(ctx, "hello", svc(100)); err != nil || msg != "added service hello" {
+		t.Fatalf("add: %q %v", msg, err)
+	}
+	if msg, _ := c.AddService(ctx, "hello", svc(200)); msg != "updated service hello" {
+		t.Fatalf("second add: %q", msg)
+	}
+	info, err := c.GetService(ctx, "hello")
+	if err != nil || info.CpuReq != 200 {
+		t.Fatalf("get: %+v %v", info, err)
+	}
+	if _, err := c.GetService(ctx, "nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	all, err := c.ListServices(ctx)
+	if err != nil || len(all) != 1 {
+		t.Fatalf("list: %v %v", all, err)
+	}
+	if _, err := c.AddService(ctx, "Bad Name", svc(1)); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("client-side validation: %v", err)
+	}
+	if _, err := c.DeleteService(ctx, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteService(ctx, "hello"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func TestNodeAndInstanceRecordsLiveUnderTheNodeLease(t *testing.T) {
+	nodes := p2ptest.Network(t, 3, nil)
+	registrytest.Start(t, nodes[0])
+	alloc := registrytest.Client(t, nodes[1])
+	other := registrytest.Client(t, nodes[2])
+	ctx := t.Context()
+	me := nodes[1].ID().String()
+	inst := registry.Instance{ID: "i-1", Service: "hello", Node: me, State: registry.StateRunning}
+	if err := alloc.PutInstance(ctx, inst); err == nil {
+		t.Fatal("instance accepted before its node had a record")
+	}
+	if err := alloc.PutNode(ctx, registry.Node{PeerID: me, CPU: 1000, FreeCPU: 1000}, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.PutInstance(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody can write another node's records.
+	if err := other.PutNode(ctx, registry.Node{PeerID: me}, 2); !errors.Is(err, registry.ErrForbidden) {
+		t.Fatalf("foreign node record: %v", err)
+	}
+	if err := other.PutInstance(ctx, inst); !errors.Is(err, registry.ErrForbidden) {
+		t.Fatalf("foreign instance record: %v", err)
+	}
+	ns, err := other.ListNodes(ctx)
+	if err != nil || len(ns) != 1 || ns[0].PeerID != me {
+		t.Fatalf("nodes: %v %v", ns, err)
+	}
+	// Without heartbeats, the lease (2s TTL) takes node and instance away.
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		ns, err := other.ListNodes(ctx)
+		if err != nil {
+			return err
+		}
+		is, err := other.ListInstances(ctx, "")
+		if err != nil {
+			return err
+		}
+		if len(ns)+len(is) > 0 {
+			return fmt.Errorf("%d nodes, %d instances left", len(ns), len(is))
+		}
+		return nil
+	})
+}
+
+func TestWatchSeesInstancesComeAndGo(t *testing.T) {
+	nodes := p2ptest.Network(t, 3, nil)
+	registrytest.Start(t, nodes[0])
+	alloc := registrytest.Client(t, nodes[1])
+	proxy := registrytest.Client(t, nodes[2])
+	ctx := t.Context()
+	me := nodes[1].ID().String()
+	if err := alloc.PutNode(ctx, registry.Node{PeerID: me}, 30); err != nil {
+		t.Fatal(err)
+	}
+	w := proxy.WatchInstances("hello")
+	defer w.Close()
+	if err := w.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	changed := w.Changed()
+	start := time.Now()
+	if err := alloc.PutInstance(ctx, registry.Instance{ID: "i-1", Service: "hello", Node: me, State: registry.StateRunning}); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.PutInstance(ctx, registry.Instance{ID: "o-1", Service: "other", Node: me}); err != nil {
+		t.Fatal(err)
+	}
+	<-changed
+	t.Logf("new instance seen %s after the write began", time.Since(start))
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		if got := w.Instances(); len(got) != 1 || got[0].ID != "i-1" {
+			return fmt.Errorf("instances %v", got)
+		}
+		return nil
+	})
+	if err := alloc.DeleteInstance(ctx, "hello", "i-1"); err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		if got := w.Instances(); len(got) != 0 {
+			return fmt.Errorf("instances %v", got)
+		}
+		return nil
+	})
+}
+
+func TestClientFailsOverToAnotherRegistry(t *testing.T) {
+	// Two registry servers on one etcd: stopping one server leaves the data
+	// reachable through the other.
+	nodes := p2ptest.Network(t, 3, nil)
+	first := registrytest.Start(t, nodes[0])
+	second := registrytest.Serve(t, nodes[1], first.Member)
+	c := registrytest.Client(t, nodes[2])
+	ctx := t.Context()
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		if n := len(registry.Candidates(c)); n < 2 {
+			return fmt.Errorf("%d registries known", n)
+		}
+		return nil
+	})
+	if _, err := c.AddService(ctx, "hello", svc(1)); err != nil {
+		t.Fatal(err)
+	}
+	// Close whichever the client prefers; the next call must still succeed.
+	if registry.Candidates(c)[0] == nodes[0].ID() {
+		first.Server.Close()
+	} else {
+		second.Close()
+	}
+	if _, err := c.GetService(ctx, "hello"); err != nil {
+		t.Fatalf("after the nearest registry stopped serving: %v", err)
+	}
+}
