@@ -145,3 +145,12 @@ type Runtime interface {
 	// idempotent.
 	Close() error
 }
+
+// LogTailer is offered by runtimes that keep an instance's output: the
+// allocator puts the last lines in a failed instance's record, so an
+// operator sees why without logging in to the node.
+type LogTailer interface {
+	// Tail returns up to the last n lines the instance wrote to stderr
+	// (and stdout, where the runtime cannot tell them apart).
+	Tail(ctx context.Context, id string, n int) (string, error)
+}

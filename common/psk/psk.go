@@ -67,7 +67,8 @@ func Resolve(src Source) (pnet.PSK, error) {
 	case src.File != "":
 		return LoadFile(src.File)
 	case src.Env != "":
-		return Derive(src.Env)
+		// Allocators hand instances the key itself, in swarm.key format.
+		return Parse([]byte(src.Env))
 	}
 	return nil, ErrMissing
 }

@@ -58,3 +58,13 @@ func CodeOf(err error) string {
 	}
 	return ""
 }
+
+// MessageOf returns the message of the *Error in err's chain, or err's
+// text when there is none: what to show a user of a refusal.
+func MessageOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Error()
+	}
+	return err.Error()
+}

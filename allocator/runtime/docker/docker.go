@@ -20,18 +20,22 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -80,7 +84,10 @@ type Runtime struct {
 	closeOnce sync.Once
 }
 
-var _ runtime.Runtime = (*Runtime)(nil)
+var (
+	_ runtime.Runtime   = (*Runtime)(nil)
+	_ runtime.LogTailer = (*Runtime)(nil)
+)
 
 // New connects to the daemon and checks, within Options.ConnectTimeout,
 // that it answers. If it does not, New fails with an error wrapping
@@ -124,6 +131,20 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 
 // Name returns "docker".
 func (r *Runtime) Name() string { return Name }
+
+// Ping checks that the daemon answers; the allocator stops offering the
+// Docker runtime while it does not.
+func (r *Runtime) Ping(ctx context.Context) error {
+	ctx, done, err := r.call(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := r.cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("ping docker daemon at %s: %w: %w", r.cli.DaemonHost(), ErrUnavailable, err)
+	}
+	return nil
+}
 
 // call derives the context of one method call, which also ends at Close.
 func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc, error) {
@@ -439,4 +460,25 @@ func (r *Runtime) Close() error {
 		r.cli.Close()
 	})
 	return nil
+}
+
+// Tail returns the last n lines of the container's output.
+func (r *Runtime) Tail(ctx context.Context, id string, n int) (string, error) {
+	ctx, done, err := r.call(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	rc, err := r.cli.ContainerLogs(ctx, containerName(id), client.ContainerLogsOptions{
+		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n),
+	})
+	if err != nil {
+		return "", fmt.Errorf("logs of %s: %w", id, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 1<<20)); err != nil {
+		return "", fmt.Errorf("logs of %s: %w", id, err)
+	}
+	return strings.TrimRight(out.String(), "\n"), nil
 }

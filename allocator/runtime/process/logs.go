@@ -1,12 +1,16 @@
 package process
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/physarum-p2p/physarum/allocator/runtime"
 )
 
 // Log files in each instance directory. The process writes them directly
@@ -68,4 +72,25 @@ func capLog(path string, maxBytes int64) error {
 		return fmt.Errorf("cap log: %w", err)
 	}
 	return nil
+}
+
+// Tail returns the last n lines of the instance's stderr.log.
+func (r *Runtime) Tail(_ context.Context, id string, n int) (string, error) {
+	b, err := os.ReadFile(filepath.Join(r.dir, id, stderrLog))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", runtime.ErrNotFound
+		}
+		return "", err
+	}
+	return lastLines(string(b), n), nil
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -108,7 +108,10 @@ type Runtime struct {
 	closed bool
 }
 
-var _ runtime.Runtime = (*Runtime)(nil)
+var (
+	_ runtime.Runtime   = (*Runtime)(nil)
+	_ runtime.LogTailer = (*Runtime)(nil)
+)
 
 // New opens the state directory and adopts the instances found in it:
 // those whose process still runs are supervised again, those whose

@@ -1,0 +1,225 @@
+// Package agent is the allocator's core: admission control over the CPU
+// and memory the node offers, instances started through the runtimes,
+// health-checked, supervised and culled when idle, their records and the
+// node's record kept in the registry under the node's lease, and adoption
+// of its own instances after a restart.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/physarum-p2p/physarum/allocator/deploy"
+	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// CPU and Memory are the capacity offered, in millicores and MiB.
+	CPU, Memory int
+	// Labels are operator-given tags published in the node record.
+	Labels map[string]string
+	// ProxyPath is the proxy binary process instances run under.
+	ProxyPath string
+	// IdleTimeout is how long an on-demand instance may serve nothing
+	// before it is stopped (default 5m).
+	IdleTimeout time.Duration
+	// LeaseTTL is the node record's lease, in whole seconds (default 10s);
+	// records are renewed every third of it.
+	LeaseTTL time.Duration
+	// StartTimeout bounds starting an instance until it is healthy
+	// (default 60s).
+	StartTimeout time.Duration
+	// StatusEvery is how often instances are polled for health and idle
+	// time (default 1s).
+	StatusEvery time.Duration
+	// MaxRestarts bounds restarts of a crashing instance before it is
+	// marked failed (default 5).
+	MaxRestarts int
+	// KeepInstances leaves instances running when the agent closes (for
+	// upgrades: the next agent adopts them). By default Close stops them.
+	KeepInstances bool
+	// Logger and Registerer receive the agent's logs and metrics.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+func (c Config) withDefaults() Config {
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.LeaseTTL < 2*time.Second {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	if c.StatusEvery <= 0 {
+		c.StatusEvery = time.Second
+	}
+	if c.MaxRestarts <= 0 {
+		c.MaxRestarts = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Agent runs instances on this node.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	node     *p2p.Node
+	reg      *registry.Client
+	runtimes map[string]runtime.Runtime // by name
+	order    []string                   // runtime names, preferred first
+	res      *resources
+	ports    *portPool
+	metrics  *metrics
+	rpc      *wire.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // publish the node record now
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	degraded  map[string]string // runtime -> why it is unusable now
+	closed    bool
+}
+
+// New creates an agent on node n with the given runtimes (preferred
+// first), adopts the instances they already run, and starts serving deploy
+// requests and publishing the node record.
+func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.Runtime, cfg Config) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if len(rts) == 0 {
+		return nil, errors.New("agent: no runtime")
+	}
+	if cfg.CPU <= 0 || cfg.Memory <= 0 {
+		return nil, fmt.Errorf("agent: capacity must be positive (cpu %d millicores, memory %d MiB)", cfg.CPU, cfg.Memory)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, node: n, reg: reg, runtimes: map[string]runtime.Runtime{},
+		res: newResources(cfg.CPU, cfg.Memory), ports: newPortPool(), metrics: newMetrics(cfg.Registerer),
+		ctx: actx, cancel: cancel, kick: make(chan struct{}, 1),
+		instances: map[string]*instance{}, degraded: map[string]string{},
+	}
+	for _, rt := range rts {
+		a.runtimes[rt.Name()] = rt
+		a.order = append(a.order, rt.Name())
+	}
+	a.metrics.observeResources(a)
+	if err := a.adopt(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	a.rpc = wire.NewServer(n.Host(), a.log, nil)
+	a.rpc.Handle(deploy.Protocol, a.handle, wire.HandleOptions{MaxRequest: 16 << 10, MaxResponse: 4 << 20, Timeout: cfg.StartTimeout + 10*time.Second})
+	a.goLoop(a.publishLoop)
+	n.Advertise(deploy.Rendezvous)
+	return a, nil
+}
+
+func (a *Agent) goLoop(fn func(ctx context.Context)) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn(a.ctx)
+	}()
+}
+
+// Close stops serving; unless Config.KeepInstances, it stops every
+// instance and removes the node record. It waits for the agent's
+// goroutines.
+func (a *Agent) Close() {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.closed = true
+	insts := a.snapshot()
+	a.mu.Unlock()
+
+	a.rpc.Close()
+	if !a.cfg.KeepInstances {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var wg sync.WaitGroup
+		for _, in := range insts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.stop(ctx, in, "allocator shutting down")
+			}()
+		}
+		wg.Wait()
+		if err := a.reg.DeleteNode(ctx); err != nil {
+			a.log.Warn("could not remove the node record; it expires with its lease", "err", err)
+		}
+		cancel()
+	}
+	a.cancel()
+	a.wg.Wait()
+	a.metrics.unregister()
+}
+
+// snapshot lists the instances; call with a.mu held.
+func (a *Agent) snapshot() []*instance {
+	out := make([]*instance, 0, len(a.instances))
+	for _, in := range a.instances {
+		out = append(out, in)
+	}
+	return out
+}
+
+// Runtimes lists the names of the runtimes usable now, preferred first.
+func (a *Agent) Runtimes() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, name := range a.order {
+		if a.degraded[name] == "" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Instances returns the records of the node's instances.
+func (a *Agent) Instances() []registry.Instance {
+	a.mu.Lock()
+	insts := a.snapshot()
+	a.mu.Unlock()
+	out := make([]registry.Instance, 0, len(insts))
+	for _, in := range insts {
+		out = append(out, in.record())
+	}
+	return out
+}
+
+// publishNow asks the publish loop for an update at once.
+func (a *Agent) publishNow() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) degradedReason(runtime string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.degraded[runtime]
+}

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/physarum-p2p/physarum/allocator/deploy"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// handle serves the deploy protocol.
+func (a *Agent) handle(ctx context.Context, req wire.Request) (any, error) {
+	var r deploy.Request
+	if err := req.Decode(&r); err != nil {
+		a.metrics.refused("bad_request")
+		return nil, err
+	}
+	switch r.Op {
+	case deploy.OpDeploy:
+		a.metrics.requested()
+		resp, err := a.deploy(ctx, r)
+		if err != nil {
+			a.log.Info("deploy refused", "service", r.Service, "peer", req.Peer, "err", err)
+		}
+		return resp, err
+	case deploy.OpStop:
+		return &deploy.Response{}, a.stopByID(ctx, r.ID)
+	case deploy.OpList:
+		return &deploy.Response{Instances: a.Instances()}, nil
+	}
+	a.metrics.refused("bad_request")
+	return nil, wire.Errorf(wire.CodeBadRequest, "unknown Op %q (want deploy, stop or list)", r.Op)
+}
+
+// deploy admits and starts an instance of a registered service, or hands
+// back an on-demand one already running or starting here, and waits until
+// it runs.
+func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response, error) {
+	if err := registry.ValidateName(r.Service); err != nil {
+		a.metrics.refused("bad_request")
+		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	info, err := a.reg.GetService(ctx, r.Service)
+	if errors.Is(err, registry.ErrNotFound) {
+		a.metrics.refused("unknown_service")
+		return nil, wire.Errorf(wire.CodeNotFound, "unknown service %q: register it with registry-cli add", r.Service)
+	}
+	if err != nil {
+		a.metrics.refused("registry_unavailable")
+		return nil, wire.Errorf(wire.CodeUnavailable, "read service %s: %v", r.Service, err)
+	}
+	rtName, err := a.pickRuntime(&info)
+	if err != nil {
+		a.metrics.refused("no_runtime")
+		return nil, err
+	}
+	in, reused := a.reuse(r)
+	if in == nil {
+		if in, err = a.start(r.Service, &info, rtName, r.OnDemand); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case <-in.ready:
+	case <-ctx.Done():
+		return nil, wire.Errorf(wire.CodeTimeout, "instance %s not running before the request's deadline", in.rec.ID)
+	}
+	rec := in.record()
+	if rec.State != registry.StateRunning {
+		return nil, wire.Errorf(wire.CodeRuntimeError, "instance %s of %s %s: %s", rec.ID, r.Service, rec.State, rec.Message)
+	}
+	return &deploy.Response{Instance: &rec, Reused: reused}, nil
+}
+
+// reuse finds an on-demand instance of the service that is running or on
+// its way, so that requests arriving together share one.
+func (a *Agent) reuse(r deploy.Request) (*instance, bool) {
+	if !r.OnDemand {
+		return nil, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, in := range a.instances {
+		if !in.rec.OnDemand || in.rec.Service != r.Service {
+			continue
+		}
+		switch in.state() {
+		case registry.StatePending, registry.StateStarting, registry.StateRunning:
+			return in, true
+		}
+	}
+	return nil, false
+}
+
+// pickRuntime chooses the first runtime the service can run under that
+// this node offers now.
+func (a *Agent) pickRuntime(info *registry.ServiceInfo) (string, error) {
+	have := a.Runtimes()
+	for _, want := range info.Runtimes() {
+		for _, h := range have {
+			if h == want {
+				return h, nil
+			}
+		}
+	}
+	return "", wire.Errorf(wire.CodeUnsupported, "this node cannot run the service: it needs %s, the node offers %s",
+		strings.Join(info.Runtimes(), " or "), strings.Join(have, ", "))
+}
+
+func (a *Agent) stopByID(ctx context.Context, id string) error {
+	a.mu.Lock()
+	in := a.instances[id]
+	a.mu.Unlock()
+	if in == nil {
+		return wire.Errorf(wire.CodeNotFound, "no instance %q on this node", id)
+	}
+	a.stop(ctx, in, "stop requested")
+	return nil
+}

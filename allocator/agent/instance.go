@@ -1,0 +1,380 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/instenv"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// instance is one instance this node runs.
+type instance struct {
+	rt       runtime.Runtime
+	ports    ports
+	cpu, mem int
+	ready    chan struct{} // closed once running, failed or stopped
+
+	mu          sync.Mutex
+	rec         registry.Instance
+	lastRequest time.Time // last request its proxy served
+	inFlight    int
+	stopping    bool
+	startErr    error
+	failedAt    time.Time
+}
+
+func (in *instance) record() registry.Instance {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.rec
+	r.Addrs = append([]string(nil), r.Addrs...)
+	return r
+}
+
+func (in *instance) setState(state, msg string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.rec.State, in.rec.Message = state, msg
+}
+
+func (in *instance) state() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.rec.State
+}
+
+// newID makes an instance ID: the service's name and a random suffix,
+// within the 63 characters IDs may have.
+func newID(service string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	if len(service) > 54 {
+		service = service[:54]
+	}
+	return fmt.Sprintf("%s-%s", service, hex.EncodeToString(b))
+}
+
+// proxyAddrs are the multiaddrs of an instance's proxy: this node's IP
+// addresses with the proxy's port.
+func (a *Agent) proxyAddrs(p2pPort int, id peer.ID) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range a.node.Host().Addrs() {
+		ip, err := m.ValueForProtocol(ma.P_IP4)
+		proto := "ip4"
+		if err != nil {
+			if ip, err = m.ValueForProtocol(ma.P_IP6); err != nil {
+				continue
+			}
+			proto = "ip6"
+		}
+		s := fmt.Sprintf("/%s/%s/tcp/%d/p2p/%s", proto, ip, p2pPort, id)
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// start admits and starts a new instance of service, and returns at once;
+// wait on in.ready for the outcome. The caller has checked the service.
+func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string, onDemand bool) (*instance, error) {
+	if err := a.res.reserve(info.CpuReq, info.MemoryReq); err != nil {
+		a.metrics.refused("no_capacity")
+		return nil, err
+	}
+	p, err := a.ports.take()
+	if err != nil {
+		a.res.release(info.CpuReq, info.MemoryReq)
+		return nil, wire.Errorf(wire.CodeRuntimeError, "%v", err)
+	}
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		a.res.release(info.CpuReq, info.MemoryReq)
+		a.ports.put(p)
+		return nil, err
+	}
+	pid, _ := peer.IDFromPrivateKey(key)
+	id := newID(service)
+	in := &instance{
+		rt: a.runtimes[rtName], ports: p, cpu: info.CpuReq, mem: info.MemoryReq, ready: make(chan struct{}),
+		rec: registry.Instance{
+			ID: id, Service: service, Node: a.node.ID().String(), State: registry.StatePending, Runtime: rtName,
+			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: onDemand, Started: time.Now().UTC(),
+		},
+	}
+	spec, err := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
+	if err != nil {
+		a.res.release(info.CpuReq, info.MemoryReq)
+		a.ports.put(p)
+		return nil, wire.Errorf(wire.CodeRuntimeError, "%v", err)
+	}
+	a.mu.Lock()
+	a.instances[id] = in
+	a.mu.Unlock()
+	a.metrics.admitted()
+	a.publishNow()
+	a.goLoop(func(ctx context.Context) { a.run(ctx, in, spec) })
+	return in, nil
+}
+
+// run starts the instance, waits for it to be healthy, then supervises
+// it until it ends.
+func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec) {
+	log := a.log.With("instance", spec.ID, "service", in.rec.Service)
+	in.setState(registry.StateStarting, "")
+	a.putRecord(ctx, in)
+	startCtx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
+	_, err := in.rt.Start(startCtx, spec)
+	if err == nil {
+		err = a.waitHealthy(startCtx, in)
+	}
+	cancel()
+	if err != nil {
+		log.Warn("instance failed to start", "err", err)
+		a.metrics.failed()
+		a.fail(ctx, in, fmt.Sprintf("start: %v", err))
+		a.cleanup(in)
+		return
+	}
+	log.Info("instance running", "runtime", in.rec.Runtime, "peer", in.rec.PeerID, "service_port", in.ports.Service)
+	a.metrics.started()
+	a.markRunning(ctx, in)
+	a.supervise(ctx, in)
+}
+
+func (a *Agent) markRunning(ctx context.Context, in *instance) {
+	in.mu.Lock()
+	in.rec.State = registry.StateRunning
+	in.lastRequest = time.Now()
+	in.mu.Unlock()
+	a.putRecord(ctx, in)
+	select {
+	case <-in.ready:
+	default:
+		close(in.ready)
+	}
+}
+
+// fail marks an instance failed, removes what the runtime has left of it
+// and keeps the failed record (for operators to see) for FailedKeep.
+func (a *Agent) fail(ctx context.Context, in *instance, msg string) {
+	if lt, ok := in.rt.(runtime.LogTailer); ok {
+		if tail, err := lt.Tail(ctx, in.rec.ID, 5); err == nil && tail != "" {
+			msg += "; last output: " + strings.Join(strings.Fields(tail), " ")
+		}
+	}
+	in.mu.Lock()
+	in.rec.State, in.rec.Message = registry.StateFailed, msg
+	in.startErr = errors.New(msg)
+	in.failedAt = time.Now()
+	in.mu.Unlock()
+	_ = in.rt.Stop(ctx, in.rec.ID, 5*time.Second)
+	if err := in.rt.Remove(ctx, in.rec.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		a.log.Warn("remove failed instance", "instance", in.rec.ID, "err", err)
+	}
+	a.putRecord(ctx, in)
+	select {
+	case <-in.ready:
+	default:
+		close(in.ready)
+	}
+}
+
+// proxyStatus is what an instance's proxy reports on its local port.
+type proxyStatus struct {
+	Ready       bool      `json:"ready"`
+	LastRequest time.Time `json:"last_request"`
+	InFlight    int       `json:"in_flight"`
+}
+
+var statusClient = &http.Client{Timeout: 2 * time.Second}
+
+func (in *instance) status(ctx context.Context) (proxyStatus, error) {
+	var st proxyStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		"http://127.0.0.1:"+strconv.Itoa(in.ports.Proxy)+instenv.StatusPath, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := statusClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("decode proxy status: %w", err)
+	}
+	return st, nil
+}
+
+// waitHealthy polls the proxy's status until it says the service answers:
+// often at first (a process instance is up in milliseconds), then less.
+func (a *Agent) waitHealthy(ctx context.Context, in *instance) error {
+	wait := 5 * time.Millisecond
+	var last error
+	for {
+		st, err := in.status(ctx)
+		if err == nil && st.Ready {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("service not answering on its port yet")
+		}
+		last = err
+		if s, ierr := in.rt.Inspect(ctx, in.rec.ID); ierr == nil && s.State == runtime.StateExited {
+			return fmt.Errorf("exited with code %d before it was healthy", s.ExitCode)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy within %s: %v", a.cfg.StartTimeout, last)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 200*time.Millisecond)
+	}
+}
+
+// supervise follows a running instance until it ends: polls its proxy for
+// idle time and its runtime for restarts, culls it when idle, and marks it
+// failed when its runtime gives up on it.
+func (a *Agent) supervise(ctx context.Context, in *instance) {
+	exited := make(chan runtime.Status, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		st, err := in.rt.Wait(wctx, in.rec.ID)
+		if err == nil {
+			exited <- st
+		}
+	}()
+	tick := time.NewTicker(a.cfg.StatusEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-exited:
+			in.mu.Lock()
+			stopping := in.stopping
+			in.mu.Unlock()
+			if stopping {
+				return
+			}
+			msg := fmt.Sprintf("exited with code %d after %d restarts", st.ExitCode, st.Restarts)
+			a.log.Warn("instance failed", "instance", in.rec.ID, "service", in.rec.Service, "reason", msg)
+			a.metrics.failed()
+			a.fail(ctx, in, msg)
+			a.cleanup(in)
+			return
+		case <-tick.C:
+			if a.poll(ctx, in) {
+				a.metrics.culled()
+				a.stop(ctx, in, "idle")
+				return
+			}
+		}
+	}
+}
+
+// poll refreshes what is known of a running instance and reports whether
+// it should be culled.
+func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
+	if s, err := in.rt.Inspect(ctx, in.rec.ID); err == nil {
+		in.mu.Lock()
+		changed := s.Restarts != in.rec.Restarts
+		in.rec.Restarts = s.Restarts
+		in.mu.Unlock()
+		if changed {
+			a.log.Info("instance restarted", "instance", in.rec.ID, "restarts", s.Restarts)
+			a.putRecord(ctx, in)
+		}
+	}
+	st, err := in.status(ctx)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err != nil || in.rec.State != registry.StateRunning {
+		return false // restarting, or not ours to judge
+	}
+	if st.LastRequest.After(in.lastRequest) {
+		in.lastRequest = st.LastRequest
+	}
+	in.inFlight = st.InFlight
+	return in.rec.OnDemand && in.inFlight == 0 && time.Since(in.lastRequest) > a.cfg.IdleTimeout
+}
+
+// stop stops and removes an instance and its record.
+func (a *Agent) stop(ctx context.Context, in *instance, why string) {
+	in.mu.Lock()
+	if in.stopping {
+		in.mu.Unlock()
+		return
+	}
+	in.stopping = true
+	wasFailed := in.rec.State == registry.StateFailed
+	in.rec.State = registry.StateStopping
+	in.mu.Unlock()
+	a.log.Info("stopping instance", "instance", in.rec.ID, "service", in.rec.Service, "reason", why)
+	if !wasFailed { // a failed instance's runtime remains are gone already
+		a.putRecord(ctx, in)
+		if err := in.rt.Stop(ctx, in.rec.ID, 10*time.Second); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			a.log.Warn("stop instance", "instance", in.rec.ID, "err", err)
+		}
+		if err := in.rt.Remove(ctx, in.rec.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			a.log.Warn("remove instance", "instance", in.rec.ID, "err", err)
+		}
+	}
+	if err := a.reg.DeleteInstance(ctx, in.rec.Service, in.rec.ID); err != nil {
+		a.log.Debug("remove instance record", "instance", in.rec.ID, "err", err)
+	}
+	in.setState(registry.StateStopped, why)
+	select {
+	case <-in.ready:
+	default:
+		close(in.ready)
+	}
+	a.mu.Lock()
+	delete(a.instances, in.rec.ID)
+	a.mu.Unlock()
+	if !wasFailed {
+		a.cleanup(in)
+	}
+	a.publishNow()
+}
+
+// cleanup returns an instance's resources and ports (once).
+func (a *Agent) cleanup(in *instance) {
+	a.res.release(in.cpu, in.mem)
+	a.ports.put(in.ports)
+	a.publishNow()
+}
+
+// putRecord publishes the instance's record; failures are retried by the
+// publish loop, which republishes every record each period.
+func (a *Agent) putRecord(ctx context.Context, in *instance) {
+	rec := in.record()
+	if rec.State == registry.StateStopped {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.reg.PutInstance(ctx, rec); err != nil {
+		a.log.Debug("publish instance record", "instance", rec.ID, "err", err)
+	}
+}

@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// FailedKeep is how long a failed instance's record stays visible.
+const FailedKeep = 10 * time.Minute
+
+// Pinger is what a runtime offers when it can lose its backend (Docker's
+// daemon): the agent checks it each period and stops offering the runtime
+// while it fails.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// publishLoop keeps the node record, and every instance record, alive
+// under the node's lease: every third of the lease, and at once when
+// something changed.
+func (a *Agent) publishLoop(ctx context.Context) {
+	every := a.cfg.LeaseTTL / 3
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			a.checkRuntimes(ctx)
+			a.expireFailed()
+		case <-a.kick:
+		}
+		a.publish(ctx)
+		timer.Reset(every)
+	}
+}
+
+func (a *Agent) publish(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseTTL/3)
+	defer cancel()
+	if err := a.reg.PutNode(ctx, a.nodeRecord(), int(a.cfg.LeaseTTL/time.Second)); err != nil {
+		a.log.Warn("publish node record", "err", err)
+		return
+	}
+	a.metrics.observeResources(a)
+	// After a lease lapse (a registry outage) the instance records went
+	// with it: writing them each period puts them back.
+	a.mu.Lock()
+	insts := a.snapshot()
+	a.mu.Unlock()
+	for _, in := range insts {
+		a.putRecord(ctx, in)
+	}
+}
+
+// nodeRecord is this node's registry record now.
+func (a *Agent) nodeRecord() registry.Node {
+	freeCPU, freeMem := a.res.free()
+	cpu, mem := a.res.capacity()
+	var addrs []string
+	for _, m := range a.node.Host().Addrs() {
+		addrs = append(addrs, m.String())
+	}
+	a.mu.Lock()
+	count := len(a.instances)
+	var notes []string
+	for _, name := range a.order {
+		if why := a.degraded[name]; why != "" {
+			notes = append(notes, name+" unavailable: "+why)
+		}
+	}
+	a.mu.Unlock()
+	return registry.Node{
+		PeerID: a.node.ID().String(), Addrs: addrs, Runtimes: a.Runtimes(), Labels: a.cfg.Labels,
+		CPU: cpu, Memory: mem, FreeCPU: max(freeCPU, 0), FreeMemory: max(freeMem, 0),
+		Instances: count, Updated: time.Now().UTC(), Message: strings.Join(notes, "; "),
+	}
+}
+
+// checkRuntimes pings runtimes that can lose their backend and records
+// which are unusable.
+func (a *Agent) checkRuntimes(ctx context.Context) {
+	for _, name := range a.order {
+		p, ok := a.runtimes[name].(Pinger)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := p.Ping(pctx)
+		cancel()
+		a.mu.Lock()
+		was := a.degraded[name]
+		if err != nil {
+			a.degraded[name] = err.Error()
+		} else {
+			delete(a.degraded, name)
+		}
+		a.mu.Unlock()
+		switch {
+		case err != nil && was == "":
+			a.log.Warn("runtime unavailable; not offering it", "runtime", name, "err", err)
+			a.metrics.runtimeUp(name, false)
+		case err == nil && was != "":
+			a.log.Info("runtime available again", "runtime", name)
+			a.metrics.runtimeUp(name, true)
+		}
+	}
+}
+
+// expireFailed forgets failed instances after FailedKeep.
+func (a *Agent) expireFailed() {
+	a.mu.Lock()
+	var old []*instance
+	for id, in := range a.instances {
+		in.mu.Lock()
+		if in.rec.State == registry.StateFailed && time.Since(in.failedAt) > FailedKeep {
+			old = append(old, in)
+			delete(a.instances, id)
+		}
+		in.mu.Unlock()
+	}
+	a.mu.Unlock()
+	for _, in := range old {
+		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+		_ = a.reg.DeleteInstance(ctx, in.rec.Service, in.rec.ID)
+		cancel()
+	}
+}

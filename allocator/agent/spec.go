@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/instenv"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// Labels the allocator adds to every instance, beyond the runtime's own:
+// what it needs to adopt the instance after a restart.
+const (
+	labelOnDemand = "physarum.ondemand"
+	labelCPU      = "physarum.cpu"
+	labelMemory   = "physarum.memory"
+	labelPorts    = "physarum.ports"
+	labelPeer     = "physarum.peer"
+	labelStarted  = "physarum.started"
+	labelRuntime  = "physarum.runtime"
+)
+
+// instanceEnv is the environment contract of an instance (see
+// common/instenv): ports, identity, network access, and the test knobs
+// the allocator itself runs with.
+func (a *Agent) instanceEnv(id, service string, info *registry.ServiceInfo, p ports, key crypto.PrivKey) (map[string]string, error) {
+	kb, err := crypto.MarshalPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	var boots []string
+	for _, m := range a.node.Addrs() {
+		boots = append(boots, m.String())
+	}
+	mode := instenv.ModeService
+	if info.ProxyClientMode {
+		mode = instenv.ModeClient
+	}
+	env := map[string]string{
+		instenv.Service:    service,
+		instenv.InstanceID: id,
+		instenv.ServicePort: strconv.Itoa(p.Service),
+		instenv.ProxyPort:  strconv.Itoa(p.Proxy),
+		instenv.ProxyIP:    "127.0.0.1",
+		instenv.P2PPort:    strconv.Itoa(p.P2P),
+		instenv.MetricsPort: strconv.Itoa(p.Metrics),
+		instenv.Bootstraps: strings.Join(boots, " "),
+		instenv.PSK:        instenv.EncodePSK(a.node.PSK()),
+		instenv.ProxyKey:   base64.StdEncoding.EncodeToString(kb),
+		instenv.ProxyMode:  mode,
+	}
+	for _, k := range instenv.PassThrough {
+		if v := os.Getenv(k); v != "" {
+			env[k] = v
+		}
+	}
+	return env, nil
+}
+
+// runtimeSpec builds what the runtime runs: for the process runtime the
+// proxy with the service's command as its child; for Docker the image,
+// whose entrypoint is the proxy.
+func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceInfo, onDemand bool, p ports, key crypto.PrivKey, peerID string) (runtime.Spec, error) {
+	env, err := a.instanceEnv(id, service, info, p, key)
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	spec := runtime.Spec{
+		ID: id, Env: env, CPU: info.CpuReq, Memory: info.MemoryReq, MaxRestarts: a.cfg.MaxRestarts,
+		Labels: map[string]string{
+			runtime.LabelService: service,
+			labelOnDemand:        strconv.FormatBool(onDemand),
+			labelCPU:             strconv.Itoa(info.CpuReq),
+			labelMemory:          strconv.Itoa(info.MemoryReq),
+			labelPorts:           p.String(),
+			labelPeer:            peerID,
+			labelStarted:         time.Now().UTC().Format(time.RFC3339Nano),
+			labelRuntime:         rtName,
+		},
+	}
+	switch rtName {
+	case registry.RuntimeDocker:
+		spec.Image = info.DockerHash
+	case registry.RuntimeProcess:
+		if a.cfg.ProxyPath == "" {
+			return runtime.Spec{}, fmt.Errorf("no proxy binary to run process instances with (see -proxy)")
+		}
+		args := make([]string, len(info.Exec.Args))
+		for i, arg := range info.Exec.Args {
+			args[i] = instenv.Expand(arg, env)
+		}
+		for k, v := range info.Exec.Env {
+			if _, reserved := env[k]; !reserved {
+				env[k] = instenv.Expand(v, env)
+			}
+		}
+		spec.Command = append([]string{a.cfg.ProxyPath, "-instance", "--", info.Exec.Command}, args...)
+	default:
+		return runtime.Spec{}, fmt.Errorf("unknown runtime %q", rtName)
+	}
+	return spec, nil
+}

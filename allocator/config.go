@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/physarum-p2p/physarum/common/nodeflags"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+type config struct {
+	node          *nodeflags.Flags
+	runtime       string
+	cpuMillis     int
+	memoryMiB     int
+	labels        map[string]string
+	dataDir       string
+	proxyPath     string
+	idleTimeout   time.Duration
+	leaseTTL      time.Duration
+	startTimeout  time.Duration
+	maxRestarts   int
+	keepInstances bool
+}
+
+const usage = `Usage: allocator [OPTIONS]
+
+Offers this node's CPU and memory to the Physarum network and runs
+instances of registered services on it: Docker containers (built FROM
+scratch, never pulled) or local processes, each behind its proxy. Instances
+survive the allocator's crash; a restarted allocator adopts them. On SIGINT
+or SIGTERM it stops its instances and leaves the network, unless
+-keep-instances.
+
+Examples:
+  allocator -psk-file net.psk -bootstrap /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo...
+  allocator -runtime process -cpus 2 -memory 2048 -labels site=lab,rack=3 ...
+
+OPTIONS:
+`
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "physarum", "allocator")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "physarum", "allocator")
+	}
+	return "allocator-data"
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("allocator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	c := &config{node: nodeflags.Register(fs, "allocator", nodeflags.Defaults{PromListen: ":9103"})}
+	fs.StringVar(&c.runtime, "runtime", "auto", "how to run instances: docker, process, or auto (Docker when a daemon answers, plus processes)")
+	cpus := fs.String("cpus", "", "CPU offered, in cores (e.g. 2 or 0.5; default: this host's cores)")
+	fs.IntVar(&c.memoryMiB, "memory", 0, "memory offered, in MiB (default: this host's memory)")
+	labels := fs.String("labels", "", "comma-separated key=value labels published in the node record")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(), "directory for process instances' state and logs")
+	fs.StringVar(&c.proxyPath, "proxy", "", "proxy binary for process instances (default: proxy beside this executable, else on PATH)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "stop on-demand instances that served nothing for this long")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", 10*time.Second, "lease of the node record: a dead node leaves the registry after this long")
+	fs.DurationVar(&c.startTimeout, "start-timeout", time.Minute, "give up on an instance not healthy after this long")
+	fs.IntVar(&c.maxRestarts, "max-restarts", 5, "restarts of a crashing instance before it is marked failed")
+	fs.BoolVar(&c.keepInstances, "keep-instances", false, "on exit, leave instances running for the next allocator to adopt")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	switch c.runtime {
+	case "auto", registry.RuntimeDocker, registry.RuntimeProcess:
+	default:
+		return nil, fmt.Errorf("-runtime %q: want docker, process or auto", c.runtime)
+	}
+	var err error
+	if c.cpuMillis, err = parseCPUs(*cpus); err != nil {
+		return nil, err
+	}
+	if c.memoryMiB < 0 {
+		return nil, fmt.Errorf("-memory %d: must be positive (MiB)", c.memoryMiB)
+	}
+	if c.memoryMiB == 0 {
+		if c.memoryMiB, err = hostMemoryMiB(); err != nil {
+			return nil, fmt.Errorf("-memory not given and %w", err)
+		}
+	}
+	if c.labels, err = parseLabels(*labels); err != nil {
+		return nil, err
+	}
+	if c.leaseTTL < 2*time.Second {
+		return nil, fmt.Errorf("-lease-ttl %s: at least 2s", c.leaseTTL)
+	}
+	if c.idleTimeout <= 0 || c.startTimeout <= 0 || c.maxRestarts < 0 {
+		return nil, errors.New("-idle-timeout and -start-timeout must be positive, -max-restarts not negative")
+	}
+	return c, nil
+}
+
+// parseCPUs reads -cpus (cores, possibly fractional) as millicores.
+func parseCPUs(s string) (int, error) {
+	if s == "" {
+		return goruntime.NumCPU() * 1000, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 || f > 1000 {
+		return 0, fmt.Errorf("-cpus %q: want a number of cores such as 2 or 0.5", s)
+	}
+	return int(f * 1000), nil
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-labels: %q is not key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// hostMemoryMiB reads MemTotal from /proc/meminfo.
+func hostMemoryMiB() (int, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("cannot read this host's memory: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.Atoi(fields[1])
+			if err != nil {
+				break
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("cannot read MemTotal from /proc/meminfo")
+}

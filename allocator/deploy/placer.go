@@ -1,0 +1,121 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/allocator/placement"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/rtt"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// ErrRefused wraps the reasons every candidate allocator gave for not
+// starting an instance.
+var ErrRefused = errors.New("no allocator started the instance")
+
+// Placer starts instances near the node it runs on.
+type Placer struct {
+	node *p2p.Node
+	reg  *registry.Client
+	log  *slog.Logger
+}
+
+// NewPlacer returns a Placer that measures RTT from n and reads nodes and
+// services through reg.
+func NewPlacer(n *p2p.Node, reg *registry.Client, log *slog.Logger) *Placer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Placer{node: n, reg: reg, log: log}
+}
+
+// Place starts an instance of service on the best allocator for this
+// node: it lists the nodes, measures the RTT to each in parallel, ranks
+// them (allocator/placement), and asks them in order, moving on when one
+// refuses for lack of capacity or runtime. info may be nil, in which case
+// it is read from the registry.
+func (p *Placer) Place(ctx context.Context, service string, info *registry.ServiceInfo, onDemand bool) (*Response, error) {
+	if info == nil {
+		got, err := p.reg.GetService(ctx, service)
+		if err != nil {
+			return nil, err
+		}
+		info = &got
+	}
+	nodes, err := p.reg.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	insts, err := p.reg.ListInstances(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	ranked, err := placement.Rank(placement.Request{Service: service, Info: *info}, p.candidates(ctx, nodes, insts))
+	if err != nil {
+		return nil, err
+	}
+	var refusals []string
+	for _, r := range ranked {
+		id, err := peer.Decode(r.Node.PeerID)
+		if err != nil {
+			continue
+		}
+		resp, err := Deploy(ctx, p.node.Host(), id, service, onDemand)
+		if err == nil {
+			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "reused", resp.Reused)
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		switch wire.CodeOf(err) {
+		case wire.CodeNotFound, wire.CodeBadRequest:
+			return nil, err // the service itself is the problem: nobody will do better
+		}
+		p.log.Info("allocator refused; trying the next", "service", service, "node", id, "err", err)
+		refusals = append(refusals, fmt.Sprintf("%s: %v", p2p.ShortID(id), wire.MessageOf(err)))
+	}
+	return nil, fmt.Errorf("%w for %s: %s", ErrRefused, service, strings.Join(refusals, "; "))
+}
+
+// candidates measures the RTT to every node in parallel and counts the
+// service's instances on each.
+func (p *Placer) candidates(ctx context.Context, nodes []registry.Node, insts []registry.Instance) []placement.Candidate {
+	perNode := map[string]int{}
+	for _, in := range insts {
+		perNode[in.Node]++
+	}
+	ids := make([]peer.ID, len(nodes))
+	for i, n := range nodes {
+		id, err := peer.Decode(n.PeerID)
+		if err != nil {
+			continue
+		}
+		ids[i] = id
+		for _, a := range n.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				p.node.Host().Peerstore().AddAddr(id, m, peerstore.TempAddrTTL)
+			}
+		}
+	}
+	results := p.node.RTT().Measure(ctx, ids)
+	out := make([]placement.Candidate, len(nodes))
+	for i, n := range nodes {
+		out[i] = placement.Candidate{Node: n, Instances: perNode[n.PeerID]}
+		if ids[i] == p.node.ID() {
+			out[i].RTT, out[i].RTTKnown = 0, true // this very node
+		} else if results[i].Err == nil {
+			out[i].RTT, out[i].RTTKnown = rtt.FromDuration(results[i].RTT).RTT, true
+		}
+	}
+	return out
+}

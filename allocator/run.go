@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/physarum-p2p/physarum/allocator/agent"
+	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
+	"github.com/physarum-p2p/physarum/allocator/runtime/process"
+	"github.com/physarum-p2p/physarum/common/daemon"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
+	base, err := daemon.Start(c.node, stdout, stderr, nil)
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	log := base.Log
+	if err := base.Node.Bootstrapped(ctx); err != nil {
+		return err
+	}
+	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, rt := range rts {
+			_ = rt.Close()
+		}
+	}()
+	if c.proxyPath == "" {
+		c.proxyPath = findProxy()
+	}
+	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
+	defer reg.Close()
+	a, err := agent.New(ctx, base.Node, reg, rts, agent.Config{
+		CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
+		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout,
+		MaxRestarts: c.maxRestarts, KeepInstances: c.keepInstances, Logger: log, Registerer: base.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "allocator ready: %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
+		c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
+	go base.Serve(ctx)
+	<-ctx.Done()
+	if c.keepInstances {
+		fmt.Fprintln(stdout, "shutting down; instances keep running (-keep-instances)")
+	} else {
+		fmt.Fprintln(stdout, "shutting down: stopping instances")
+	}
+	a.Close()
+	return nil
+}
+
+// openRuntimes opens what -runtime asks for. auto offers Docker when a
+// daemon answers, and processes always.
+func openRuntimes(ctx context.Context, c *config, node string, stdout io.Writer) ([]runtime.Runtime, error) {
+	var rts []runtime.Runtime
+	if c.runtime != registry.RuntimeProcess {
+		d, err := docker.New(ctx, docker.Options{Node: node, ConnectTimeout: 2 * time.Second})
+		switch {
+		case err == nil:
+			rts = append(rts, d)
+		case c.runtime == registry.RuntimeDocker:
+			return nil, err
+		case errors.Is(err, docker.ErrUnavailable):
+			fmt.Fprintf(stdout, "no Docker daemon answers; running instances as processes (%v)\n", err)
+		default:
+			return nil, err
+		}
+	}
+	if c.runtime != registry.RuntimeDocker {
+		p, err := process.New(process.Options{Dir: filepath.Join(c.dataDir, "instances")})
+		if err != nil {
+			for _, rt := range rts {
+				_ = rt.Close()
+			}
+			return nil, err
+		}
+		rts = append(rts, p)
+	}
+	var names []string
+	for _, rt := range rts {
+		names = append(names, rt.Name())
+	}
+	fmt.Fprintf(stdout, "runtimes: %v\n", names)
+	return rts, nil
+}
+
+// findProxy looks for the proxy binary beside this executable (make build
+// puts them together), then on PATH.
+func findProxy() string {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "proxy")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("proxy"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return ""
+}
