@@ -1,0 +1,166 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sync"
+)
+
+const (
+	// defaultWindow is how many readings the window holds without WINDOW.
+	defaultWindow = 10
+	// maxWindow is the largest window.
+	maxWindow = 100000
+	// maxReading bounds the body of POST /ingest.
+	maxReading = 64 << 10
+)
+
+// reading is what POST /ingest takes; fields other than value are
+// ignored.
+type reading struct {
+	Sensor string   `json:"sensor"`
+	Value  *float64 `json:"value"`
+}
+
+// summary describes the readings in the window.
+type summary struct {
+	Count  int     `json:"count"`  // readings in the window
+	Window int     `json:"window"` // readings the window holds at most
+	Mean   float64 `json:"mean"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	StdDev float64 `json:"stddev"` // population standard deviation
+	Latest float64 `json:"latest"` // the reading ingested last
+}
+
+// emptyStats is what GET /stats answers before the first reading.
+type emptyStats struct {
+	Count  int `json:"count"`
+	Window int `json:"window"`
+}
+
+// ingestReply is what POST /ingest answers: the window after the reading,
+// and what analytics made of it.
+type ingestReply struct {
+	Summary   summary         `json:"summary"`
+	Analytics json.RawMessage `json:"analytics"`
+}
+
+// aggregator keeps a sliding window of the last readings and sends its
+// summary to the next stage after each one. It is safe for concurrent
+// use.
+type aggregator struct {
+	next *stage
+	size int
+
+	mu     sync.Mutex
+	values []float64 // the last size values, oldest first
+}
+
+// newAggregator returns an aggregator whose window holds size readings
+// (1 to maxWindow) and that sends summaries to next.
+func newAggregator(size int, next *stage) *aggregator {
+	return &aggregator{next: next, size: size, values: make([]float64, 0, size)}
+}
+
+// handler returns the aggregator's HTTP handler.
+func (a *aggregator) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("POST /ingest", a.ingest)
+	mux.HandleFunc("GET /stats", a.stats)
+	return mux
+}
+
+// add puts v in the window, dropping the oldest reading when it is full,
+// and returns the new summary.
+func (a *aggregator) add(v float64) summary {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.values) == a.size {
+		copy(a.values, a.values[1:])
+		a.values = a.values[:a.size-1]
+	}
+	a.values = append(a.values, v)
+	return a.summarize()
+}
+
+// summarize describes the window. Callers hold a.mu; the window is not
+// empty.
+func (a *aggregator) summarize() summary {
+	s := summary{Count: len(a.values), Window: a.size, Min: a.values[0], Max: a.values[0], Latest: a.values[len(a.values)-1]}
+	var sum float64
+	for _, v := range a.values {
+		sum += v
+		s.Min = math.Min(s.Min, v)
+		s.Max = math.Max(s.Max, v)
+	}
+	s.Mean = sum / float64(s.Count)
+	var sq float64
+	for _, v := range a.values {
+		sq += (v - s.Mean) * (v - s.Mean)
+	}
+	s.StdDev = math.Sqrt(sq / float64(s.Count))
+	return s
+}
+
+// ingest adds a reading to the window and answers analytics' verdict on
+// the new window, or 502 naming the stage that failed. The reading stays
+// in the window either way.
+func (a *aggregator) ingest(w http.ResponseWriter, r *http.Request) {
+	var rd reading
+	if err := decodeJSON(w, r, &rd, maxReading); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		return
+	}
+	if rd.Value == nil {
+		writeJSON(w, http.StatusBadRequest, errorReply{Error: `the reading has no "value"`})
+		return
+	}
+	s := a.add(*rd.Value)
+	answer, err := a.next.post(r.Context(), s)
+	if err != nil {
+		var se *stageError
+		if !errors.As(err, &se) { // post returns only stageErrors
+			se = &stageError{stage: a.next.name, msg: err.Error()}
+		}
+		writeJSON(w, http.StatusBadGateway, se.reply())
+		return
+	}
+	writeJSON(w, http.StatusOK, ingestReply{Summary: s, Analytics: answer})
+}
+
+// stats answers the summary of the window.
+func (a *aggregator) stats(w http.ResponseWriter, _ *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.values) == 0 {
+		writeJSON(w, http.StatusOK, emptyStats{Window: a.size})
+		return
+	}
+	writeJSON(w, http.StatusOK, a.summarize())
+}
+
+// decodeJSON decodes the request body, one JSON value of at most limit
+// bytes, into v. Its errors are fit to show the client.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return fmt.Errorf("body larger than %d bytes", limit)
+	case errors.Is(err, io.EOF):
+		return errors.New("empty body; want a JSON reading such as {\"sensor\":\"s1\",\"value\":20.5}")
+	case err != nil:
+		return fmt.Errorf("malformed JSON: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAnalytics stands in for the proxy and analytics behind it: it
+// records the summaries POSTed to /analytics/analyze and answers with
+// answer.
+type fakeAnalytics struct {
+	mu        sync.Mutex
+	summaries []summary
+	answer    func(w http.ResponseWriter, s summary)
+}
+
+func (f *fakeAnalytics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != "POST" || r.URL.Path != "/analytics/analyze" {
+		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+		return
+	}
+	var s summary
+	if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	f.summaries = append(f.summaries, s)
+	answer := f.answer
+	f.mu.Unlock()
+	if answer == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"verdict": "normal", "count": s.Count})
+		return
+	}
+	answer(w, s)
+}
+
+// startAggregator serves an aggregator with a window of size whose
+// analytics is fake; it returns the aggregator's URL.
+func startAggregator(t *testing.T, size int, fake http.Handler) string {
+	t.Helper()
+	proxy := httptest.NewServer(fake)
+	t.Cleanup(proxy.Close)
+	a := newAggregator(size, newStage(proxy.URL, "analytics", "/analyze", 5*time.Second))
+	ts := httptest.NewServer(a.handler())
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// call sends a request and returns the status and body.
+func call(t *testing.T, method, url, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func ingest(t *testing.T, url string, v float64) ingestReply {
+	t.Helper()
+	code, body := call(t, "POST", url+"/ingest", fmt.Sprintf(`{"sensor":"s1","seq":1,"timestamp":"2026-01-01T00:00:00Z","value":%g}`, v))
+	if code != http.StatusOK {
+		t.Fatalf("ingest %g: %d %s", v, code, body)
+	}
+	var r ingestReply
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("ingest %g: %v: %s", v, err, body)
+	}
+	return r
+}
+
+func TestWindowSlides(t *testing.T) {
+	fake := &fakeAnalytics{}
+	url := startAggregator(t, 3, fake)
+
+	if code, body := call(t, "GET", url+"/stats", ""); code != 200 || strings.TrimSpace(string(body)) != `{"count":0,"window":3}` {
+		t.Fatalf("stats before any reading: %d %s", code, body)
+	}
+	for _, v := range []float64{1, 2, 3} {
+		ingest(t, url, v)
+	}
+	r := ingest(t, url, 7) // drops 1: the window is 2, 3, 7
+	want := summary{Count: 3, Window: 3, Mean: 4, Min: 2, Max: 7, StdDev: 2.160246899469287, Latest: 7}
+	if r.Summary != want {
+		t.Errorf("summary %+v, want %+v", r.Summary, want)
+	}
+	if strings.TrimSpace(string(r.Analytics)) != `{"count":3,"verdict":"normal"}` {
+		t.Errorf("analytics answer passed on as %s", r.Analytics)
+	}
+	fake.mu.Lock()
+	if n := len(fake.summaries); n != 4 || fake.summaries[3] != want {
+		t.Errorf("analytics got %d summaries, the last %+v", n, fake.summaries[n-1])
+	}
+	if first := fake.summaries[0]; first != (summary{Count: 1, Window: 3, Mean: 1, Min: 1, Max: 1, Latest: 1}) {
+		t.Errorf("first summary %+v", first)
+	}
+	fake.mu.Unlock()
+
+	code, body := call(t, "GET", url+"/stats", "")
+	var stats summary
+	if err := json.Unmarshal(body, &stats); code != 200 || err != nil || stats != want {
+		t.Errorf("stats: %d %s, want %+v", code, body, want)
+	}
+	if code, body := call(t, "GET", url+"/healthz", ""); code != 200 || string(body) != "ok\n" {
+		t.Errorf("healthz: %d %q", code, body)
+	}
+}
+
+func TestBadReadings(t *testing.T) {
+	url := startAggregator(t, 10, &fakeAnalytics{})
+	tests := []struct {
+		body   string
+		substr string
+	}{
+		{"", "empty body"},
+		{`{"sensor":"s1"}`, `no "value"`},
+		{`{"value":null}`, `no "value"`},
+		{`{"value":"20"}`, "malformed JSON"},
+		{`{"value":1e999}`, "malformed JSON"},
+		{`[1,2]`, "malformed JSON"},
+		{`{"value":1`, "malformed JSON"},
+		{`{"value":1}{"value":2}`, "more than one JSON value"},
+		{`{"sensor":"` + strings.Repeat("x", maxReading) + `","value":1}`, "larger than"},
+	}
+	for _, tt := range tests {
+		code, body := call(t, "POST", url+"/ingest", tt.body)
+		var e errorReply
+		if err := json.Unmarshal(body, &e); code != 400 || err != nil || !strings.Contains(e.Error, tt.substr) {
+			t.Errorf("ingest %.40q: %d %s, want 400 saying %q", tt.body, code, body, tt.substr)
+		}
+	}
+	if code, body := call(t, "GET", url+"/stats", ""); strings.TrimSpace(string(body)) != `{"count":0,"window":10}` {
+		t.Errorf("bad readings entered the window: %d %s", code, body)
+	}
+	if code, _ := call(t, "GET", url+"/ingest", ""); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /ingest: %d, want 405", code)
+	}
+}
+
+func TestAnalyticsFails(t *testing.T) {
+	fake := &fakeAnalytics{answer: func(w http.ResponseWriter, _ summary) {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "model not loaded"})
+	}}
+	url := startAggregator(t, 10, fake)
+	code, body := call(t, "POST", url+"/ingest", `{"value":1}`)
+	var e errorReply
+	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
+		e.Stage != "analytics" || e.Status != 500 || !strings.Contains(e.Error, "analytics answered 500: model not loaded") {
+		t.Fatalf("ingest with analytics failing: %d %s", code, body)
+	}
+	// The reading stays in the window.
+	if _, body := call(t, "GET", url+"/stats", ""); !strings.Contains(string(body), `"count":1`) {
+		t.Errorf("stats after a failed analysis: %s", body)
+	}
+}
+
+func TestAnalyticsDown(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	a := newAggregator(10, newStage(down.URL, "analytics", "/analyze", 5*time.Second))
+	ts := httptest.NewServer(a.handler())
+	defer ts.Close()
+	code, body := call(t, "POST", ts.URL+"/ingest", `{"value":1}`)
+	var e errorReply
+	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
+		e.Stage != "analytics" || e.Status != 0 || !strings.Contains(e.Error, "analytics is unreachable") {
+		t.Fatalf("ingest with analytics down: %d %s", code, body)
+	}
+}
+
+// TestConcurrentIngest runs ingests in parallel (for -race) and checks
+// that the window kept exactly its size.
+func TestConcurrentIngest(t *testing.T) {
+	url := startAggregator(t, 10, &fakeAnalytics{})
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			code, body := call(t, "POST", url+"/ingest", fmt.Sprintf(`{"value":%d}`, i))
+			if code != 200 {
+				t.Errorf("ingest %d: %d %s", i, code, body)
+			}
+		})
+	}
+	wg.Wait()
+	_, body := call(t, "GET", url+"/stats", "")
+	var s summary
+	if err := json.Unmarshal(body, &s); err != nil || s.Count != 10 || s.Min < 0 || s.Max > 39 {
+		t.Errorf("stats after 40 readings: %s", body)
+	}
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAggregator stands in for the proxy and the aggregator behind it: it
+// records the readings POSTed to /aggregator/ingest and answers with
+// answer.
+type fakeAggregator struct {
+	mu       sync.Mutex
+	readings []reading
+	answer   func(w http.ResponseWriter)
+}
+
+func (f *fakeAggregator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != "POST" || r.URL.Path != "/aggregator/ingest" {
+		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+		return
+	}
+	var rd reading
+	if err := json.NewDecoder(r.Body).Decode(&rd); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	f.readings = append(f.readings, rd)
+	answer := f.answer
+	f.mu.Unlock()
+	if answer == nil {
+		writeJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
+		return
+	}
+	answer(w)
+}
+
+var testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// startSensor serves a sensor whose next stage is fake, with a fixed clock;
+// it returns the sensor's URL.
+func startSensor(t *testing.T, fake http.Handler) string {
+	t.Helper()
+	proxy := httptest.NewServer(fake)
+	t.Cleanup(proxy.Close)
+	s := newSensor("s1", newStage(proxy.URL, "aggregator", "/ingest", 5*time.Second))
+	s.now = func() time.Time { return testTime }
+	ts := httptest.NewServer(s.handler())
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// get sends GET url and returns the status and body.
+func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func TestReading(t *testing.T) {
+	fake := &fakeAggregator{}
+	url := startSensor(t, fake)
+
+	code, body := get(t, url+"/reading")
+	want := `{"reading":{"sensor":"s1","seq":1,"timestamp":"2026-01-02T03:04:05Z","value":20.523},"aggregator":{"ok":"yes"}}`
+	if code != 200 || strings.TrimSpace(string(body)) != want {
+		t.Fatalf("GET /reading: %d %s\nwant %s", code, body, want)
+	}
+	code, body = get(t, url+"/reading?value=-7.5")
+	var r struct {
+		Reading reading `json:"reading"`
+	}
+	if err := json.Unmarshal(body, &r); code != 200 || err != nil || r.Reading.Value != -7.5 || r.Reading.Seq != 2 {
+		t.Fatalf("GET /reading?value=-7.5: %d %s", code, body)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.readings) != 2 || fake.readings[0].Value != 20.523 || fake.readings[1].Value != -7.5 {
+		t.Errorf("the aggregator got %+v", fake.readings)
+	}
+	if code, body := get(t, url+"/healthz"); code != 200 || string(body) != "ok\n" {
+		t.Errorf("GET /healthz: %d %q", code, body)
+	}
+}
+
+func TestSynthetic(t *testing.T) {
+	for seq, want := range map[uint64]float64{0: 20, 15: 25, 30: 20, 45: 15, 60: 20, 61: 20.523} {
+		if got := synthetic(seq); got != want {
+			t.Errorf("synthetic(%d) = %g, want %g", seq, got, want)
+		}
+	}
+}
+
+func TestReadingBadValue(t *testing.T) {
+	fake := &fakeAggregator{}
+	url := startSensor(t, fake)
+	for _, v := range []string{"", "x", "NaN", "Inf", "1e999"} {
+		code, body := get(t, url+"/reading?value="+v)
+		var e errorReply
+		if err := json.Unmarshal(body, &e); code != 400 || err != nil || !strings.Contains(e.Error, "parameter value") {
+			t.Errorf("GET /reading?value=%s: %d %s, want 400 naming the parameter", v, code, body)
+		}
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.readings) != 0 {
+		t.Errorf("bad requests sent %d readings", len(fake.readings))
+	}
+}
+
+func TestReadingChainFails(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer func(w http.ResponseWriter)
+		stage  string
+		status int
+		substr string
+	}{
+		{"aggregator fails", func(w http.ResponseWriter) {
+			writeJSON(w, 500, errorReply{Error: "disk full"})
+		}, "aggregator", 500, "aggregator answered 500: disk full"},
+		{"analytics fails behind it", func(w http.ResponseWriter) {
+			writeJSON(w, 502, errorReply{Error: "analytics is unreachable: connection refused", Stage: "analytics"})
+		}, "analytics", 502, "aggregator answered 502: analytics is unreachable"},
+		{"no aggregator instance", func(w http.ResponseWriter) {
+			w.Header().Set(proxyErrorHeader, "unavailable")
+			writeJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
+		}, "aggregator", 502, "the proxy, on the way to aggregator, answered 502"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := startSensor(t, &fakeAggregator{answer: tt.answer})
+			code, body := get(t, url+"/reading")
+			var e errorReply
+			if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
+				e.Stage != tt.stage || e.Status != tt.status || !strings.Contains(e.Error, tt.substr) {
+				t.Fatalf("GET /reading: %d %s; want 502 naming %s (%d) and saying %q", code, body, tt.stage, tt.status, tt.substr)
+			}
+		})
+	}
+}
+
+// TestSharedFilesMatch keeps the copies of the files every demo shares
+// identical: a main package cannot import another.
+func TestSharedFilesMatch(t *testing.T) {
+	for file, dirs := range map[string][]string{
+		"server.go":     {"hello", "calculator", "aggregator", "analytics"},
+		"stage.go":      {"aggregator"},
+		"stage_test.go": {"aggregator"},
+	} {
+		for _, dir := range dirs {
+			mine := readFile(t, file)
+			theirs := readFile(t, "../"+dir+"/"+file)
+			if mine != theirs {
+				t.Errorf("demos/%s/%s differs from demos/sensor/%s; keep the copies the same", dir, file, file)
+			}
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

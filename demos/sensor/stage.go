@@ -1,0 +1,197 @@
+package main
+
+// This file is the same in sensor and aggregator: how a stage of the
+// pipeline calls the next one through the local proxy, and how it reports
+// that stage's failures.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	// defaultTimeout bounds each call to the next stage, the stages after
+	// it included.
+	defaultTimeout = 5 * time.Second
+	// maxTimeout is the largest -timeout.
+	maxTimeout = 10 * time.Minute
+	// maxAnswer bounds the answer of the next stage.
+	maxAnswer = 1 << 20
+	// proxyErrorHeader marks errors the proxy produced itself, as opposed
+	// to answers of the service behind it.
+	proxyErrorHeader = "X-Physarum-Error"
+)
+
+// errorReply is the body of every error the service answers. On a 502,
+// Stage names the stage of the pipeline that failed and Status is what
+// the next stage answered (0 when it did not answer).
+type errorReply struct {
+	Error  string `json:"error"`
+	Stage  string `json:"stage,omitempty"`
+	Status int    `json:"status,omitempty"`
+}
+
+// checkProxy checks the -proxy flag's value.
+func checkProxy(proxy string) error {
+	u, err := url.Parse(proxy)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("-proxy %q: want a base URL such as http://127.0.0.1:4201", proxy)
+	}
+	return nil
+}
+
+// proxyBase is the base URL of the local proxy: proxy (the -proxy flag,
+// see checkProxy) when it is set, else http://127.0.0.1:$PROXY_PORT.
+func proxyBase(proxy string, getenv func(string) string) (string, error) {
+	if proxy != "" {
+		return strings.TrimRight(proxy, "/"), nil
+	}
+	port, err := portFromEnv(getenv, "PROXY_PORT")
+	if errors.Is(err, errNoEnv) {
+		return "", fmt.Errorf("%w; run the service under a Physarum proxy, or pass -proxy http://127.0.0.1:4201", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(port), nil
+}
+
+// stage is the next stage of the pipeline, a service reached through the
+// local proxy. It is safe for concurrent use.
+type stage struct {
+	name    string // the service: the proxy routes on it, errors name it
+	url     string // where requests go: <proxy base>/<name><path>
+	timeout time.Duration
+	client  *http.Client
+}
+
+// newStage returns the stage that serves path of service name behind the
+// proxy at base (see proxyBase), and gives it timeout to answer.
+func newStage(base, name, path string, timeout time.Duration) *stage {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // talk to the local proxy itself, never through $HTTP_PROXY
+	return &stage{
+		name:    name,
+		url:     base + "/" + name + path,
+		timeout: timeout,
+		client:  &http.Client{Transport: tr},
+	}
+}
+
+// stageError is a failure of the next stage, or of one after it; the
+// service answers it 502 with reply().
+type stageError struct {
+	stage  string // the stage that failed
+	status int    // what the next stage answered; 0 if it did not
+	msg    string
+}
+
+func (e *stageError) Error() string { return e.msg }
+
+func (e *stageError) reply() errorReply {
+	return errorReply{Error: e.msg, Stage: e.stage, Status: e.status}
+}
+
+// post sends v to the stage as JSON and returns its JSON answer. Every
+// error it returns is a *stageError.
+func (s *stage) post(ctx context.Context, v any) (json.RawMessage, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, &stageError{stage: s.name, msg: fmt.Sprintf("encode the request to %s: %v", s.name, err)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, &stageError{stage: s.name, msg: fmt.Sprintf("request to %s: %v", s.name, err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, s.callFailed(ctx, 0, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	switch {
+	case err != nil:
+		return nil, s.callFailed(ctx, resp.StatusCode, err)
+	case len(b) > maxAnswer:
+		return nil, &stageError{stage: s.name, status: resp.StatusCode,
+			msg: fmt.Sprintf("%s answered more than %d bytes", s.name, maxAnswer)}
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return nil, s.refused(resp, b)
+	case !json.Valid(b):
+		return nil, &stageError{stage: s.name, status: resp.StatusCode,
+			msg: fmt.Sprintf("%s answered %d with a body that is not JSON: %s", s.name, resp.StatusCode, snippet(b))}
+	}
+	return b, nil
+}
+
+// callFailed reports a request that got no complete answer.
+func (s *stage) callFailed(ctx context.Context, status int, err error) *stageError {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &stageError{stage: s.name, status: status, msg: fmt.Sprintf("%s did not answer within %s", s.name, s.timeout)}
+	}
+	return &stageError{stage: s.name, status: status, msg: fmt.Sprintf("%s is unreachable: %v", s.name, err)}
+}
+
+// refused reports an answer that is not a 2xx. When the next stage says
+// that a stage after it failed, that stage is the one named.
+func (s *stage) refused(resp *http.Response, body []byte) *stageError {
+	var inner struct {
+		Error   string `json:"error"`   // from a stage
+		Stage   string `json:"stage"`   // from a stage that reports a later one
+		Message string `json:"message"` // from the proxy
+		Code    string `json:"code"`    // from the proxy
+	}
+	failed, detail := s.name, ""
+	if err := json.Unmarshal(body, &inner); err == nil {
+		switch {
+		case inner.Error != "":
+			detail = inner.Error
+			if inner.Stage != "" {
+				failed = inner.Stage
+			}
+		case inner.Message != "":
+			detail = inner.Message
+			if inner.Code != "" {
+				detail += " (" + inner.Code + ")"
+			}
+		}
+	}
+	if detail == "" {
+		detail = snippet(body)
+	}
+	who := s.name
+	if resp.Header.Get(proxyErrorHeader) != "" {
+		who = "the proxy, on the way to " + s.name + ","
+	}
+	return &stageError{stage: failed, status: resp.StatusCode,
+		msg: fmt.Sprintf("%s answered %d: %s", who, resp.StatusCode, detail)}
+}
+
+// snippet is the start of an answer, fit for an error message.
+func snippet(b []byte) string {
+	const limit = 200
+	s := strings.TrimSpace(string(b))
+	switch {
+	case s == "":
+		return "(no body)"
+	case !utf8.ValidString(s):
+		return "(a binary body)"
+	case len(s) > limit:
+		return strings.ToValidUTF8(s[:limit], "") + "..."
+	}
+	return s
+}

@@ -1,0 +1,149 @@
+package main
+
+// This file is the same in sensor and aggregator, as stage.go is.
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeStage serves h as service name behind a fake proxy (the path starts
+// with /name) and returns a stage pointed at it.
+func fakeStage(t *testing.T, name string, timeout time.Duration, h http.HandlerFunc) *stage {
+	t.Helper()
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return newStage(ts.URL, name, "/do", timeout)
+}
+
+func wantStageError(t *testing.T, err error, stageName string, status int, substr string) {
+	t.Helper()
+	var se *stageError
+	if !errors.As(err, &se) {
+		t.Fatalf("error %v (%T), want a *stageError", err, err)
+	}
+	if se.stage != stageName || se.status != status || !strings.Contains(se.msg, substr) {
+		t.Fatalf("stage error %+v, want stage %q, status %d, message holding %q", se, stageName, status, substr)
+	}
+}
+
+func TestStagePost(t *testing.T) {
+	s := fakeStage(t, "next", time.Minute, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/next/do" || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "bad request line or headers", 400)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		writeJSON(w, 200, map[string]json.RawMessage{"got": b})
+	})
+	got, err := s.post(t.Context(), map[string]int{"x": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != `{"got":{"x":1}}`+"\n" {
+		t.Fatalf("answer %s", got)
+	}
+}
+
+func TestStageFailures(t *testing.T) {
+	tests := []struct {
+		name   string
+		h      http.HandlerFunc
+		stage  string // the stage named
+		status int
+		substr string
+	}{
+		{"error from the stage", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, 500, errorReply{Error: "boom"})
+		}, "next", 500, "next answered 500: boom"},
+		{"error from a later stage", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, 502, errorReply{Error: "last is unreachable", Stage: "last"})
+		}, "last", 502, "next answered 502: last is unreachable"},
+		{"error from the proxy", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set(proxyErrorHeader, "unavailable")
+			writeJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
+		}, "next", 502, "the proxy, on the way to next, answered 502: no reachable instance (unavailable)"},
+		{"plain text error", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "404 page not found", 404)
+		}, "next", 404, "next answered 404: 404 page not found"},
+		{"empty error", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(503)
+		}, "next", 503, "(no body)"},
+		{"not JSON", func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, "<html>")
+		}, "next", 200, "not JSON: <html>"},
+		{"too large", func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte(`"` + strings.Repeat("x", maxAnswer) + `"`))
+		}, "next", 200, "more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fakeStage(t, "next", time.Minute, tt.h)
+			_, err := s.post(t.Context(), 1)
+			wantStageError(t, err, tt.stage, tt.status, tt.substr)
+		})
+	}
+}
+
+func TestStageUnreachable(t *testing.T) {
+	ts := httptest.NewServer(http.NotFoundHandler())
+	ts.Close()
+	_, err := newStage(ts.URL, "next", "/do", time.Minute).post(t.Context(), 1)
+	wantStageError(t, err, "next", 0, "next is unreachable")
+}
+
+// TestStageTimeout points the stage at a handler that does not answer
+// until the test ends: the stage's timeout must end the call.
+func TestStageTimeout(t *testing.T) {
+	release := make(chan struct{})
+	s := fakeStage(t, "next", 50*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // lets the server notice the client leaving
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	t.Cleanup(func() { close(release) }) // before the server closes: cleanups run last first
+	_, err := s.post(t.Context(), 1)
+	wantStageError(t, err, "next", 0, "next did not answer within 50ms")
+}
+
+func TestProxyBase(t *testing.T) {
+	tests := []struct {
+		flag    string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{env: map[string]string{"PROXY_PORT": "4201"}, want: "http://127.0.0.1:4201"},
+		{flag: "http://10.0.0.1:9000/", env: map[string]string{"PROXY_PORT": "4201"}, want: "http://10.0.0.1:9000"},
+		{wantErr: "PROXY_PORT is not set"},
+		{env: map[string]string{"PROXY_PORT": "x"}, wantErr: `PROXY_PORT="x" is not a port number`},
+	}
+	for _, tt := range tests {
+		got, err := proxyBase(tt.flag, func(k string) string { return tt.env[k] })
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("proxyBase(%q, %v) = %q, %v; want an error holding %q", tt.flag, tt.env, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("proxyBase(%q, %v) = %q, %v; want %q", tt.flag, tt.env, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"127.0.0.1:4201", "ftp://x", "http://", "http://x/?a=1", "::"} {
+		if checkProxy(bad) == nil {
+			t.Errorf("checkProxy(%q) accepted it", bad)
+		}
+	}
+	if err := checkProxy("http://127.0.0.1:4201"); err != nil {
+		t.Error(err)
+	}
+}
