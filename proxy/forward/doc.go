@@ -1,0 +1,41 @@
+// Package forward carries HTTP requests between Physarum proxies over
+// libp2p streams: the transport layer of the proxy.
+//
+// A client proxy sends each request to the service proxy of an instance
+// with a Transport, which writes it on a stream of Protocol in HTTP/1.1
+// wire format and reads the HTTP/1.1 response from the same stream. The
+// service proxy runs a Server, which reads the request, sends it to the
+// service's local address through a pooled keep-alive http.Transport and
+// streams the response back. Bodies stream both ways (Content-Length
+// framed, or chunked when their length is unknown); neither side buffers a
+// whole body. Transport.Forward does a client proxy's whole job for one
+// request on an http.ResponseWriter, including WebSocket-style upgrades,
+// after which the stream is a raw pipe between the client's connection and
+// the service's.
+//
+// A stream carries one exchange at a time and is kept for the next, as an
+// HTTP/1.1 connection is: opening a stream (yamux handshake, protocol
+// negotiation, resource accounting) costs more than a small request. The
+// Server says "Connection: close" when it will not take another request on
+// a stream (for instance when the service left part of a request body
+// unread), and closes streams idle for KeepAliveTimeout; the Transport keeps
+// a few idle streams per peer, for less time than that.
+//
+// Hop-by-hop headers (Connection and the headers it names, Keep-Alive,
+// Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are dropped at every
+// hop, except that an upgrade request keeps "Connection: Upgrade" and its
+// Upgrade header, and "TE: trailers" passes. X-Forwarded-For gains the
+// client's address, or the calling peer's ID when the client proxy gave
+// none.
+//
+// Errors the proxies produce themselves are JSON bodies
+// {"code": "...", "message": "..."} with the ErrorHeader header set to the
+// code (see WriteError): 502 when an instance or its service cannot be
+// reached, 504 when the service does not answer in time, 4xx for requests a
+// Server will not forward. A failure after which the service cannot have
+// seen the request is reported with an error for which IsNotSent is true:
+// the caller may send the request to another instance.
+//
+// Choosing the instance, discovery and allocation are the proxy daemon's
+// job; this package only moves requests.
+package forward

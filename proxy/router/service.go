@@ -1,0 +1,313 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/allocator/deploy"
+
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// infoTTL is how long a service's definition is trusted before it is read
+// again (its requirements may change).
+const infoTTL = 10 * time.Second
+
+// service is the router's state for one service.
+type service struct {
+	name string
+	// ready is closed once set-up is over; setupErr and watch are set
+	// before it and never change after.
+	ready    chan struct{}
+	setupErr error
+	watch    *registry.InstanceWatch
+
+	mu          sync.Mutex
+	info        registry.ServiceInfo
+	infoAt      time.Time
+	byPeer      map[peer.ID]*target
+	lastUsed    time.Time
+	farSince    time.Time // best instance outside the soft RTT since then
+	alloc       *allocation
+	upgrading   bool
+	nextUpgrade time.Time // no nearer-instance attempt before then
+}
+
+// allocation is one request for a new instance that concurrent requests
+// share.
+type allocation struct {
+	done chan struct{}
+	err  error
+}
+
+func newService(name string) *service {
+	return &service{name: name, ready: make(chan struct{}), byPeer: map[peer.ID]*target{}, lastUsed: time.Now()}
+}
+
+func (s *service) touch() {
+	s.mu.Lock()
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+}
+
+// refreshInfo rereads the definition when it is old; on failure the old
+// one stays.
+func (s *service) refreshInfo(ctx context.Context, r *Router) error {
+	s.mu.Lock()
+	stale := time.Since(s.infoAt) > infoTTL
+	s.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	info, err := r.reg.GetService(ctx, s.name)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w %q", ErrUnknownService, s.name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.infoAt = time.Now()
+	if err == nil {
+		s.info = info
+	}
+	return nil
+}
+
+// sync makes the targets follow the registry's running instances (plus
+// those this router just allocated, until the watch reports them).
+func (s *service) sync(r *Router) {
+	insts := s.watch.Instances()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[peer.ID]bool{}
+	for _, in := range insts {
+		if in.State != registry.StateRunning {
+			continue
+		}
+		id, err := peer.Decode(in.PeerID)
+		if err != nil {
+			continue
+		}
+		seen[id] = true
+		if t := s.byPeer[id]; t != nil {
+			t.inst.Store(&in)
+			continue
+		}
+		s.byPeer[id] = newTarget(in, id, r.cfg.DeadFor)
+	}
+	for id, t := range s.byPeer {
+		if !seen[id] && time.Since(t.inst.Load().Started) > 5*time.Second {
+			delete(s.byPeer, id) // gone from the registry (and not just added by us)
+		}
+	}
+}
+
+func (s *service) add(r *Router, in registry.Instance) {
+	id, err := peer.Decode(in.PeerID)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byPeer[id] == nil {
+		in.Started = time.Now() // keep it until the watch catches up
+		s.byPeer[id] = newTarget(in, id, r.cfg.DeadFor)
+	}
+}
+
+func (s *service) targets() []*target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*target, 0, len(s.byPeer))
+	for _, t := range s.byPeer {
+		out = append(out, t)
+	}
+	return out
+}
+
+// choose applies the selection rule and claims the chosen target (one
+// more request in flight). It returns nil when no instance is within the
+// hard RTT. When the best it has is outside the soft RTT for longer than
+// UpgradeAfter, it asks for a nearer instance in the background.
+func (s *service) choose(r *Router) *Target {
+	s.mu.Lock()
+	soft, hard := s.info.NetworkSoftReq.Duration(), s.info.NetworkHardReq.Duration()
+	now := time.Now()
+	var near, far []*target
+	for _, t := range s.byPeer {
+		if t.dead(now) {
+			continue
+		}
+		d, ok := r.rtt(t.peer)
+		switch {
+		case !ok:
+			continue // not measured yet: never used blind
+		case hard > 0 && d > hard:
+			continue
+		case soft == 0 || d <= soft:
+			near = append(near, t)
+		default:
+			far = append(far, t)
+		}
+	}
+	pool := near
+	if len(near) > 0 {
+		s.farSince = time.Time{}
+	} else if len(far) > 0 {
+		pool = far
+		if s.farSince.IsZero() {
+			s.farSince = now
+		}
+		if now.Sub(s.farSince) > r.cfg.UpgradeAfter && now.After(s.nextUpgrade) && !s.upgrading && s.alloc == nil {
+			s.upgrading = true
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				err := r.upgrade(s)
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.upgrading, s.farSince = false, time.Time{}
+				if err != nil {
+					// No node within the soft RTT has room now: look again
+					// later, not on every request.
+					s.nextUpgrade = time.Now().Add(r.cfg.UpgradeBackoff)
+				}
+			}()
+		}
+	}
+	s.mu.Unlock()
+	t := twoChoices(pool)
+	if t == nil {
+		return nil
+	}
+	t.inFlight.Add(1)
+	d, _ := r.rtt(t.peer)
+	return &Target{Peer: t.peer, Instance: *t.inst.Load(), RTT: d, t: t}
+}
+
+// twoChoices picks two targets at random and returns the one with fewer
+// requests in flight: load stays within a small factor of even without
+// any coordination.
+func twoChoices(pool []*target) *target {
+	switch len(pool) {
+	case 0:
+		return nil
+	case 1:
+		return pool[0]
+	}
+	i := random(len(pool))
+	j := random(len(pool) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := pool[i], pool[j]
+	if b.inFlight.Load() < a.inFlight.Load() {
+		return b
+	}
+	return a
+}
+
+// allocate asks for a new instance near this proxy, once for all callers
+// that need one now: the first starts it, the others wait for its outcome
+// (bounded by their context and Config.AllocTimeout).
+func (s *service) allocate(ctx context.Context, r *Router, why string) error {
+	s.mu.Lock()
+	a := s.alloc
+	if a == nil {
+		a = &allocation{done: make(chan struct{})}
+		s.alloc = a
+		info := s.info
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			a.err = r.allocate(s, info, why, deploy.PlaceOptions{OnDemand: true})
+			s.mu.Lock()
+			s.alloc = nil
+			s.mu.Unlock()
+			close(a.done)
+		}()
+	}
+	s.mu.Unlock()
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: waiting for a new instance: %v", ErrAllocation, s.name, ctx.Err())
+	}
+}
+
+// upgrade asks for an instance within the soft RTT, in the background,
+// while requests go on to the instance between soft and hard.
+func (r *Router) upgrade(s *service) error {
+	s.mu.Lock()
+	info := s.info
+	s.mu.Unlock()
+	return r.allocate(s, info, "nearest instance outside the soft RTT", deploy.PlaceOptions{OnDemand: true, SoftOnly: true})
+}
+
+// allocate places one instance and adds it to s.
+func (r *Router) allocate(s *service, info registry.ServiceInfo, why string, opts deploy.PlaceOptions) error {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.AllocTimeout)
+	defer cancel()
+	start := time.Now()
+	r.log.Info("asking for an instance", "service", s.name, "reason", why)
+	resp, err := r.placer.Place(ctx, s.name, &info, opts)
+	if err != nil {
+		r.outcome(s.name, "refused")
+		r.log.Warn("no instance could be started", "service", s.name, "err", err)
+		return fmt.Errorf("%w: %s: %v", ErrAllocation, s.name, err)
+	}
+	r.outcome(s.name, "ok")
+	r.log.Info("instance ready", "service", s.name, "instance", resp.Instance.ID,
+		"node", resp.Instance.Node, "reused", resp.Reused, "took", time.Since(start))
+	s.add(r, *resp.Instance)
+	r.measure(ctx, s)
+	return nil
+}
+
+func (r *Router) outcome(service, o string) {
+	if r.cfg.OnAllocate != nil {
+		r.cfg.OnAllocate(service, o)
+	}
+}
+
+// loop keeps a service's targets and RTTs current while it is in use,
+// and ends it when it has been idle for Config.IdleAfter.
+func (s *service) loop(r *Router) {
+	tick := time.NewTicker(r.cfg.MeasureEvery)
+	defer tick.Stop()
+	for {
+		changed := s.watch.Changed()
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-changed:
+			s.sync(r)
+			r.measure(r.ctx, s)
+		case <-tick.C:
+			s.mu.Lock()
+			idle := time.Since(s.lastUsed) > r.cfg.IdleAfter
+			s.mu.Unlock()
+			if idle {
+				r.forget(s)
+				return
+			}
+			s.sync(r)
+			r.measure(r.ctx, s)
+		}
+	}
+}
+
+// forget drops an idle service; the next request sets it up again.
+func (r *Router) forget(s *service) {
+	r.mu.Lock()
+	if r.services[s.name] == s {
+		delete(r.services, s.name)
+	}
+	r.mu.Unlock()
+	s.watch.Close()
+}

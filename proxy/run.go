@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/common/daemon"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/proxy/forward"
+	"github.com/physarum-p2p/physarum/proxy/gateway"
+	"github.com/physarum-p2p/physarum/proxy/router"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// serviceRendezvous is the DHT namespace a service-mode proxy advertises
+// its instance under.
+func serviceRendezvous(service string) string { return "physarum/service/" + service }
+
+// run serves until ctx ends or, in instance mode, the child exits; it
+// returns the exit code (the child's, in instance mode).
+func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) {
+	if c.metricsPort != 0 {
+		c.node.PromListen = ":" + strconv.Itoa(c.metricsPort)
+	}
+	base, err := daemon.Start(c.node, stdout, stderr, func(cfg *p2p.Config) {
+		if c.key != nil {
+			cfg.Identity = c.key
+		}
+		if c.instance {
+			cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/" + c.p2pIP + "/tcp/" + strconv.Itoa(c.p2pPort))}
+		}
+	})
+	if err != nil {
+		return 1, err
+	}
+	defer base.Close()
+	log := base.Log
+	if err := base.Node.Bootstrapped(ctx); err != nil {
+		return 1, err
+	}
+	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
+	defer reg.Close()
+	rt := router.New(base.Node, reg, router.Config{AllocTimeout: c.allocTimeout, Logger: log})
+	defer rt.Close()
+
+	var srv *forward.Server
+	var status http.Handler
+	if c.service != "" {
+		srv, err = forward.Serve(base.Node.Host(), c.address, forward.ServerOptions{Logger: log.With("service", c.service)})
+		if err != nil {
+			return 1, err
+		}
+		defer srv.Close()
+		base.Node.Advertise(serviceRendezvous(c.service))
+		status = statusHandler(srv, c.address)
+		fmt.Fprintf(stdout, "serving %s (at %s) to the network\n", c.service, c.address)
+	} else if c.instance {
+		status = statusHandler(nil, "")
+	}
+	gw := gateway.New(rt, forward.NewTransport(base.Node.Host(), forward.TransportOptions{}), gateway.Config{
+		Attempts: c.attempts, PickTimeout: c.allocTimeout + 5*time.Second, Status: status,
+		Logger: log, Registerer: base.Metrics,
+	})
+	defer gw.Close()
+	ln, err := net.Listen("tcp", net.JoinHostPort(c.listenIP, strconv.Itoa(c.port)))
+	if err != nil {
+		return 1, fmt.Errorf("listen on local port: %w", err)
+	}
+	httpSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	defer shutdown(httpSrv)
+	fmt.Fprintf(stdout, "proxy ready: http://%s/<service>/<path>\n", ln.Addr())
+	go base.Serve(ctx)
+
+	var ch *child
+	var childExited <-chan struct{} // nil (never ready) without a child
+	if len(c.child) > 0 {
+		if ch, err = startChild(c.child, stdout, stderr); err != nil {
+			return 1, err
+		}
+		childExited = ch.exited
+		defer ch.stop(10 * time.Second)
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return 0, nil
+	case <-childExited:
+		log.Info("service exited; proxy exits with it", "code", ch.code, "err", ch.err)
+		return ch.code, nil
+	case err := <-serveErr:
+		if errors.Is(err, http.ErrServerClosed) {
+			return 0, nil
+		}
+		return 1, fmt.Errorf("local HTTP server: %w", err)
+	}
+}
+
+func shutdown(s *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+}
