@@ -100,6 +100,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("-memory not given and %w", err)
 		}
 	}
+	if c.proxyPath != "" {
+		// Instances start in directories of their own: a relative path
+		// would not find the proxy there.
+		if c.proxyPath, err = filepath.Abs(c.proxyPath); err != nil {
+			return nil, fmt.Errorf("-proxy: %w", err)
+		}
+		if st, err := os.Stat(c.proxyPath); err != nil || st.IsDir() {
+			return nil, fmt.Errorf("-proxy %s: not a program", c.proxyPath)
+		}
+	}
 	if c.labels, err = parseLabels(*labels); err != nil {
 		return nil, err
 	}

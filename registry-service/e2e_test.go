@@ -331,4 +331,3 @@ func header(n uint32) []byte {
 }
 
 func ptr[T any](v T) *T { return &v }
-

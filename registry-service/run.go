@@ -68,7 +68,6 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 }
 
-
 // startMember restarts from the data dir, starts a new cluster, or joins
 // one found through the network.
 func startMember(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node, stdout io.Writer) (*cluster.Member, error) {
@@ -135,4 +134,3 @@ func joinCandidates(n *p2p.Node, disc *p2p.Discovery) []peer.ID {
 	}
 	return out
 }
-

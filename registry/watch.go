@@ -166,4 +166,3 @@ func (w *InstanceWatch) apply(ev WatchEvent) {
 	}
 	w.notify()
 }
-

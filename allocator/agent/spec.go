@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/common/instenv"
@@ -44,17 +45,18 @@ func (a *Agent) instanceEnv(id, service string, info *registry.ServiceInfo, p po
 		mode = instenv.ModeClient
 	}
 	env := map[string]string{
-		instenv.Service:    service,
-		instenv.InstanceID: id,
+		instenv.Service:     service,
+		instenv.InstanceID:  id,
 		instenv.ServicePort: strconv.Itoa(p.Service),
-		instenv.ProxyPort:  strconv.Itoa(p.Proxy),
-		instenv.ProxyIP:    "127.0.0.1",
-		instenv.P2PPort:    strconv.Itoa(p.P2P),
+		instenv.ProxyPort:   strconv.Itoa(p.Proxy),
+		instenv.ProxyIP:     "127.0.0.1",
+		instenv.P2PPort:     strconv.Itoa(p.P2P),
+		instenv.P2PIP:       a.listenIP(),
 		instenv.MetricsPort: strconv.Itoa(p.Metrics),
-		instenv.Bootstraps: strings.Join(boots, " "),
-		instenv.PSK:        instenv.EncodePSK(a.node.PSK()),
-		instenv.ProxyKey:   base64.StdEncoding.EncodeToString(kb),
-		instenv.ProxyMode:  mode,
+		instenv.Bootstraps:  strings.Join(boots, " "),
+		instenv.PSK:         instenv.EncodePSK(a.node.PSK()),
+		instenv.ProxyKey:    base64.StdEncoding.EncodeToString(kb),
+		instenv.ProxyMode:   mode,
 	}
 	for _, k := range instenv.PassThrough {
 		if v := os.Getenv(k); v != "" {
@@ -92,18 +94,34 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 		if a.cfg.ProxyPath == "" {
 			return runtime.Spec{}, fmt.Errorf("no proxy binary to run process instances with (see -proxy)")
 		}
-		args := make([]string, len(info.Exec.Args))
-		for i, arg := range info.Exec.Args {
-			args[i] = instenv.Expand(arg, env)
-		}
+		// Env values are expanded here; Args by the proxy, which does the
+		// same for a Docker image's CMD.
 		for k, v := range info.Exec.Env {
 			if _, reserved := env[k]; !reserved {
 				env[k] = instenv.Expand(v, env)
 			}
 		}
-		spec.Command = append([]string{a.cfg.ProxyPath, "-instance", "--", info.Exec.Command}, args...)
+		spec.Command = append([]string{a.cfg.ProxyPath, "-instance", "--", info.Exec.Command}, info.Exec.Args...)
 	default:
 		return runtime.Spec{}, fmt.Errorf("unknown runtime %q", rtName)
 	}
 	return spec, nil
+}
+
+// listenIP is the one IPv4 address this node listens on, which its
+// instances then listen on too, or 0.0.0.0 when it listens on several (or
+// on all).
+func (a *Agent) listenIP() string {
+	ip := ""
+	for _, m := range a.node.Host().Network().ListenAddresses() {
+		v, err := m.ValueForProtocol(ma.P_IP4)
+		if err != nil || v == "0.0.0.0" || (ip != "" && ip != v) {
+			return "0.0.0.0"
+		}
+		ip = v
+	}
+	if ip == "" {
+		return "0.0.0.0"
+	}
+	return ip
 }

@@ -38,12 +38,24 @@ func NewPlacer(n *p2p.Node, reg *registry.Client, log *slog.Logger) *Placer {
 	return &Placer{node: n, reg: reg, log: log}
 }
 
+// PlaceOptions refine a placement.
+type PlaceOptions struct {
+	// OnDemand marks the instance on-demand (see Request.OnDemand).
+	OnDemand bool
+	// SoftOnly considers only nodes within the service's soft RTT: for
+	// finding a nearer instance than one already in use.
+	SoftOnly bool
+}
+
+// ErrNoNearerNode means SoftOnly found no node within the soft RTT.
+var ErrNoNearerNode = errors.New("no node within the soft RTT")
+
 // Place starts an instance of service on the best allocator for this
 // node: it lists the nodes, measures the RTT to each in parallel, ranks
 // them (allocator/placement), and asks them in order, moving on when one
 // refuses for lack of capacity or runtime. info may be nil, in which case
 // it is read from the registry.
-func (p *Placer) Place(ctx context.Context, service string, info *registry.ServiceInfo, onDemand bool) (*Response, error) {
+func (p *Placer) Place(ctx context.Context, service string, info *registry.ServiceInfo, opts PlaceOptions) (*Response, error) {
 	if info == nil {
 		got, err := p.reg.GetService(ctx, service)
 		if err != nil {
@@ -63,13 +75,25 @@ func (p *Placer) Place(ctx context.Context, service string, info *registry.Servi
 	if err != nil {
 		return nil, err
 	}
+	if opts.SoftOnly {
+		var near []placement.Ranked
+		for _, r := range ranked {
+			if r.WithinSoft {
+				near = append(near, r)
+			}
+		}
+		if len(near) == 0 {
+			return nil, fmt.Errorf("%w for %s (%g ms)", ErrNoNearerNode, service, info.NetworkSoftReq.RTT)
+		}
+		ranked = near
+	}
 	var refusals []string
 	for _, r := range ranked {
 		id, err := peer.Decode(r.Node.PeerID)
 		if err != nil {
 			continue
 		}
-		resp, err := Deploy(ctx, p.node.Host(), id, service, onDemand)
+		resp, err := Deploy(ctx, p.node.Host(), id, service, opts.OnDemand)
 		if err == nil {
 			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "reused", resp.Reused)
 			return resp, nil

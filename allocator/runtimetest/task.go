@@ -151,7 +151,7 @@ func runTask(mode string) error {
 func sleep() error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if port := os.Getenv(EnvPort); port != "" {
+	if port := taskPort(); port != "" {
 		ln, err := net.Listen("tcp", ":"+port)
 		if err != nil {
 			return err
@@ -175,7 +175,7 @@ func acceptAndClose(ln net.Listener) {
 
 // listenForever listens on $PORT until killed.
 func listenForever() error {
-	ln, err := net.Listen("tcp", ":"+os.Getenv(EnvPort))
+	ln, err := net.Listen("tcp", ":"+taskPort())
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func listenForever() error {
 }
 
 func serveHTTP() error {
-	ln, err := net.Listen("tcp", ":"+os.Getenv(EnvPort))
+	ln, err := net.Listen("tcp", ":"+taskPort())
 	if err != nil {
 		return err
 	}
@@ -242,4 +242,13 @@ func fork() error {
 		return err
 	}
 	return sleep()
+}
+
+// taskPort is $PORT, else $SERVICE_PORT: inside an instance, where the
+// allocator sets SERVICE_PORT, the task needs no PORT of its own.
+func taskPort() string {
+	if p := os.Getenv(EnvPort); p != "" {
+		return p
+	}
+	return os.Getenv("SERVICE_PORT")
 }

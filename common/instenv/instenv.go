@@ -25,6 +25,9 @@ const (
 	ProxyIP = "PROXY_IP"
 	// P2PPort is the proxy's libp2p TCP port.
 	P2PPort = "P2P_PORT"
+	// P2PIP is the address the proxy's libp2p port listens on: the one the
+	// allocator listens on when it has one, else all (0.0.0.0).
+	P2PIP = "P2P_IP"
 	// MetricsPort is the proxy's Prometheus port.
 	MetricsPort = "METRICS_PORT"
 	// Bootstraps are space-separated multiaddrs to join the network by.
@@ -47,7 +50,7 @@ const (
 
 // PassThrough are the allocator's own variables handed on to its
 // instances: test and demo knobs that must apply to the whole node.
-var PassThrough = []string{nodeflags.EnvNetDelay, nodeflags.EnvFastTiming}
+var PassThrough = []string{nodeflags.EnvNetDelay, nodeflags.EnvNetDelayCrossHost, nodeflags.EnvFastTiming}
 
 // EncodePSK writes a network key in libp2p's swarm.key format.
 func EncodePSK(key []byte) string {

@@ -28,13 +28,40 @@ import (
 
 // Delay is a one-way latency added to every write. The zero value adds none.
 // Safe for concurrent use.
-type Delay struct{ ns atomic.Int64 }
+type Delay struct {
+	ns atomic.Int64
+	// crossHost limits the delay to connections between different IP
+	// addresses: nodes sharing an address are one "site" and talk at
+	// loopback speed, as on a real LAN.
+	crossHost bool
+}
 
-// New returns a Delay of d.
+// New returns a Delay of d on every connection.
 func New(d time.Duration) *Delay {
 	var dl Delay
 	dl.Set(d)
 	return &dl
+}
+
+// NewCrossHost returns a Delay of d on connections whose ends have
+// different IP addresses only. Give each simulated site its own loopback
+// address (127.0.0.2, 127.0.0.3, ...) and traffic within a site is not
+// delayed while traffic between sites is.
+func NewCrossHost(d time.Duration) *Delay {
+	dl := New(d)
+	dl.crossHost = true
+	return dl
+}
+
+// applies reports whether the delay applies to a connection from local to
+// remote.
+func (d *Delay) applies(local, remote ma.Multiaddr) bool {
+	if d == nil || !d.crossHost {
+		return true
+	}
+	lip, err1 := manet.ToIP(local)
+	rip, err2 := manet.ToIP(remote)
+	return err1 != nil || err2 != nil || !lip.Equal(rip)
 }
 
 // Set changes the delay for writes made from now on.
@@ -53,6 +80,19 @@ type Transport struct {
 	upgrader transport.Upgrader
 	rcmgr    network.ResourceManager
 	delay    *Delay
+
+	mu       sync.Mutex
+	listenIP net.IP // the specific IP we listen on, if any
+}
+
+// localAddr is the address outbound connections are dialled from.
+func (t *Transport) localAddr() net.Addr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.listenIP == nil {
+		return nil
+	}
+	return &net.TCPAddr{IP: t.listenIP}
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -99,7 +139,9 @@ func (t *Transport) dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID, sco
 	if err := scope.SetPeer(p); err != nil {
 		return nil, err
 	}
-	var d manet.Dialer
+	// Dial from the address we listen on, as the TCP transport does with
+	// reuseport: a node on 127.0.0.3 must not appear to come from 127.0.0.1.
+	d := manet.Dialer{Dialer: net.Dialer{LocalAddr: t.localAddr()}}
 	c, err := d.DialContext(ctx, raddr)
 	if err != nil {
 		return nil, err
@@ -112,6 +154,11 @@ func (t *Transport) Listen(laddr ma.Multiaddr) (transport.Listener, error) {
 	l, err := manet.Listen(laddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", laddr, err)
+	}
+	if ip, err := manet.ToIP(laddr); err == nil && !ip.IsUnspecified() {
+		t.mu.Lock()
+		t.listenIP = ip
+		t.mu.Unlock()
 	}
 	return t.upgrader.UpgradeGatedMaListener(t, t.upgrader.GateMaListener(&listener{Listener: l, delay: t.delay})), nil
 }
@@ -148,7 +195,10 @@ type conn struct {
 	werr      atomic.Pointer[error]
 }
 
-func wrap(c manet.Conn, d *Delay) *conn {
+func wrap(c manet.Conn, d *Delay) manet.Conn {
+	if !d.applies(c.LocalMultiaddr(), c.RemoteMultiaddr()) {
+		return c
+	}
 	dc := &conn{Conn: c, delay: d, queue: make(chan packet, 1024), done: make(chan struct{})}
 	go dc.pump()
 	return dc

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/common/netdelay"
@@ -83,5 +84,26 @@ func TestDelayedNodesCarryBulkDataInOrder(t *testing.T) {
 	}
 	if !bytes.Equal(got, payload) {
 		t.Fatalf("echoed %d bytes differ from the %d sent", len(got), len(payload))
+	}
+}
+
+func TestCrossHostDelaySparesTrafficWithinAHost(t *testing.T) {
+	on := func(ip string, d *netdelay.Delay) *p2ptest.Node {
+		n := p2ptest.Start(t, p2ptest.Spec{Listen: ma.StringCast("/ip4/" + ip + "/tcp/0"), Delay: d})
+		return n
+	}
+	siteB1 := on("127.0.0.3", netdelay.NewCrossHost(20*time.Millisecond))
+	siteB2 := on("127.0.0.3", netdelay.NewCrossHost(20*time.Millisecond))
+	siteA := on("127.0.0.2", nil)
+	for _, pair := range [][2]*p2ptest.Node{{siteB1, siteB2}, {siteA, siteB1}} {
+		if err := pair[0].Host().Connect(t.Context(), pair[1].AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := minPing(t, siteB1, siteB2); d > 10*time.Millisecond {
+		t.Fatalf("within a host: RTT %s, want no added delay", d)
+	}
+	if d := minPing(t, siteA, siteB1); d < 20*time.Millisecond {
+		t.Fatalf("between hosts: RTT %s, want at least the 20ms delay", d)
 	}
 }

@@ -34,6 +34,10 @@ const (
 	// every connection of the node. For tests and demos on machines without
 	// netem; never set it in production.
 	EnvNetDelay = "PHYSARUM_NET_DELAY"
+	// EnvNetDelayCrossHost, when "1", limits EnvNetDelay to connections
+	// between different IP addresses (see netdelay.NewCrossHost): for
+	// demos that give each simulated site its own loopback address.
+	EnvNetDelayCrossHost = "PHYSARUM_NET_DELAY_CROSS_HOST"
 	// EnvFastTiming, when "1", shortens the discovery loops' periods for
 	// local demos and tests where nodes come and go within seconds.
 	EnvFastTiming = "PHYSARUM_FAST_TIMING"
@@ -141,7 +145,11 @@ func (f *Flags) Resolve(getenv func(string) string) (cfg p2p.Config, created boo
 		if err != nil || d < 0 {
 			return cfg, false, fmt.Errorf("%s=%q: want a non-negative duration such as 20ms", EnvNetDelay, v)
 		}
-		cfg.Delay = netdelay.New(d)
+		if getenv(EnvNetDelayCrossHost) == "1" {
+			cfg.Delay = netdelay.NewCrossHost(d)
+		} else {
+			cfg.Delay = netdelay.New(d)
+		}
 	}
 	if getenv(EnvFastTiming) == "1" {
 		cfg.Timing = p2p.FastTiming()

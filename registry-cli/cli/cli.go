@@ -56,7 +56,7 @@ type command struct {
 
 func commands() []*command {
 	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
-		membersCommand(), nodesCommand(), instancesCommand()}
+		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand()}
 }
 
 // session holds the global options and, once connected, the client.

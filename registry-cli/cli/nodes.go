@@ -53,7 +53,6 @@ func nodesCommand() *command {
 
 // measureNodes pings every node in parallel.
 func (s *session) measureNodes(ctx context.Context, nodes []registry.Node) []nodeView {
-	h := s.p2p.Host()
 	ids := make([]peer.ID, 0, len(nodes))
 	for _, n := range nodes {
 		id, err := peer.Decode(n.PeerID)
@@ -61,11 +60,7 @@ func (s *session) measureNodes(ctx context.Context, nodes []registry.Node) []nod
 			ids = append(ids, "")
 			continue
 		}
-		for _, a := range n.Addrs {
-			if m, err := ma.NewMultiaddr(a); err == nil {
-				h.Peerstore().AddAddr(id, m, peerstore.TempAddrTTL)
-			}
-		}
+		s.addAddrs(id, n.Addrs)
 		ids = append(ids, id)
 	}
 	results := s.p2p.RTT().Measure(ctx, ids)
@@ -89,4 +84,13 @@ func labels(m map[string]string) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
+}
+
+// addAddrs tells the host where a peer from a registry record listens.
+func (s *session) addAddrs(id peer.ID, addrs []string) {
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			s.p2p.Host().Peerstore().AddAddr(id, m, peerstore.TempAddrTTL)
+		}
+	}
 }

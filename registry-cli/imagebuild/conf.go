@@ -8,6 +8,7 @@ import (
 	"io"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -34,6 +35,10 @@ type DockerConf struct {
 	// ProxyClientMode marks a service whose proxy only makes requests
 	// (client mode). The image carries it as a label.
 	ProxyClientMode bool `json:"ProxyClientMode,omitempty"`
+	// Env sets variables in the image (ENV), beside the instance
+	// contract's. The allocator's values of the contract's variables win at
+	// run time.
+	Env map[string]string `json:"Env,omitempty"`
 }
 
 // Limits on a DockerConf.
@@ -52,11 +57,12 @@ func (c DockerConf) isScratch() bool { return strings.EqualFold(c.From, scratch)
 // pair with one or three elements is refused instead of silently padded or
 // truncated.
 type strictConf struct {
-	From            string     `json:"From"`
-	Copy            [][]string `json:"Copy"`
-	Run             []string   `json:"Run"`
-	Cmd             string     `json:"Cmd"`
-	ProxyClientMode bool       `json:"ProxyClientMode"`
+	From            string            `json:"From"`
+	Copy            [][]string        `json:"Copy"`
+	Run             []string          `json:"Run"`
+	Cmd             string            `json:"Cmd"`
+	ProxyClientMode bool              `json:"ProxyClientMode"`
+	Env             map[string]string `json:"Env"`
 }
 
 // UnmarshalJSON decodes a DockerConf strictly: unknown fields and Copy
@@ -69,7 +75,7 @@ func (c *DockerConf) UnmarshalJSON(data []byte) error {
 	if err := dec.Decode(&s); err != nil {
 		return fmt.Errorf("%w in DockerConf", err)
 	}
-	conf := DockerConf{From: s.From, Run: s.Run, Cmd: s.Cmd, ProxyClientMode: s.ProxyClientMode}
+	conf := DockerConf{From: s.From, Run: s.Run, Cmd: s.Cmd, ProxyClientMode: s.ProxyClientMode, Env: s.Env}
 	for i, pair := range s.Copy {
 		if len(pair) != 2 {
 			return invalid(fmt.Sprintf("Copy[%d]", i), "want a [\"src\", \"dst\"] pair, got %d strings", len(pair))
@@ -136,7 +142,29 @@ func Validate(c DockerConf) error {
 			return invalid(field, "%q ends with a backslash, which would join it to the next Dockerfile line", r)
 		}
 	}
+	if err := validateEnv(c.Env); err != nil {
+		return err
+	}
 	return validateCmd(c.Cmd)
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func validateEnv(env map[string]string) error {
+	if len(env) > MaxRun {
+		return invalid("Env", "%d variables (at most %d)", len(env), MaxRun)
+	}
+	for k, v := range env {
+		switch {
+		case !envName.MatchString(k):
+			return invalid("Env", "%q is not a variable name (letters, digits and _, not starting with a digit)", k)
+		case len(v) > MaxFieldLen:
+			return invalid("Env."+k, "longer than %d characters", MaxFieldLen)
+		case strings.ContainsAny(v, "\n\r\x00"):
+			return invalid("Env."+k, "contains a line break")
+		}
+	}
+	return nil
 }
 
 func validateFrom(from string) error {

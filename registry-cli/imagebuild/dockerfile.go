@@ -3,8 +3,10 @@ package imagebuild
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -90,6 +92,9 @@ func Dockerfile(c DockerConf) (string, error) {
 		b.WriteString(" " + kv[0] + "=" + jsonString(kv[1]))
 	}
 	b.WriteString("\n")
+	for _, k := range slices.Sorted(maps.Keys(c.Env)) {
+		b.WriteString("ENV " + k + "=" + jsonString(c.Env[k]) + "\n")
+	}
 	b.WriteString("LABEL " + LabelServiceImage + `="true"`)
 	if c.ProxyClientMode {
 		b.WriteString(" " + LabelProxyClientMode + `="true"`)

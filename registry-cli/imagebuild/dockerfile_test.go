@@ -57,6 +57,18 @@ RUN chmod +x app/run.sh && echo "done"
 `,
 		},
 		{
+			name: "image environment, sorted",
+			conf: DockerConf{From: "scratch", Cmd: "/app/x", Env: map[string]string{"MODE": "http", "A_B": "x y"}},
+			want: head + `FROM scratch
+WORKDIR /app
+COPY proxy /app/proxy
+` + env + `ENV A_B="x y"
+ENV MODE="http"
+LABEL physarum.service-image="true"
+` + entry + `CMD ["/app/x"]
+`,
+		},
+		{
 			name: "command with a backslash and a unicode argument",
 			conf: DockerConf{From: "scratch", Cmd: `./svc 'C:\dir' "héllo ✓" '$SERVICE_PORT'`},
 			want: head + `FROM scratch
