@@ -47,8 +47,8 @@ fuzz: ## run each fuzz target for FUZZTIME (corpus growth stays local)
 		done; \
 	done
 
-demo: ## run a private network on this machine and show it working
-	@echo "make demo: the demo does not exist yet (see issue 'The first hour of a new user')" >&2; exit 1
+demo: build ## run a private network on this machine and show it working (DEMO_ONESHOT=1: report and exit)
+	@$(BIN)/demo -bin $(BIN) -services demos/services
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+type options struct {
+	bin, services, dir, runtime string
+	port                        int
+	oneshot                     bool
+}
+
+// site is one allocator, standing in for a site some distance away.
+type site struct {
+	name  string
+	ip    string // its own loopback address: traffic within a site is not delayed
+	delay time.Duration // user-space latency of its node
+	cpus  string
+	peer  string
+	prom  int
+}
+
+var sites = []*site{
+	{name: "site-a", ip: "127.0.0.2", delay: time.Millisecond, cpus: "1"},
+	{name: "site-b", ip: "127.0.0.3", delay: 3 * time.Millisecond, cpus: "1"},
+	{name: "site-c", ip: "127.0.0.4", delay: 6 * time.Millisecond, cpus: "2"},
+}
+
+// services are the demo services, in the order they are registered.
+var services = []string{"hello", "calculator", "sensor", "aggregator", "analytics"}
+
+type demo struct {
+	o       options
+	dir     string
+	env     []string
+	runtime string
+	procs   []*proc
+	boot    string
+	regProm int
+	proxy   string // client proxy base URL
+	proxyP  int    // client proxy metrics port
+	start   time.Time
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("[demo] "+format+"\n", args...)
+}
+
+func run(ctx context.Context, o options) int {
+	d := &demo{o: o, start: time.Now()}
+	defer d.teardown()
+	if err := d.up(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		return 1
+	}
+	ok := d.report(ctx)
+	if o.oneshot {
+		if !ok {
+			fmt.Fprintln(os.Stderr, "demo: not every demo service answered (logs in "+d.dir+")")
+			return 1
+		}
+		return 0
+	}
+	d.howTo()
+	<-ctx.Done()
+	fmt.Println()
+	return 0
+}
+
+// up starts the network and registers the services, saying what it does.
+func (d *demo) up(ctx context.Context) error {
+	if err := d.prepare(); err != nil {
+		return err
+	}
+	if err := d.startRegistry(ctx); err != nil {
+		return err
+	}
+	if err := d.startAllocators(ctx); err != nil {
+		return err
+	}
+	if err := d.register(ctx); err != nil {
+		return err
+	}
+	return d.startProxy(ctx)
+}
+
+func (d *demo) prepare() error {
+	for _, b := range []string{"registry-service", "allocator", "proxy", "registry-cli"} {
+		if _, err := os.Stat(filepath.Join(d.o.bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run 'make build' first (or give -bin)", b, d.o.bin)
+		}
+	}
+	d.dir = d.o.dir
+	if d.dir == "" {
+		var err error
+		if d.dir, err = os.MkdirTemp("", "physarum-demo-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return err
+	}
+	say("work directory %s (data and logs)", d.dir)
+	// A fresh passphrase per run: the network is private to this demo.
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	pass := hex.EncodeToString(b)
+	if err := os.WriteFile(filepath.Join(d.dir, "network.psk"), []byte(pass+"\n"), 0o600); err != nil {
+		return err
+	}
+	d.env = []string{"P2P_PSK=" + pass, "PHYSARUM_FAST_TIMING=1"}
+	d.runtime = d.o.runtime
+	switch d.runtime {
+	case "docker", "process":
+		say("runtime: %s (as asked)", d.runtime)
+	case "":
+		if err := dockerAnswers(); err == nil {
+			d.runtime = "docker"
+			say("runtime: docker (a Docker daemon answers; images are built locally FROM scratch)")
+		} else {
+			d.runtime = "process"
+			say("runtime: process (no Docker daemon answers: %v)", err)
+		}
+	default:
+		return fmt.Errorf("runtime %q: want docker or process", d.runtime)
+	}
+	return nil
+}
+
+func dockerAnswers() error {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = cli.Ping(ctx, client.PingOptions{})
+	return err
+}
+
+func (d *demo) startRegistry(ctx context.Context) error {
+	start := time.Now()
+	d.regProm = freePort(0)
+	p, err := d.spawn("registry", "registry-service", []string{
+		"-new-etcd-cluster", "-keyfile", filepath.Join(d.dir, "registry.key"),
+		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(d.dir, "registry.addr"),
+		"-data-dir", filepath.Join(d.dir, "registry"), "-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.regProm),
+		"-etcd-client-port", strconv.Itoa(freePort(0)), "-etcd-peer-port", strconv.Itoa(freePort(0)),
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.waitFor(ctx, "registry ready", time.Minute); err != nil {
+		return err
+	}
+	if d.boot, err = firstLine(filepath.Join(d.dir, "registry.addr"), 5*time.Second); err != nil {
+		return err
+	}
+	d.env = append(d.env, "P2P_BOOTSTRAPS="+d.boot)
+	say("registry (and bootstrap) ready in %s: %s", since(start), d.boot)
+	return nil
+}
+
+func (d *demo) startAllocators(ctx context.Context) error {
+	start := time.Now()
+	var names []string
+	for _, s := range sites {
+		names = append(names, fmt.Sprintf("%s on %s (%s away)", s.name, s.ip, s.delay))
+	}
+	say("starting 3 allocators: %s", strings.Join(names, ", "))
+	say("(distances between sites are simulated in user space; within a site there is none)")
+	var procs []*proc
+	for _, s := range sites {
+		s.prom = freePort(0)
+		p, err := d.spawn(s.name, "allocator", []string{
+			"-keyfile", filepath.Join(d.dir, s.name+".key"), "-listen", "/ip4/" + s.ip + "/tcp/0",
+			"-addr-file", filepath.Join(d.dir, s.name+".addr"), "-runtime", d.runtime,
+			"-data-dir", filepath.Join(d.dir, s.name), "-cpus", s.cpus, "-memory", "1024",
+			"-labels", "site=" + s.name, "-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(s.prom),
+			"-proxy", filepath.Join(d.o.bin, "proxy"), "-idle-timeout", "10m",
+		}, "PHYSARUM_NET_DELAY="+s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1")
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+	}
+	for i, p := range procs {
+		if err := p.waitFor(ctx, "allocator ready", time.Minute); err != nil {
+			return err
+		}
+		addr, err := firstLine(filepath.Join(d.dir, sites[i].name+".addr"), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		sites[i].peer = addr[strings.LastIndex(addr, "/")+1:]
+	}
+	say("allocators ready in %s", since(start))
+	return nil
+}
+
+// register adds every demo service with registry-cli, building images for
+// the Docker runtime.
+func (d *demo) register(ctx context.Context) error {
+	start := time.Now()
+	conf := d.o.services
+	for _, name := range services {
+		var args []string
+		if d.runtime == "docker" {
+			say("building image physarum-demo/%s and registering %s", name, name)
+			args = []string{"add", "-dir", d.o.bin, filepath.Join(conf, name+".docker.json"), "physarum-demo/" + name + ":latest", name}
+		} else {
+			path, err := d.execConfig(name)
+			if err != nil {
+				return err
+			}
+			args = []string{"add", path, name}
+		}
+		if _, err := d.cli(ctx, args...); err != nil {
+			return fmt.Errorf("register %s: %w", name, err)
+		}
+	}
+	say("registered %s in %s", strings.Join(services, ", "), since(start))
+	return nil
+}
+
+// execConfig writes the service's process config with ${DEMO_BIN} filled in.
+func (d *demo) execConfig(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.o.services, name+".exec.json"))
+	if err != nil {
+		return "", fmt.Errorf("demo service config: %w", err)
+	}
+	bin, err := filepath.Abs(d.o.bin)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(d.dir, name+".exec.json")
+	return out, os.WriteFile(out, []byte(strings.ReplaceAll(string(b), "${DEMO_BIN}", bin)), 0o644)
+}
+
+// cli runs registry-cli and returns its stdout.
+func (d *demo) cli(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(d.o.bin, "registry-cli"),
+		append([]string{"-keyfile", filepath.Join(d.dir, "cli.key")}, args...)...)
+	cmd.Env = append(os.Environ(), d.env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("registry-cli %s: %v: %s", args[0], err, strings.TrimSpace(lastLine(errb.String())))
+	}
+	return out.String(), nil
+}
+
+func (d *demo) cliJSON(ctx context.Context, v any, args ...string) error {
+	out, err := d.cli(ctx, append([]string{"-json"}, args...)...)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal([]byte(out), v)
+}
+
+func (d *demo) startProxy(ctx context.Context) error {
+	port := freePort(d.o.port)
+	d.proxyP = freePort(0)
+	p, err := d.spawn("proxy", "proxy", []string{
+		"-keyfile", filepath.Join(d.dir, "proxy.key"), "-listen", "/ip4/127.0.0.1/tcp/0",
+		"-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.proxyP), strconv.Itoa(port),
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.waitFor(ctx, "proxy ready", 30*time.Second); err != nil {
+		return err
+	}
+	d.proxy = "http://127.0.0.1:" + strconv.Itoa(port)
+	say("client proxy ready: %s/<service>/<path>", d.proxy)
+	return nil
+}
+
+// teardown stops the proxy, then the allocators (which stop their
+// instances), then the registry.
+func (d *demo) teardown() {
+	if len(d.procs) == 0 {
+		return
+	}
+	say("stopping the network")
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		d.procs[i].stop(30 * time.Second)
+	}
+}
+
+func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
