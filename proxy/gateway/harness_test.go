@@ -2,10 +2,8 @@ package gateway_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,14 +124,6 @@ func (n *testNet) get(service string) (int, string, error) {
 	return resp.StatusCode, string(b[:k]), nil
 }
 
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
 
 // counter reads a metric of the client proxy (0 when absent).
 func (n *testNet) counter(name string, labels ...string) float64 {
