@@ -275,7 +275,6 @@ func waitNodes(t *testing.T, n *testNet, want int) {
 	})
 }
 
-
 func TestBetweenSoftAndHardServesNowThenSwitchesToANearerInstance(t *testing.T) {
 	n := newNet(t, router.Config{UpgradeAfter: 500 * time.Millisecond})
 	n.allocator(0)

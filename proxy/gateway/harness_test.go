@@ -124,7 +124,6 @@ func (n *testNet) get(service string) (int, string, error) {
 	return resp.StatusCode, string(b[:k]), nil
 }
 
-
 // counter reads a metric of the client proxy (0 when absent).
 func (n *testNet) counter(name string, labels ...string) float64 {
 	mfs, err := n.metrics.Gather()
@@ -154,4 +153,3 @@ func (n *testNet) counter(name string, labels ...string) float64 {
 	}
 	return total
 }
-
