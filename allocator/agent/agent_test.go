@@ -415,4 +415,3 @@ func waitNodes(t *testing.T, w *world, n int) {
 func errContains(err error, s string) bool {
 	return err != nil && contains(err.Error(), s)
 }
-

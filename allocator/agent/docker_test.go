@@ -187,4 +187,3 @@ func TestDockerContainersAreAdoptedAfterARestart(t *testing.T) {
 		t.Fatalf("adopted container: %q %v", body, err)
 	}
 }
-

@@ -25,7 +25,7 @@ type options struct {
 // site is one allocator, standing in for a site some distance away.
 type site struct {
 	name  string
-	ip    string // its own loopback address: traffic within a site is not delayed
+	ip    string        // its own loopback address: traffic within a site is not delayed
 	delay time.Duration // user-space latency of its node
 	cpus  string
 	peer  string
