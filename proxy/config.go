@@ -40,7 +40,7 @@ type config struct {
 }
 
 const usage = `Usage:
-  proxy [OPTIONS] PORT                                client mode
+  proxy [OPTIONS] PORT                                client mode (PORT 0: any free port)
   proxy [OPTIONS] PORT SERVICE ADDRESS [METRICS_PORT]  service mode
   proxy -instance [-- COMMAND [ARGS...]]             instance mode
 
@@ -97,7 +97,9 @@ func (c *config) fromArgs(args []string) error {
 		return fmt.Errorf("want PORT, or PORT SERVICE ADDRESS [METRICS_PORT] (got %d arguments; see -help)", len(args))
 	}
 	var err error
-	if c.port, err = parsePort("PORT", args[0]); err != nil {
+	if args[0] == "0" {
+		c.port = 0 // any free port; the proxy prints which
+	} else if c.port, err = parsePort("PORT", args[0]); err != nil {
 		return err
 	}
 	if len(args) == 1 {

@@ -126,8 +126,12 @@ func TestDockerDeployRunsAContainerWithLimitsAndLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := res.Container
-	if c.HostConfig.NanoCPUs != 250_000_000 || c.HostConfig.Memory != 64<<20 {
-		t.Fatalf("limits: NanoCPUs %d, Memory %d; want 250m and 64 MiB", c.HostConfig.NanoCPUs, c.HostConfig.Memory)
+	// The service needs 250m and 64 MiB; the proxy beside it gets its allowance.
+	wantCPU := int64(250+agent.ProxyCPUAllowance) * 1_000_000
+	wantMem := int64(64+agent.ProxyMemoryAllowance) << 20
+	if c.HostConfig.NanoCPUs != wantCPU || c.HostConfig.Memory != wantMem || c.HostConfig.CPUShares != 256 {
+		t.Fatalf("limits: NanoCPUs %d, Memory %d, CPUShares %d; want %d, %d, 256",
+			c.HostConfig.NanoCPUs, c.HostConfig.Memory, c.HostConfig.CPUShares, wantCPU, wantMem)
 	}
 	for k, v := range map[string]string{runtime.LabelService: "hello-docker", runtime.LabelInstance: resp.Instance.ID,
 		runtime.LabelNode: n.ID().String(), runtime.LabelManaged: "true"} {

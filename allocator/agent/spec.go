@@ -28,6 +28,15 @@ const (
 	labelRuntime  = "physarum.runtime"
 )
 
+// What an instance's proxy may use beyond the service's requirements. The
+// proxy starts a libp2p host (a burst of CPU) and holds ~20-40 MiB; limits
+// of exactly the service's requirements would throttle it to a crawl or
+// kill it.
+const (
+	ProxyCPUAllowance    = 1000 // millicores
+	ProxyMemoryAllowance = 64   // MiB
+)
+
 // instanceEnv is the environment contract of an instance (see
 // common/instenv): ports, identity, network access, and the test knobs
 // the allocator itself runs with.
@@ -74,8 +83,12 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 	if err != nil {
 		return runtime.Spec{}, err
 	}
+	// The container holds the proxy too: its limits are the service's
+	// requirements plus the proxy's allowance, and the service's CPU
+	// requirement is what it is guaranteed under contention (its shares).
 	spec := runtime.Spec{
-		ID: id, Env: env, CPU: info.CpuReq, Memory: info.MemoryReq, MaxRestarts: a.cfg.MaxRestarts,
+		ID: id, Env: env, MaxRestarts: a.cfg.MaxRestarts,
+		CPU: info.CpuReq + ProxyCPUAllowance, CPURequest: info.CpuReq, Memory: info.MemoryReq + ProxyMemoryAllowance,
 		Labels: map[string]string{
 			runtime.LabelService: service,
 			labelOnDemand:        strconv.FormatBool(onDemand),

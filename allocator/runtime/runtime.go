@@ -43,6 +43,10 @@ type Spec struct {
 	Env map[string]string
 	// CPU is the CPU limit in millicores; 0 means none.
 	CPU int
+	// CPURequest is the CPU the instance is guaranteed when the node is
+	// busy, in millicores (Docker CPU shares: 1000 millicores = 1024
+	// shares); 0 means the runtime's default weight.
+	CPURequest int
 	// Memory is the memory limit in MiB; 0 means none.
 	Memory int
 	// Labels are attached to the instance and returned by List.

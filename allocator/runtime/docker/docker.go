@@ -257,6 +257,9 @@ func hostConfig(spec runtime.Spec) *container.HostConfig {
 	if spec.CPU > 0 {
 		hc.NanoCPUs = int64(spec.CPU) * 1_000_000 // millicores to billionths
 	}
+	if spec.CPURequest > 0 {
+		hc.CPUShares = max(int64(spec.CPURequest)*1024/1000, 2) // Docker's minimum weight is 2
+	}
 	if spec.Memory > 0 {
 		hc.Memory = int64(spec.Memory) << 20
 	}

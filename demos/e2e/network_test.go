@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/physarum-p2p/physarum/common/nodeflags"
+	"github.com/physarum-p2p/physarum/common/p2ptest"
+	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+var binaries = []string{"./registry-service", "./allocator", "./proxy", "./registry-cli", "./demos/hello"}
+
+// network is a user's network of processes on loopback.
+type network struct {
+	t    *testing.T
+	bin  map[string]string
+	env  []string
+	boot string
+	reg  *proctest.Proc
+}
+
+func newNetwork(t *testing.T) *network {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped with -short")
+	}
+	proctest.Build(t, binaries...)
+	n := &network{t: t, bin: map[string]string{}}
+	for _, b := range binaries {
+		n.bin[filepath.Base(b)] = proctest.Build(t, b)
+	}
+	n.env = []string{"P2P_PSK=" + p2ptest.DefaultPassphrase, nodeflags.EnvFastTiming + "=1"}
+	return n
+}
+
+// registry starts the first registry-service, whose address all others
+// bootstrap from.
+func (n *network) registry() *proctest.Proc {
+	n.t.Helper()
+	dir := n.t.TempDir()
+	n.reg = proctest.Start(n.t, "registry", n.bin["registry-service"], []string{
+		"-new-etcd-cluster", "-keyfile", filepath.Join(dir, "key"),
+		"-listen", "/ip4/127.0.0.1/tcp/" + strconv.Itoa(proctest.FreePort(n.t)), "-addr-file", filepath.Join(dir, "addr"),
+		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-unsafe-no-fsync",
+		"-etcd-client-port", strconv.Itoa(proctest.FreePort(n.t)), "-etcd-peer-port", strconv.Itoa(proctest.FreePort(n.t)),
+	}, n.env)
+	n.reg.WaitOutput("registry ready", time.Minute)
+	n.boot = proctest.ReadLines(n.t, filepath.Join(dir, "addr"), time.Second)[0]
+	n.env = append(n.env, nodeflags.EnvBootstraps+"="+n.boot)
+	return n.reg
+}
+
+func (n *network) allocator(name string) *proctest.Proc {
+	n.t.Helper()
+	dir := n.t.TempDir()
+	p := proctest.Start(n.t, name, n.bin["allocator"], []string{
+		"-keyfile", filepath.Join(dir, "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-runtime", "process",
+		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-lease-ttl", "3s",
+	}, n.env)
+	p.WaitOutput("allocator ready", 30*time.Second)
+	return p
+}
+
+// proxy starts a client proxy on a fixed port (so a restart keeps it).
+func (n *network) proxy() (*proctest.Proc, string) {
+	n.t.Helper()
+	port := strconv.Itoa(proctest.FreePort(n.t))
+	p := proctest.Start(n.t, "proxy", n.bin["proxy"], []string{
+		"-keyfile", filepath.Join(n.t.TempDir(), "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-prom-listen-addr", "", port,
+	}, n.env)
+	p.WaitOutput("proxy ready", 30*time.Second)
+	return p, "http://127.0.0.1:" + port
+}
+
+func (n *network) cli(args ...string) (string, string, int) {
+	n.t.Helper()
+	return proctest.Run(n.t, n.bin["registry-cli"], append([]string{"-ephemeral"}, args...), n.env, time.Minute)
+}
+
+func (n *network) mustCLI(args ...string) string {
+	n.t.Helper()
+	out, errs, code := n.cli(args...)
+	if code != 0 {
+		n.t.Fatalf("registry-cli %v: exit %d: %s", args, code, errs)
+	}
+	return out
+}
+
+// addHello registers the hello demo as a process service.
+func (n *network) addHello() {
+	n.t.Helper()
+	cfg := fmt.Sprintf(`{"NetworkSoftReq":{"RTT":20},"NetworkHardReq":{"RTT":50},"CpuReq":100,"MemoryReq":32,"Exec":{"Command":%q}}`, n.bin["hello"])
+	path := filepath.Join(n.t.TempDir(), "hello.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	n.mustCLI("add", path, "hello")
+}
+
+func (n *network) instances(service string) []registry.Instance {
+	n.t.Helper()
+	var out []registry.Instance
+	if err := json.Unmarshal([]byte(n.mustCLI("-json", "instances", service)), &out); err != nil {
+		n.t.Fatal(err)
+	}
+	return out
+}
+
+// hello asks the client proxy for hello until it answers, within timeout,
+// and returns the answer.
+func hello(t *testing.T, base string, timeout time.Duration) string {
+	t.Helper()
+	var body string
+	p2ptest.Eventually(t, timeout, func() error {
+		resp, err := http.Get(base + "/hello/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "hello from") {
+			return fmt.Errorf("%d %s", resp.StatusCode, b)
+		}
+		body = string(b)
+		return nil
+	})
+	return body
+}
+
+// pidsWithEnv lists live processes whose environment holds kv.
+func pidsWithEnv(kv string) []int {
+	envs, _ := filepath.Glob("/proc/[0-9]*/environ")
+	var out []int
+	for _, p := range envs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains("\x00"+string(b)+"\x00", "\x00"+kv+"\x00") {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
