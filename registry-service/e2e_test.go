@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,8 +27,9 @@ import (
 
 type member struct {
 	*proctest.Proc
-	id   peer.ID
-	addr string
+	id      peer.ID
+	addr    string
+	dataDir string
 }
 
 type registryNet struct {
@@ -72,7 +74,7 @@ func (rn *registryNet) start(extra ...string) *member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &member{Proc: p, id: info[0].ID, addr: addr}
+	m := &member{Proc: p, id: info[0].ID, addr: addr, dataDir: filepath.Join(dir, "data")}
 	rn.members = append(rn.members, m)
 	return m
 }
@@ -331,3 +333,47 @@ func header(n uint32) []byte {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestMemberThatLostItsDataDirRejoinsAfresh(t *testing.T) {
+	rn := newRegistryNet(t)
+	for range 3 {
+		rn.start()
+	}
+	n, c := rn.client()
+	waitMembers(t, n, rn.members[0], 3, 0)
+	if _, err := c.AddService(t.Context(), "before", testService(1)); err != nil {
+		t.Fatal(err)
+	}
+	lost := rn.members[2]
+	lost.Kill()
+	if err := os.RemoveAll(lost.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	lost.Restart() // same key, so the same member name
+	lost.WaitOutput("registry ready", 90*time.Second)
+	if !strings.Contains(lost.Stdout(), "joining the registry cluster") {
+		t.Fatalf("did not rejoin:\n%s", lost.Stdout())
+	}
+	members := waitMembers(t, n, rn.members[0], 3, 0)
+	names := map[string]int{}
+	for _, m := range members {
+		names[m.Name]++
+	}
+	if names[lost.id.String()] != 1 {
+		t.Fatalf("members after the rejoin: %+v", members)
+	}
+	// It has the data again, written before and after.
+	if _, err := c.AddService(t.Context(), "after", testService(2)); err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.Eventually(t, 30*time.Second, func() error {
+		resp, err := callAt(t, n, lost, registry.Request{Op: registry.OpList})
+		if err != nil {
+			return err
+		}
+		if len(resp.Services) != 2 {
+			return fmt.Errorf("rejoined member lists %d services", len(resp.Services))
+		}
+		return nil
+	})
+}
