@@ -37,7 +37,7 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	proctest.Build(t, "./proxy")
 	conf := writeFile(t, "hello.json", `{"NetworkSoftReq":{"RTT":20},"NetworkHardReq":{"RTT":50},"CpuReq":100,"MemoryReq":32,
 "DockerConf":{"From":"scratch","Copy":[["hello","hello"]],"Cmd":"/app/hello"}}`)
-	image := "physarum-test-cli-hello:latest"
+	image := "physarum-test-cli-hello:" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	out, errs, code := n.run("add", "-dir", filepath.Dir(hello), conf, image, "hello-img")
 	if code != 0 {
 		t.Fatalf("add: exit %d\n%s", code, errs)
@@ -78,7 +78,7 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	created, err := cli.ContainerCreate(t.Context(), client.ContainerCreateOptions{
 		Config:     &container.Config{Image: info.DockerHash, Env: env},
 		HostConfig: &container.HostConfig{NetworkMode: network.NetworkHost},
-		Name:       "physarum-test-cli-hello",
+		Name:       "physarum-test-cli-hello-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -206,7 +206,7 @@ func TestFiftyFirstRequestsShareOneAllocation(t *testing.T) {
 }
 
 func TestRisingDelayMovesTrafficToANewNearInstance(t *testing.T) {
-	n := newNet(t, router.Config{MeasureEvery: 200 * time.Millisecond})
+	n := newNet(t, router.Config{MeasureEvery: 100 * time.Millisecond})
 	n.allocator(0)
 	n.realService("svc", 10, 20)
 	near := n.instance("svc", "near", 5*time.Millisecond)
