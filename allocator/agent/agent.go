@@ -166,10 +166,14 @@ func (a *Agent) Close() {
 			}()
 		}
 		wg.Wait()
-		if err := a.reg.DeleteNode(ctx); err != nil {
+		cancel()
+		// Best effort, and quick: with the registry gone, the lease
+		// removes the record anyway.
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if err := a.reg.DeleteNode(dctx); err != nil {
 			a.log.Warn("could not remove the node record; it expires with its lease", "err", err)
 		}
-		cancel()
+		dcancel()
 	}
 	a.cancel()
 	a.wg.Wait()
