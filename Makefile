@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin
 # Every binary is built static (CGO_ENABLED=0): the same files run on the
 # host and inside images built FROM scratch.
-BINARIES := $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... 2>/dev/null | grep -v -e /testtask -e /testdata)
+BINARIES := $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... 2>/dev/null | grep -v -e /testtask -e /testdata -e /demos/compose/)
 TEST_TIMEOUT ?= 45m
 FUZZTIME ?= 20s
 STATICCHECK_VERSION ?= v0.8.2

@@ -48,7 +48,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 	}
 	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
 	defer reg.Close()
-	rt := router.New(base.Node, reg, router.Config{AllocTimeout: c.allocTimeout, Logger: log})
+	var gw *gateway.Gateway // set below; the router reports allocations to it
+	rt := router.New(base.Node, reg, router.Config{AllocTimeout: c.allocTimeout, Logger: log,
+		OnAllocate: func(service, outcome string) { gw.Allocated(service, outcome) }})
 	defer rt.Close()
 
 	var srv *forward.Server
@@ -65,7 +67,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 	} else if c.instance {
 		status = statusHandler(nil, "")
 	}
-	gw := gateway.New(rt, forward.NewTransport(base.Node.Host(), forward.TransportOptions{}), gateway.Config{
+	gw = gateway.New(rt, forward.NewTransport(base.Node.Host(), forward.TransportOptions{}), gateway.Config{
 		Attempts: c.attempts, PickTimeout: c.allocTimeout + 5*time.Second, Status: status,
 		Logger: log, Registerer: base.Metrics,
 	})

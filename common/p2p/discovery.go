@@ -154,10 +154,13 @@ func (d *Discovery) loop(ctx context.Context) {
 	t := d.n.cfg.Timing
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	// Right after start, and whenever nothing is found, look again soon,
-	// backing off towards FindEvery: peers that start with us advertise a
-	// moment later, and a newcomer should not wait a period for them.
+	// Right after start, and when the set empties, look again soon,
+	// backing off (doubling) towards FindEvery: peers that start with us
+	// advertise a moment later, and a newcomer should not wait a period
+	// for them. A namespace nobody advertises costs a lookup per FindEvery
+	// once the backoff is over, not one every few milliseconds.
 	eager := t.RoutingTableWait
+	had := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -168,11 +171,13 @@ func (d *Discovery) loop(ctx context.Context) {
 		if d.n.dht.RoutingTable().Size() > 0 {
 			d.round(ctx)
 		}
-		if d.size() == 0 {
-			eager = min(eager, t.RoutingTableWait)
+		has := d.size() > 0
+		if had && !has {
+			eager = t.RoutingTableWait // just lost them all: look hard again
 		}
+		had = has
 		timer.Reset(min(eager, t.FindEvery))
-		eager *= 2
+		eager = min(eager*2, t.FindEvery)
 	}
 }
 

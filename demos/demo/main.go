@@ -39,6 +39,7 @@ func main() {
 	fs.StringVar(&o.services, "services", "demos/services", "directory holding the demo services' configs")
 	fs.StringVar(&o.dir, "dir", "", "work directory for data and logs (default: a new temporary one)")
 	fs.IntVar(&o.port, "port", 8080, "client proxy port (a free one is used if it is taken)")
+	fs.IntVar(&o.metricsBase, "metrics-port", 0, "serve metrics on fixed ports: registry on this one, site-a..c on the next three, the client proxy on the fifth (default: free ports)")
 	fs.StringVar(&o.runtime, "runtime", os.Getenv("DEMO_RUNTIME"), "docker or process (default: docker when a daemon answers)")
 	oneshot := fs.Bool("oneshot", os.Getenv("DEMO_ONESHOT") == "1", "exit after the report (also DEMO_ONESHOT=1)")
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -18,8 +18,16 @@ import (
 
 type options struct {
 	bin, services, dir, runtime string
-	port                        int
+	port, metricsBase           int
 	oneshot                     bool
+}
+
+// metricsPort is the i-th fixed metrics port, or a free one.
+func (o options) metricsPort(i int) int {
+	if o.metricsBase > 0 {
+		return o.metricsBase + i
+	}
+	return freePort(0)
 }
 
 // site is one allocator, standing in for a site some distance away.
@@ -152,7 +160,7 @@ func dockerAnswers() error {
 
 func (d *demo) startRegistry(ctx context.Context) error {
 	start := time.Now()
-	d.regProm = freePort(0)
+	d.regProm = d.o.metricsPort(0)
 	p, err := d.spawn("registry", "registry-service", []string{
 		"-new-etcd-cluster", "-keyfile", filepath.Join(d.dir, "registry.key"),
 		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(d.dir, "registry.addr"),
@@ -182,8 +190,8 @@ func (d *demo) startAllocators(ctx context.Context) error {
 	say("starting 3 allocators: %s", strings.Join(names, ", "))
 	say("(distances between sites are simulated in user space; within a site there is none)")
 	var procs []*proc
-	for _, s := range sites {
-		s.prom = freePort(0)
+	for i, s := range sites {
+		s.prom = d.o.metricsPort(1 + i)
 		p, err := d.spawn(s.name, "allocator", []string{
 			"-keyfile", filepath.Join(d.dir, s.name+".key"), "-listen", "/ip4/" + s.ip + "/tcp/0",
 			"-addr-file", filepath.Join(d.dir, s.name+".addr"), "-runtime", d.runtime,
@@ -272,7 +280,7 @@ func (d *demo) cliJSON(ctx context.Context, v any, args ...string) error {
 
 func (d *demo) startProxy(ctx context.Context) error {
 	port := freePort(d.o.port)
-	d.proxyP = freePort(0)
+	d.proxyP = d.o.metricsPort(4)
 	p, err := d.spawn("proxy", "proxy", []string{
 		"-keyfile", filepath.Join(d.dir, "proxy.key"), "-listen", "/ip4/127.0.0.1/tcp/0",
 		"-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.proxyP), strconv.Itoa(port),

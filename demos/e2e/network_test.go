@@ -152,4 +152,3 @@ func pidsWithEnv(kv string) []int {
 	}
 	return out
 }
-

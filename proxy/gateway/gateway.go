@@ -61,6 +61,14 @@ func New(r *router.Router, t *forward.Transport, cfg Config) *Gateway {
 	return &Gateway{cfg: cfg, log: cfg.Logger, router: r, transport: t, metrics: newMetrics(cfg.Registerer)}
 }
 
+// Allocated counts an allocation the router asked for; give it to
+// router.Config.OnAllocate.
+func (g *Gateway) Allocated(service, outcome string) {
+	if g.metrics != nil {
+		g.metrics.allocs.WithLabelValues(service, outcome).Inc()
+	}
+}
+
 // Close unregisters the gateway's metrics.
 func (g *Gateway) Close() { g.metrics.unregister() }
 

@@ -12,6 +12,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
+	allocs   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,16 +34,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "physarum", Subsystem: "proxy", Name: "retries_total",
 			Help: "Requests sent again to another instance after one could not be reached.",
 		}, []string{"service"}),
+		allocs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "physarum", Subsystem: "proxy", Name: "allocations_total",
+			Help: "New instances this proxy asked for, by service and outcome (ok, refused).",
+		}, []string{"service", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries} {
+	for _, c := range m.collectors() {
 		reg.MustRegister(c)
 	}
 	return m
 }
 
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.latency, m.retries, m.allocs}
+}
+
 func (m *metrics) unregister() {
 	if m != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries} {
+		for _, c := range m.collectors() {
 			m.reg.Unregister(c)
 		}
 	}
