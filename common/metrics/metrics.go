@@ -47,8 +47,15 @@ func Listen(addr string, reg prometheus.Gatherer) (*Server, error) {
 // Addr is the address the endpoint listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// URL is the endpoint's metrics URL.
-func (s *Server) URL() string { return "http://" + s.Addr() + "/metrics" }
+// URL is the endpoint's metrics URL; an endpoint on every interface is
+// shown at 127.0.0.1, where it can be tried from this machine.
+func (s *Server) URL() string {
+	addr := s.ln.Addr().(*net.TCPAddr)
+	if addr.IP.IsUnspecified() {
+		return fmt.Sprintf("http://127.0.0.1:%d/metrics (all interfaces)", addr.Port)
+	}
+	return "http://" + addr.String() + "/metrics"
+}
 
 // Serve serves until ctx ends, then shuts down within a second.
 func (s *Server) Serve(ctx context.Context) error {

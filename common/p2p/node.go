@@ -23,6 +23,7 @@ import (
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/rtt"
@@ -120,6 +121,7 @@ func newHost(cfg Config) (host.Host, error) {
 		libp2p.Ping(true),
 		libp2p.DisableRelay(),
 		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
+		libp2p.AddrsFactory(dropLoopbackWhenRoutable),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
@@ -206,4 +208,20 @@ func ShortID(id peer.ID) string {
 		return s
 	}
 	return s[:8] + "…" + s[len(s)-6:]
+}
+
+// dropLoopbackWhenRoutable keeps loopback addresses out of what a node
+// tells its peers when it has others: from another machine (or container)
+// 127.0.0.1 is the dialler itself. A node on loopback only keeps them.
+func dropLoopbackWhenRoutable(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var routable []ma.Multiaddr
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			routable = append(routable, a)
+		}
+	}
+	if len(routable) == 0 {
+		return addrs
+	}
+	return routable
 }
