@@ -80,6 +80,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if err := c.node.Validate(); err != nil {
+		return nil, err
+	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
 	}
@@ -113,8 +116,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.labels, err = parseLabels(*labels); err != nil {
 		return nil, err
 	}
-	if c.leaseTTL < 2*time.Second {
-		return nil, fmt.Errorf("-lease-ttl %s: at least 2s", c.leaseTTL)
+	if c.leaseTTL < 2*time.Second || c.leaseTTL > 5*time.Minute {
+		return nil, fmt.Errorf("-lease-ttl %s: want 2s to 5m (the registry's bounds)", c.leaseTTL)
 	}
 	if c.idleTimeout <= 0 || c.startTimeout <= 0 || c.maxRestarts < 0 {
 		return nil, errors.New("-idle-timeout and -start-timeout must be positive, -max-restarts not negative")

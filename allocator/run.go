@@ -25,7 +25,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	defer base.Close()
 	log := base.Log
-	if err := base.Node.Bootstrapped(ctx); err != nil {
+	if err := base.Join(ctx, stdout); err != nil {
 		return err
 	}
 	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), stdout)

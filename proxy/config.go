@@ -53,9 +53,10 @@ Service mode does the same, and also serves one instance of SERVICE, whose
 HTTP server listens at ADDRESS, to the network.
 
 Instance mode is how allocators run instances: every setting comes from the
-environment (PROXY_PORT, SERVICE_PORT, PHYSARUM_SERVICE, P2P_PORT,
-P2P_BOOTSTRAPS, P2P_PSK, PROXY_KEY, PROXY_MODE, METRICS_PORT); COMMAND is
-started as the proxy's child with the same environment, gets the signals
+environment (PROXY_PORT, PROXY_IP, SERVICE_PORT, PHYSARUM_SERVICE,
+PHYSARUM_INSTANCE_ID, P2P_PORT, P2P_IP, P2P_BOOTSTRAPS, P2P_PSK, PROXY_KEY,
+PROXY_MODE, METRICS_PORT); ${VAR} in COMMAND is expanded from it. COMMAND
+is started as the proxy's child with the same environment, gets the signals
 the proxy gets, and the proxy exits with it.
 
 Examples:
@@ -78,6 +79,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*c
 	fs.DurationVar(&c.allocTimeout, "alloc-timeout", 15*time.Second, "how long a request waits for a new instance")
 	fs.IntVar(&c.attempts, "attempts", 3, "instances one request is tried on when they cannot be reached")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := c.node.Validate(); err != nil {
 		return nil, err
 	}
 	if net.ParseIP(c.listenIP) == nil {

@@ -20,10 +20,6 @@ import (
 	"github.com/physarum-p2p/physarum/registry"
 )
 
-// serviceRendezvous is the DHT namespace a service-mode proxy advertises
-// its instance under.
-func serviceRendezvous(service string) string { return "physarum/service/" + service }
-
 // run serves until ctx ends or, in instance mode, the child exits; it
 // returns the exit code (the child's, in instance mode).
 func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) {
@@ -43,7 +39,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 	}
 	defer base.Close()
 	log := base.Log
-	if err := base.Node.Bootstrapped(ctx); err != nil {
+	if err := base.Join(ctx, stdout); err != nil {
 		return 1, err
 	}
 	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
@@ -61,7 +57,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 			return 1, err
 		}
 		defer srv.Close()
-		base.Node.Advertise(serviceRendezvous(c.service))
+		base.Node.Advertise(router.ServiceRendezvous(c.service))
 		status = statusHandler(srv, c.address)
 		fmt.Fprintf(stdout, "serving %s (at %s) to the network\n", c.service, c.address)
 	} else if c.instance {

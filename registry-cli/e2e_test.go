@@ -132,7 +132,7 @@ func TestMissingPSKStopsAtOnce(t *testing.T) {
 	cli := proctest.Build(t, "./registry-cli")
 	start := time.Now()
 	_, errs, code := proctest.Run(t, cli, []string{"-ephemeral", "-bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWLVwJAVcT5MhQwKbx8yibxxKZo1YZwqTvRuAG7W6JsBn1", "list"}, nil, 10*time.Second)
-	if code != 1 || !strings.Contains(errs, "no PSK") || time.Since(start) > 2*time.Second {
+	if code != 2 || !strings.Contains(errs, "no PSK") || time.Since(start) > 2*time.Second {
 		t.Fatalf("exit %d after %s: %s", code, time.Since(start), errs)
 	}
 }

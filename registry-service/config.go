@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,20 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	if err := c.node.Validate(); err != nil {
+		return nil, err
+	}
+	if net.ParseIP(c.etcdIP) == nil {
+		return nil, fmt.Errorf("-etcd-ip %q: not an IP address", c.etcdIP)
+	}
+	for name, p := range map[string]int{"-etcd-client-port": c.clientPort, "-etcd-peer-port": c.peerPort} {
+		if p <= 0 || p > 65535 {
+			return nil, fmt.Errorf("%s %d: not a port", name, p)
+		}
+	}
+	if c.clientPort == c.peerPort {
+		return nil, fmt.Errorf("-etcd-client-port and -etcd-peer-port are both %d", c.peerPort)
 	}
 	if c.voters < 1 || c.voters > 7 || c.voters%2 == 0 {
 		return nil, fmt.Errorf("-voters %d: want 1, 3, 5 or 7 (an even count tolerates no more failures than the odd one below it)", c.voters)

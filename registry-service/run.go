@@ -51,7 +51,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	})
 	defer srv.Close()
 	base.Node.Advertise(registry.Rendezvous)
-	role := registry.RoleVoter
+	// A joiner is a learner until it has caught up: say member, not voter.
+	role := "etcd member"
 	if member.IsClient() {
 		role = registry.RoleClient
 	}
@@ -76,6 +77,9 @@ func startMember(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node
 		fmt.Fprintf(stdout, "restarting etcd member from %s\n", c.dataDir)
 		return cluster.Restart(ctx, cfg)
 	case c.newCluster:
+		if err := noRegistryYet(ctx, n); err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(stdout, "starting a new registry cluster (etcd on %s)\n", cfg.ClientURLs()[0])
 		return cluster.StartNew(ctx, cfg)
 	}
@@ -89,7 +93,10 @@ func join(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*clu
 	ctx, cancel := context.WithTimeout(ctx, c.joinTimeout)
 	defer cancel()
 	if err := n.Bootstrapped(ctx); err != nil {
-		return nil, err
+		n.Logger().Warn("waiting for a bootstrap peer", "err", err)
+		if err := n.Joined(ctx); err != nil {
+			return nil, fmt.Errorf("join the registry within %s: no bootstrap reachable; check the PSK and address", c.joinTimeout)
+		}
 	}
 	disc := n.Discover(registry.Rendezvous)
 	defer disc.Close()
@@ -126,6 +133,9 @@ func joinCandidates(n *p2p.Node, disc *p2p.Discovery) []peer.ID {
 			out = append(out, p)
 		}
 	}
+	if disc == nil {
+		return out
+	}
 	for _, p := range disc.Peers() {
 		if !seen[p.ID] {
 			seen[p.ID] = true
@@ -133,4 +143,28 @@ func joinCandidates(n *p2p.Node, disc *p2p.Discovery) []peer.ID {
 		}
 	}
 	return out
+}
+
+// noRegistryYet refuses -new-etcd-cluster in a network that already has a
+// registry: a second cluster would silently split the network's memory.
+// With no bootstrap peers, this node starts the network and there is
+// nothing to look for.
+func noRegistryYet(ctx context.Context, n *p2p.Node) error {
+	if n.Bootstrapped(ctx) != nil || len(n.Host().Network().Peers()) == 0 {
+		return nil // alone: nobody to ask
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	found := joinCandidates(n, nil)
+	if len(found) == 0 {
+		if infos, err := n.FindPeers(ctx, registry.Rendezvous); err == nil {
+			for _, ai := range infos {
+				found = append(found, ai.ID)
+			}
+		}
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("-new-etcd-cluster: a registry already runs in this network (%s); start without -new-etcd-cluster to join it, or with -data-dir of an existing member to restart it", p2p.ShortID(found[0]))
+	}
+	return nil
 }

@@ -79,6 +79,9 @@ type Member struct {
 	Leader bool `json:"Leader,omitempty"`
 	// Started is false for a member added but not yet running.
 	Started bool `json:"Started"`
+	// Healthy says the member answered just now (clients: their record
+	// is kept alive, so they are up).
+	Healthy bool `json:"Healthy"`
 }
 
 // Member roles.

@@ -43,7 +43,7 @@ type Config struct {
 	// time (default 1s).
 	StatusEvery time.Duration
 	// MaxRestarts bounds restarts of a crashing instance before it is
-	// marked failed (default 5).
+	// marked failed; 0 means none (the allocator's flag defaults to 5).
 	MaxRestarts int
 	// KeepInstances leaves instances running when the agent closes (for
 	// upgrades: the next agent adopts them). By default Close stops them.
@@ -66,9 +66,7 @@ func (c Config) withDefaults() Config {
 	if c.StatusEvery <= 0 {
 		c.StatusEvery = time.Second
 	}
-	if c.MaxRestarts <= 0 {
-		c.MaxRestarts = 5
-	}
+	c.MaxRestarts = max(c.MaxRestarts, 0)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/metrics"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/psk"
 )
 
 // Base is what a daemon has once its shared parts are up.
@@ -52,6 +53,9 @@ func Start(flags *nodeflags.Flags, out, logw io.Writer, mutate func(*p2p.Config)
 	}
 	b := &Base{Log: log, Node: node, Metrics: reg}
 	fmt.Fprintf(out, "peer ID %s\n", node.ID())
+	// Not the key: a short digest of it, so that two nodes that cannot
+	// talk can be told apart from a typo in the passphrase at a glance.
+	fmt.Fprintf(out, "network %s (PSK fingerprint)\n", psk.Fingerprint(cfg.PSK))
 	for _, a := range node.Addrs() {
 		fmt.Fprintf(out, "listening on %s\n", a)
 	}
@@ -71,6 +75,26 @@ func Start(flags *nodeflags.Flags, out, logw io.Writer, mutate func(*p2p.Config)
 		fmt.Fprintf(out, "metrics on %s\n", ep.URL())
 	}
 	return b, nil
+}
+
+// Join waits until the node has reached a bootstrap peer. A daemon does
+// not give up: it says once, on out, why it is waiting (the node keeps
+// trying with backoff and logs each failed round), so that a site started
+// before the others simply joins when they come up.
+func (b *Base) Join(ctx context.Context, out io.Writer) error {
+	err := b.Node.Bootstrapped(ctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	fmt.Fprintf(out, "waiting for a bootstrap peer: %v\n", err)
+	if err := b.Node.Joined(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "joined the network")
+	return nil
 }
 
 // Serve runs the metrics endpoint until ctx ends (a no-op without one).

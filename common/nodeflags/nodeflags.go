@@ -108,6 +108,27 @@ func defaultListen(d Defaults) []string {
 	return []string{"/ip4/0.0.0.0/tcp/0"}
 }
 
+// Validate checks what can be checked before anything starts (log level
+// and format, key algorithm, addresses), so that a mistyped flag is a usage
+// error. The PSK and key files are checked by Resolve.
+func (f *Flags) Validate() error {
+	if _, err := logging.New(io.Discard, f.binary, f.LogLevel, f.LogFormat); err != nil {
+		return fmt.Errorf("-log-level/-log-format: %w", err)
+	}
+	if _, err := keys.ParseAlgo(f.Algo); err != nil {
+		return fmt.Errorf("-algo: %w", err)
+	}
+	for _, s := range f.Listen {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("-listen %q: %w", s, err)
+		}
+	}
+	if _, err := ParseBootstraps(f.Bootstraps); err != nil {
+		return err
+	}
+	return nil
+}
+
 // Logger builds the logger the flags ask for.
 func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	return logging.New(w, f.binary, f.LogLevel, f.LogFormat)

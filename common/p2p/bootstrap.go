@@ -23,6 +23,8 @@ type bootstrapper struct {
 
 	first     chan struct{} // closed when the first round is over
 	firstOnce sync.Once
+	joined    chan struct{} // closed once a bootstrap peer was reached
+	joinOnce  sync.Once
 	mu        sync.Mutex
 	firstErr  error
 }
@@ -35,7 +37,7 @@ type bootPeer struct {
 }
 
 func newBootstrapper(n *Node) *bootstrapper {
-	b := &bootstrapper{n: n, first: make(chan struct{})}
+	b := &bootstrapper{n: n, first: make(chan struct{}), joined: make(chan struct{})}
 	for _, ai := range n.cfg.Bootstraps {
 		if ai.ID == n.host.ID() {
 			continue // a node may be given its own address in a shared list
@@ -69,6 +71,7 @@ func (b *bootstrapper) finishFirstRound(err error) {
 func (b *bootstrapper) run(ctx context.Context) {
 	if len(b.peers) == 0 {
 		b.finishFirstRound(nil)
+		b.joinOnce.Do(func() { close(b.joined) })
 		return
 	}
 	sub, err := b.n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
@@ -152,11 +155,13 @@ func (b *bootstrapper) round(ctx context.Context) time.Duration {
 		if h.Network().Connectedness(bp.info.ID) == network.Connected {
 			connected++
 		} else if bp.lastErr != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", ShortID(bp.info.ID), bp.lastErr))
+			// libp2p's dial errors span lines; a user gets one.
+			errs = append(errs, fmt.Sprintf("%s: %s", ShortID(bp.info.ID), strings.Join(strings.Fields(bp.lastErr.Error()), " ")))
 		}
 	}
 	if connected > 0 {
 		b.finishFirstRound(nil)
+		b.joinOnce.Do(func() { close(b.joined) })
 	} else {
 		err := fmt.Errorf("%w (tried %d: %s)", ErrNoBootstrap, len(b.peers), strings.Join(errs, "; "))
 		b.finishFirstRound(err)

@@ -176,6 +176,17 @@ func (n *Node) Bootstrapped(ctx context.Context) error {
 	return n.boot.wait(ctx)
 }
 
+// Joined waits until a bootstrap peer has been reached (at once when none
+// is configured), however many rounds that takes, or until ctx ends.
+func (n *Node) Joined(ctx context.Context) error {
+	select {
+	case <-n.boot.joined:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("join the network: %w", ctx.Err())
+	}
+}
+
 // Close stops the loops, the DHT and the host, and waits for every
 // goroutine the node started. It is idempotent.
 func (n *Node) Close() error {

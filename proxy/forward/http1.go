@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,11 +167,13 @@ func bodyAllowed(method string, status int) bool {
 
 // errorBody is the JSON body of an error the proxies produce.
 func errorBody(code, msg string) []byte {
-	b, err := json.Marshal(wire.Error{Code: code, Message: msg})
-	if err != nil { // two strings always encode
-		return []byte(`{"code":"internal","message":""}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)                                                 // "<service>" reads better than "\u003cservice\u003e"
+	if err := enc.Encode(wire.Error{Code: code, Message: msg}); err != nil { // two strings always encode
+		return []byte(`{"code":"internal","message":""}` + "\n")
 	}
-	return append(b, '\n')
+	return buf.Bytes()
 }
 
 // WriteError answers with status and the JSON body

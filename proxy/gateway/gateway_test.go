@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/proxy/forward"
 	"github.com/physarum-p2p/physarum/proxy/router"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry/registrytest"
@@ -357,4 +359,28 @@ func TestKillingOneOfTwoInstancesUnderLoadFailsNoIdempotentRequest(t *testing.T)
 		t.Fatalf("%v retries: the dead instance kept being chosen", retries)
 	}
 	t.Logf("%d requests, none failed; the survivor took %d after the kill", total.Load(), b.served.Load()-before)
+}
+
+func TestAProxyRunByHandInServiceModeIsFoundOnTheDHT(t *testing.T) {
+	n := newNet(t, router.Config{})
+	n.service("manual", 0, 0)
+	// A service proxy nobody registered: it only advertises itself.
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "served by hand")
+	}))
+	defer upstream.Close()
+	node := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{n.reg.Node.AddrInfo()}})
+	srv, err := forward.Serve(node.Host(), upstream.Listener.Addr().String(), forward.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	node.Advertise(router.ServiceRendezvous("manual"))
+	p2ptest.Eventually(t, 15*time.Second, func() error {
+		code, body, err := n.get("manual")
+		if err != nil || code != 200 || body != "served by hand" {
+			return fmt.Errorf("%d %q %v", code, body, err)
+		}
+		return nil
+	})
 }

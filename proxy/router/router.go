@@ -122,6 +122,7 @@ func (r *Router) Close() {
 	for _, s := range r.services {
 		if s.watch != nil {
 			s.watch.Close()
+			s.disc.Close()
 		}
 	}
 }
@@ -237,6 +238,7 @@ func (r *Router) setUp(s *service) {
 	}
 	s.info, s.infoAt = info, time.Now()
 	s.watch = r.reg.WatchInstances(s.name)
+	s.disc = r.node.Discover(ServiceRendezvous(s.name))
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = s.watch.Wait(wctx)
 	wcancel()
@@ -280,3 +282,9 @@ func (r *Router) Known(name string) bool {
 	defer r.mu.Unlock()
 	return r.services[name] != nil
 }
+
+// ServiceRendezvous is the DHT namespace a service-mode proxy advertises
+// its instance under. The registry's instance records (written by
+// allocators) are the main source of instances; this one finds proxies run
+// by hand, which no allocator knows of.
+func ServiceRendezvous(service string) string { return "physarum/service/" + service }

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/physarum-p2p/physarum/allocator/deploy"
+	"github.com/physarum-p2p/physarum/common/p2p"
 
 	"github.com/physarum-p2p/physarum/registry"
 )
@@ -26,6 +27,7 @@ type service struct {
 	ready    chan struct{}
 	setupErr error
 	watch    *registry.InstanceWatch
+	disc     *p2p.Discovery
 
 	mu          sync.Mutex
 	info        registry.ServiceInfo
@@ -77,10 +79,28 @@ func (s *service) refreshInfo(ctx context.Context, r *Router) error {
 	return nil
 }
 
-// sync makes the targets follow the registry's running instances (plus
-// those this router just allocated, until the watch reports them).
+// sync makes the targets follow the registry's running instances, the
+// proxies advertising the service on the DHT, and those this router just
+// allocated (until the watch reports them).
 func (s *service) sync(r *Router) {
 	insts := s.watch.Instances()
+	notReady := map[string]bool{} // an allocator's instance still starting also advertises
+	for _, in := range insts {
+		if in.State != registry.StateRunning {
+			notReady[in.PeerID] = true
+		}
+	}
+	for _, p := range s.disc.Peers() {
+		if notReady[p.ID.String()] {
+			continue
+		}
+		var addrs []string
+		for _, a := range p.Addrs {
+			addrs = append(addrs, a.String())
+		}
+		insts = append(insts, registry.Instance{ID: "dht-" + p2p.ShortID(p.ID), Service: s.name, State: registry.StateRunning,
+			PeerID: p.ID.String(), Addrs: addrs, Started: time.Now()})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[peer.ID]bool{}
@@ -310,4 +330,5 @@ func (r *Router) forget(s *service) {
 	}
 	r.mu.Unlock()
 	s.watch.Close()
+	s.disc.Close()
 }

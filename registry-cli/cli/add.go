@@ -53,8 +53,8 @@ func addCommand() *command {
 			fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")
 			fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not register the service")
 			fs.BoolVar(&o.useExistingImage, "use-existing-image", false, "do not build: register <image-name>, which must exist locally")
-			fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: build it from this module, static)")
-			fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "run the proxy in the image with this command line instead of the default entrypoint")
+			fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: the proxy beside registry-cli, else one built from this module, static)")
+			fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "image entrypoint instead of \"/app/proxy -instance --\" (split like Cmd; keep \"-instance --\" so the service runs as the proxy's child)")
 			fs.StringVar(&o.contentID, "content-id", "", "content identifier to record (default: the image ID, or the SHA-256 of Exec.Command)")
 		},
 		run: runAdd,
@@ -80,11 +80,12 @@ func runAdd(ctx context.Context, s *session, args []string) error {
 	case !conf.isDocker() && len(args) != 2:
 		return usagef("an Exec service takes <config> <service-name> (no image name)")
 	case conf.isDocker():
-		id, err := s.buildImage(ctx, conf, args[1])
+		id, clientMode, err := s.buildImage(ctx, conf, args[1])
 		if err != nil {
 			return err
 		}
 		info.DockerHash, info.ContentHash = id, id
+		info.ProxyClientMode = info.ProxyClientMode || clientMode
 	default:
 		info.ContentHash = execContentID(conf.Exec.Command)
 	}

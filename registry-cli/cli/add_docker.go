@@ -18,41 +18,45 @@ import (
 const proxyPackage = "github.com/physarum-p2p/physarum/proxy"
 
 // buildImage builds (or, with -use-existing-image, looks up) the image of
-// a DockerConf service and returns its ID.
-func (s *session) buildImage(ctx context.Context, conf *serviceConfig, image string) (string, error) {
+// a DockerConf service and returns its ID, and whether DockerConf asks for
+// the proxy's client mode.
+func (s *session) buildImage(ctx context.Context, conf *serviceConfig, image string) (string, bool, error) {
 	dc, err := imagebuild.ParseDockerConf(conf.DockerConf)
 	if err != nil {
-		return "", fmt.Errorf("DockerConf: %w", err)
+		return "", false, fmt.Errorf("DockerConf: %w", err)
 	}
+	dc.ProxyCmd = s.add.proxyCmd
 	docker, err := client.New(client.FromEnv)
 	if err != nil {
-		return "", fmt.Errorf("docker client: %w", err)
+		return "", false, fmt.Errorf("docker client: %w", err)
 	}
 	defer docker.Close()
 	if _, err := docker.Ping(ctx, client.PingOptions{}); err != nil {
-		return "", fmt.Errorf("no Docker daemon answers (%v); a DockerConf service needs Docker, an Exec one does not", err)
+		return "", false, fmt.Errorf("no Docker daemon answers (%v); a DockerConf service needs Docker, an Exec one does not", err)
 	}
 	if s.add.useExistingImage {
 		res, err := docker.ImageInspect(ctx, image)
 		if err != nil {
-			return "", fmt.Errorf("image %s not found locally: %w", image, err)
+			return "", false, fmt.Errorf("image %s not found locally: %w", image, err)
 		}
-		return res.ID, nil
+		return res.ID, dc.ProxyClientMode, nil
 	}
 	proxy, cleanup, err := s.proxyBinary(ctx)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer cleanup()
 	fmt.Fprintf(s.env.Stderr, "building image %s FROM %s with proxy %s\n", image, dc.From, proxy)
-	id, err := imagebuild.Build(ctx, docker, imagebuild.Request{
+	// A build takes as long as it takes: -timeout bounds talking to the
+	// registry, not this.
+	id, err := imagebuild.Build(context.WithoutCancel(ctx), docker, imagebuild.Request{
 		Conf: dc, Proxy: proxy, Dir: s.add.dir, Image: image, Progress: s.env.Stderr,
 	})
 	if err != nil {
-		return "", fmt.Errorf("build image %s: %w", image, err)
+		return "", false, err // says "build image <name>: ..." already
 	}
 	fmt.Fprintf(s.env.Stderr, "built %s (%s)\n", image, id)
-	return id, nil
+	return id, dc.ProxyClientMode, nil
 }
 
 // proxyBinary finds the static proxy to put in the image: -custom-proxy,

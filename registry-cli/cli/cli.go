@@ -56,7 +56,7 @@ type command struct {
 
 func commands() []*command {
 	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
-		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand()}
+		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(), idCommand()}
 }
 
 // session holds the global options and, once connected, the client.
@@ -159,7 +159,7 @@ func (s *session) runCommand(ctx context.Context, c *command, args []string) err
 	fs := flag.NewFlagSet("registry-cli "+c.name, flag.ContinueOnError)
 	fs.SetOutput(s.env.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: registry-cli [OPTIONS] %s %s\n\n%s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(fs.Output(), "Usage: registry-cli [OPTIONS] %s\n\n%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 		if c.name == "add" {
 			fmt.Fprint(fs.Output(), addHelp)
 		}
@@ -187,7 +187,7 @@ func (s *session) connect(ctx context.Context) (*registry.Client, error) {
 	}
 	cfg, _, err := s.node.Resolve(s.env.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, usageError{err.Error()} // a missing PSK or a bad key file: how it was called
 	}
 	if len(cfg.Bootstraps) == 0 {
 		return nil, usagef("no bootstrap peer: give -bootstrap or set %s", nodeflags.EnvBootstraps)

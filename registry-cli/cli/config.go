@@ -25,6 +25,9 @@ type serviceConfig struct {
 	ContentHash    string             `json:"ContentHash,omitempty"`
 	Exec           *registry.ExecConf `json:"Exec,omitempty"`
 	DockerConf     json.RawMessage    `json:"DockerConf,omitempty"`
+	// ProxyClientMode runs the instance's proxy in client mode: the
+	// service calls others and serves nothing (DockerConf has its own).
+	ProxyClientMode bool `json:"ProxyClientMode,omitempty"`
 }
 
 // loadConfig reads and checks a service config file.
@@ -82,11 +85,12 @@ func (c *serviceConfig) isDocker() bool { return c.Exec == nil }
 // info is the ServiceInfo the config describes (without an image).
 func (c *serviceConfig) info() registry.ServiceInfo {
 	return registry.ServiceInfo{
-		ContentHash:    c.ContentHash,
-		Exec:           c.Exec,
-		NetworkSoftReq: c.NetworkSoftReq,
-		NetworkHardReq: c.NetworkHardReq,
-		CpuReq:         c.CpuReq,
-		MemoryReq:      c.MemoryReq,
+		ContentHash:     c.ContentHash,
+		Exec:            c.Exec,
+		NetworkSoftReq:  c.NetworkSoftReq,
+		NetworkHardReq:  c.NetworkHardReq,
+		CpuReq:          c.CpuReq,
+		MemoryReq:       c.MemoryReq,
+		ProxyClientMode: c.ProxyClientMode,
 	}
 }

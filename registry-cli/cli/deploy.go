@@ -91,6 +91,9 @@ func stopCommand() *command {
 				if err := deploy.Stop(ctx, s.p2p.Host(), id, in.ID); err != nil {
 					return err
 				}
+				if s.json {
+					return s.printJSON(map[string]string{"Stopped": in.ID})
+				}
 				fmt.Fprintf(s.env.Stdout, "stopped %s\n", in.ID)
 				return nil
 			}

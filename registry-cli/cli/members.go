@@ -23,17 +23,20 @@ func membersCommand() *command {
 			if s.json {
 				return s.printJSON(ms)
 			}
-			t := newTable(s.env.Stdout, "NAME", "ROLE", "LEADER", "STARTED", "CLIENT URLS")
+			t := newTable(s.env.Stdout, "NAME", "ROLE", "LEADER", "HEALTHY", "CLIENT URLS")
 			for _, m := range ms {
 				leader := ""
 				if m.Leader {
 					leader = "*"
 				}
-				started := "yes"
-				if !m.Started {
-					started = "no"
+				health := "yes"
+				switch {
+				case !m.Started:
+					health = "not started"
+				case !m.Healthy:
+					health = "NO"
 				}
-				t.row(m.Name, m.Role, leader, started, strings.Join(m.ClientURLs, ","))
+				t.row(m.Name, m.Role, leader, health, strings.Join(m.ClientURLs, ","))
 			}
 			return t.flush()
 		},

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,7 +28,7 @@ func ms(v float64) string {
 	if v == 0 {
 		return "-"
 	}
-	return strconv.FormatFloat(v, 'f', -1, 64) + "ms"
+	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) + "ms"
 }
 
 func ago(t time.Time) string {

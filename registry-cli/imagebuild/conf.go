@@ -39,6 +39,11 @@ type DockerConf struct {
 	// contract's. The allocator's values of the contract's variables win at
 	// run time.
 	Env map[string]string `json:"Env,omitempty"`
+	// ProxyCmd, when set, replaces the image's entrypoint (the proxy in
+	// instance mode): registry-cli add -proxy-cmd. It is split like Cmd,
+	// and must still run the proxy, with "-instance --" for the service
+	// to be its child. Not part of the JSON config.
+	ProxyCmd string `json:"-"`
 }
 
 // Limits on a DockerConf.

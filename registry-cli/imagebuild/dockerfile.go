@@ -3,6 +3,7 @@ package imagebuild
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"path"
 	"path/filepath"
@@ -100,7 +101,13 @@ func Dockerfile(c DockerConf) (string, error) {
 		b.WriteString(" " + LabelProxyClientMode + `="true"`)
 	}
 	b.WriteString("\n")
-	b.WriteString("ENTRYPOINT " + jsonArray(ProxyEntrypoint...) + "\n")
+	entry := ProxyEntrypoint
+	if c.ProxyCmd != "" {
+		if entry, err = SplitCommand(c.ProxyCmd); err != nil {
+			return "", fmt.Errorf("%w -proxy-cmd: %w", ErrInvalid, err)
+		}
+	}
+	b.WriteString("ENTRYPOINT " + jsonArray(entry...) + "\n")
 	b.WriteString("CMD " + jsonArray(argv...) + "\n")
 	return b.String(), nil
 }

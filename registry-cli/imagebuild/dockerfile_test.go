@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -102,5 +103,18 @@ func TestDockerfileRefusesInvalidConf(t *testing.T) {
 		if got, err := Dockerfile(c); !errors.Is(err, ErrInvalid) || got != "" {
 			t.Errorf("Dockerfile(%+v) = %q, %v; want ErrInvalid", c, got, err)
 		}
+	}
+}
+
+func TestProxyCmdReplacesTheEntrypoint(t *testing.T) {
+	df, err := Dockerfile(DockerConf{From: "scratch", Cmd: "/app/x", ProxyCmd: "/app/proxy -instance -log-level debug --"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `ENTRYPOINT ["/app/proxy", "-instance", "-log-level", "debug", "--"]`; !strings.Contains(df, want) {
+		t.Fatalf("Dockerfile lacks %s:\n%s", want, df)
+	}
+	if _, err := Dockerfile(DockerConf{From: "scratch", Cmd: "/app/x", ProxyCmd: `"unbalanced`}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad -proxy-cmd: %v", err)
 	}
 }

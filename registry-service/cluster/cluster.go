@@ -306,7 +306,7 @@ func (m *Member) Close() {
 			m.cli.Close()
 		}
 		if m.etcd != nil {
-			stopEtcd(m.etcd)
+			m.stopGracefully(5 * time.Second)
 		}
 	})
 }
@@ -333,5 +333,23 @@ func (m *Member) promoteSelf(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// stopGracefully stops the member as etcd likes it, handing leadership
+// over first so that the cluster does not wait an election timeout; when
+// that takes longer than timeout (no peer to hand over to answers), it
+// stops hard.
+func (m *Member) stopGracefully(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		m.etcd.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		m.etcd.Server.HardStop()
+		<-done
 	}
 }

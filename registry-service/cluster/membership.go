@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -147,17 +148,34 @@ func (m *Member) Members(ctx context.Context) ([]registry.Member, error) {
 			break
 		}
 	}
-	out := make([]registry.Member, 0, len(list.Members))
-	for _, mem := range list.Members {
+	out := make([]registry.Member, len(list.Members))
+	var wg sync.WaitGroup
+	for i, mem := range list.Members {
 		role := registry.RoleVoter
 		if mem.IsLearner {
 			role = registry.RoleLearner
 		}
-		out = append(out, registry.Member{
+		out[i] = registry.Member{
 			Name: mem.Name, Role: role, PeerURLs: mem.PeerURLs, ClientURLs: mem.ClientURLs,
 			Leader: mem.ID == leader, Started: mem.Name != "",
-		})
+		}
+		// Healthy: the member answers on its client URL now. Listed
+		// members can be long dead; this is what an operator wants to know.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, u := range mem.ClientURLs {
+				sctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, err := m.cli.Status(sctx, u)
+				cancel()
+				if err == nil {
+					out[i].Healthy = true
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }

@@ -363,7 +363,7 @@ func (s *Server) members(ctx context.Context) ([]registry.Member, error) {
 		if json.Unmarshal(kv.Value, &rec) != nil || rec.Role != registry.RoleClient {
 			continue
 		}
-		ms = append(ms, registry.Member{Name: rec.Name, Role: registry.RoleClient, Started: true})
+		ms = append(ms, registry.Member{Name: rec.Name, Role: registry.RoleClient, Started: true, Healthy: true})
 	}
 	return ms, nil
 }

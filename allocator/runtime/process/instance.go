@@ -106,7 +106,7 @@ func (inst *instance) persist() error {
 		return fmt.Errorf("write state: %w", err)
 	}
 	tmp := filepath.Join(inst.dir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil { // holds the instance's environment: PSK, proxy key
 		return fmt.Errorf("write state: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(inst.dir, stateFile)); err != nil {

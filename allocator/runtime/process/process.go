@@ -146,7 +146,7 @@ func New(opts Options) (*Runtime, error) {
 	if r.logMax <= 0 {
 		r.logMax = DefaultLogMaxBytes
 	}
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+	if err := os.MkdirAll(r.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(r.dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
@@ -248,7 +248,7 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) (runtime.Status,
 		return runtime.Status{}, fmt.Errorf("start %s: %w", spec.ID, runtime.ErrExists)
 	}
 	dir := filepath.Join(r.dir, spec.ID)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return runtime.Status{}, fmt.Errorf("start %s: directory %s: %w", spec.ID, dir, runtime.ErrExists)
 		}

@@ -518,3 +518,28 @@ func TestLogsAreCapped(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStateIsPrivate: an instance's state holds its environment (the
+// network's PSK, the proxy's key): nobody but the allocator's user may read
+// it.
+func TestStateIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	rt, err := process.New(process.Options{Dir: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	spec := runtime.Spec{ID: "private", Command: []string{"/bin/true"}, Env: map[string]string{"P2P_PSK": "secret"}}
+	if _, err := rt.Start(t.Context(), spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"state", "state/private", "state/private/state.json"} {
+		st, err := os.Stat(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %o: readable by others", p, st.Mode().Perm())
+		}
+	}
+}
