@@ -107,7 +107,7 @@ func (w *dockerWorld) node() *p2ptest.Node {
 func TestDockerDeployRunsAContainerWithLimitsAndLabels(t *testing.T) {
 	w := newDockerWorld(t)
 	n := w.node()
-	w.dockerAllocator(n, agent.Config{})
+	w.dockerAllocator(n, agent.Config{MaxRestarts: 3})
 	w.dockerService("hello-docker", map[string]string{runtimetest.EnvTask: runtimetest.ModeHTTP, runtimetest.EnvReply: "hello from a container"})
 	start := time.Now()
 	resp, err := w.deploy(n, "hello-docker", false)
@@ -139,7 +139,7 @@ func TestDockerDeployRunsAContainerWithLimitsAndLabels(t *testing.T) {
 			t.Fatalf("label %s = %q, want %q", k, c.Config.Labels[k], v)
 		}
 	}
-	if c.HostConfig.RestartPolicy.Name != "on-failure" {
+	if c.HostConfig.RestartPolicy.Name != "on-failure" || c.HostConfig.RestartPolicy.MaximumRetryCount != 3 {
 		t.Fatalf("restart policy %+v", c.HostConfig.RestartPolicy)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"math"
 	"net/http"
 	"sync"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const (
@@ -54,7 +56,7 @@ type ingestReply struct {
 // summary to the next stage after each one. It is safe for concurrent
 // use.
 type aggregator struct {
-	next *stage
+	next *demoservice.Stage
 	size int
 
 	mu     sync.Mutex
@@ -63,14 +65,14 @@ type aggregator struct {
 
 // newAggregator returns an aggregator whose window holds size readings
 // (1 to maxWindow) and that sends summaries to next.
-func newAggregator(size int, next *stage) *aggregator {
+func newAggregator(size int, next *demoservice.Stage) *aggregator {
 	return &aggregator{next: next, size: size, values: make([]float64, 0, size)}
 }
 
 // handler returns the aggregator's HTTP handler.
 func (a *aggregator) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", demoservice.Healthz)
 	mux.HandleFunc("POST /ingest", a.ingest)
 	mux.HandleFunc("GET /stats", a.stats)
 	return mux
@@ -114,24 +116,24 @@ func (a *aggregator) summarize() summary {
 func (a *aggregator) ingest(w http.ResponseWriter, r *http.Request) {
 	var rd reading
 	if err := decodeJSON(w, r, &rd, maxReading); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, demoservice.ErrorReply{Error: err.Error()})
 		return
 	}
 	if rd.Value == nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: `the reading has no "value"`})
+		demoservice.WriteJSON(w, http.StatusBadRequest, demoservice.ErrorReply{Error: `the reading has no "value"`})
 		return
 	}
 	s := a.add(*rd.Value)
-	answer, err := a.next.post(r.Context(), s)
+	answer, err := a.next.Post(r.Context(), s)
 	if err != nil {
-		var se *stageError
-		if !errors.As(err, &se) { // post returns only stageErrors
-			se = &stageError{stage: a.next.name, msg: err.Error()}
+		var se *demoservice.StageError
+		if !errors.As(err, &se) { // Post returns only *StageErrors
+			se = &demoservice.StageError{Stage: a.next.Name(), Msg: err.Error()}
 		}
-		writeJSON(w, http.StatusBadGateway, se.reply())
+		demoservice.WriteJSON(w, http.StatusBadGateway, se.Reply())
 		return
 	}
-	writeJSON(w, http.StatusOK, ingestReply{Summary: s, Analytics: answer})
+	demoservice.WriteJSON(w, http.StatusOK, ingestReply{Summary: s, Analytics: answer})
 }
 
 // stats answers the summary of the window.
@@ -139,10 +141,10 @@ func (a *aggregator) stats(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.values) == 0 {
-		writeJSON(w, http.StatusOK, emptyStats{Window: a.size})
+		demoservice.WriteJSON(w, http.StatusOK, emptyStats{Window: a.size})
 		return
 	}
-	writeJSON(w, http.StatusOK, a.summarize())
+	demoservice.WriteJSON(w, http.StatusOK, a.summarize())
 }
 
 // decodeJSON decodes the request body, one JSON value of at most limit

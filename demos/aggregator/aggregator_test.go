@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // fakeAnalytics stands in for the proxy and analytics behind it: it
@@ -36,7 +38,7 @@ func (f *fakeAnalytics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	answer := f.answer
 	f.mu.Unlock()
 	if answer == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"verdict": "normal", "count": s.Count})
+		demoservice.WriteJSON(w, http.StatusOK, map[string]any{"verdict": "normal", "count": s.Count})
 		return
 	}
 	answer(w, s)
@@ -48,7 +50,7 @@ func startAggregator(t *testing.T, size int, fake http.Handler) string {
 	t.Helper()
 	proxy := httptest.NewServer(fake)
 	t.Cleanup(proxy.Close)
-	a := newAggregator(size, newStage(proxy.URL, "analytics", "/analyze", 5*time.Second))
+	a := newAggregator(size, demoservice.NewStage(proxy.URL, "analytics", "/analyze", 5*time.Second))
 	ts := httptest.NewServer(a.handler())
 	t.Cleanup(ts.Close)
 	return ts.URL
@@ -144,7 +146,7 @@ func TestBadReadings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		code, body := call(t, "POST", url+"/ingest", tt.body)
-		var e errorReply
+		var e demoservice.ErrorReply
 		if err := json.Unmarshal(body, &e); code != 400 || err != nil || !strings.Contains(e.Error, tt.substr) {
 			t.Errorf("ingest %.40q: %d %s, want 400 saying %q", tt.body, code, body, tt.substr)
 		}
@@ -159,11 +161,11 @@ func TestBadReadings(t *testing.T) {
 
 func TestAnalyticsFails(t *testing.T) {
 	fake := &fakeAnalytics{answer: func(w http.ResponseWriter, _ summary) {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "model not loaded"})
+		demoservice.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "model not loaded"})
 	}}
 	url := startAggregator(t, 10, fake)
 	code, body := call(t, "POST", url+"/ingest", `{"value":1}`)
-	var e errorReply
+	var e demoservice.ErrorReply
 	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
 		e.Stage != "analytics" || e.Status != 500 || !strings.Contains(e.Error, "analytics answered 500: model not loaded") {
 		t.Fatalf("ingest with analytics failing: %d %s", code, body)
@@ -177,11 +179,11 @@ func TestAnalyticsFails(t *testing.T) {
 func TestAnalyticsDown(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
-	a := newAggregator(10, newStage(down.URL, "analytics", "/analyze", 5*time.Second))
+	a := newAggregator(10, demoservice.NewStage(down.URL, "analytics", "/analyze", 5*time.Second))
 	ts := httptest.NewServer(a.handler())
 	defer ts.Close()
 	code, body := call(t, "POST", ts.URL+"/ingest", `{"value":1}`)
-	var e errorReply
+	var e demoservice.ErrorReply
 	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
 		e.Stage != "analytics" || e.Status != 0 || !strings.Contains(e.Error, "analytics is unreachable") {
 		t.Fatalf("ingest with analytics down: %d %s", code, body)

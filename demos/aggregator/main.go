@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const usage = `Usage: aggregator [-listen host:port] [-proxy URL] [-timeout 5s] [-window N]
@@ -92,7 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
 	proxy := fs.String("proxy", "", "base URL of the local proxy (default http://127.0.0.1:$PROXY_PORT)")
-	timeout := fs.Duration("timeout", defaultTimeout, "how long analytics may take to answer")
+	timeout := fs.Duration("timeout", demoservice.DefaultTimeout, "how long analytics may take to answer")
 	window := fs.Int("window", 0, fmt.Sprintf("readings in the window, 1 to %d (default $WINDOW, or %d)", maxWindow, defaultWindow))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -106,12 +108,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	switch {
 	case fs.NArg() > 0:
 		flagErr = fmt.Errorf("unexpected argument %q; see aggregator -help", fs.Arg(0))
-	case *listen != "" && checkListen(*listen) != nil:
-		flagErr = checkListen(*listen)
-	case *proxy != "" && checkProxy(*proxy) != nil:
-		flagErr = checkProxy(*proxy)
-	case *timeout <= 0 || *timeout > maxTimeout:
-		flagErr = fmt.Errorf("-timeout %s: want more than 0s and at most %s", *timeout, maxTimeout)
+	case *listen != "" && demoservice.CheckListen(*listen) != nil:
+		flagErr = demoservice.CheckListen(*listen)
+	case *proxy != "" && demoservice.CheckProxy(*proxy) != nil:
+		flagErr = demoservice.CheckProxy(*proxy)
+	case *timeout <= 0 || *timeout > demoservice.MaxTimeout:
+		flagErr = fmt.Errorf("-timeout %s: want more than 0s and at most %s", *timeout, demoservice.MaxTimeout)
 	case windowSet && (*window < 1 || *window > maxWindow):
 		flagErr = fmt.Errorf("-window %d: want 1 to %d", *window, maxWindow)
 	}
@@ -119,11 +121,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		fmt.Fprintf(stderr, "aggregator: %v\n", flagErr)
 		return config{}, errFlags
 	}
-	addr, err := listenAddr(*listen, getenv)
+	addr, err := demoservice.ListenAddr(*listen, getenv)
 	if err != nil {
 		return config{}, err
 	}
-	base, err := proxyBase(*proxy, getenv)
+	base, err := demoservice.ProxyBase(*proxy, getenv)
 	if err != nil {
 		return config{}, err
 	}
@@ -155,7 +157,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	a := newAggregator(cfg.window, newStage(cfg.proxy, "analytics", "/analyze", cfg.timeout))
-	logger = logger.With("next", a.next.url, "window", cfg.window)
-	return serve(ctx, newServer(a.handler(), logger), ln, logger)
+	a := newAggregator(cfg.window, demoservice.NewStage(cfg.proxy, "analytics", "/analyze", cfg.timeout))
+	logger = logger.With("next", a.next.URL(), "window", cfg.window)
+	return demoservice.Serve(ctx, demoservice.NewServer(a.handler(), logger), ln, logger)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -31,7 +32,7 @@ func TestParseFlags(t *testing.T) {
 		}
 		return m
 	}
-	def := config{listen: "127.0.0.1:8080", proxy: "http://127.0.0.1:4201", timeout: defaultTimeout, window: defaultWindow}
+	def := config{listen: "127.0.0.1:8080", proxy: "http://127.0.0.1:4201", timeout: demoservice.DefaultTimeout, window: defaultWindow}
 	tests := []struct {
 		name    string
 		args    []string
@@ -90,9 +91,9 @@ func TestServeStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := newAggregator(3, newStage("http://127.0.0.1:1", "analytics", "/analyze", time.Second))
+	a := newAggregator(3, demoservice.NewStage("http://127.0.0.1:1", "analytics", "/analyze", time.Second))
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, newServer(a.handler(), logger), ln, logger) }()
+	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(a.handler(), logger), ln, logger) }()
 	if code, body := call(t, "GET", "http://"+ln.Addr().String()+"/stats", ""); code != 200 {
 		t.Fatalf("GET /stats: %d %s", code, body)
 	}

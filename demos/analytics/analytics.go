@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const (
@@ -70,7 +72,7 @@ func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 // anomalous k standard deviations from the mean.
 func newAnalytics(k float64) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", demoservice.Healthz)
 	mux.HandleFunc("POST /analyze", func(w http.ResponseWriter, r *http.Request) { analyze(w, r, k) })
 	return mux
 }
@@ -78,7 +80,7 @@ func newAnalytics(k float64) http.Handler {
 func analyze(w http.ResponseWriter, r *http.Request, k float64) {
 	var s summary
 	if err := decodeJSON(w, r, &s, maxSummary); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 		return
 	}
 	v, err := judge(s, k)
@@ -88,10 +90,10 @@ func analyze(w http.ResponseWriter, r *http.Request, k float64) {
 		if errors.As(err, &fe) {
 			reply.Field = fe.field
 		}
-		writeJSON(w, http.StatusBadRequest, reply)
+		demoservice.WriteJSON(w, http.StatusBadRequest, reply)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	demoservice.WriteJSON(w, http.StatusOK, v)
 }
 
 // judge checks s and gives its verdict: the latest reading is an anomaly

@@ -23,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const usage = `Usage: analytics [-listen host:port] [-k 2.5]
@@ -99,8 +101,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	switch {
 	case fs.NArg() > 0:
 		flagErr = fmt.Errorf("unexpected argument %q; see analytics -help", fs.Arg(0))
-	case *listen != "" && checkListen(*listen) != nil:
-		flagErr = checkListen(*listen)
+	case *listen != "" && demoservice.CheckListen(*listen) != nil:
+		flagErr = demoservice.CheckListen(*listen)
 	case !(*k > 0) || math.IsInf(*k, 0):
 		flagErr = fmt.Errorf("-k %g: want a number above 0", *k)
 	}
@@ -108,7 +110,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		fmt.Fprintf(stderr, "analytics: %v\n", flagErr)
 		return config{}, errFlags
 	}
-	addr, err := listenAddr(*listen, getenv)
+	addr, err := demoservice.ListenAddr(*listen, getenv)
 	if err != nil {
 		return config{}, err
 	}
@@ -122,5 +124,5 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger = logger.With("k", cfg.k)
-	return serve(ctx, newServer(newAnalytics(cfg.k), logger), ln, logger)
+	return demoservice.Serve(ctx, demoservice.NewServer(newAnalytics(cfg.k), logger), ln, logger)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -76,7 +77,9 @@ func TestServeStopsOnCancel(t *testing.T) {
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, newServer(newAnalytics(defaultK), logger), ln, logger) }()
+	go func() {
+		done <- demoservice.Serve(ctx, demoservice.NewServer(newAnalytics(defaultK), logger), ln, logger)
+	}()
 	if code, body := post(t, "http://"+ln.Addr().String()+"/analyze", `{"count":1,"mean":1,"min":1,"max":1,"stddev":0,"latest":1}`); code != 200 {
 		t.Fatalf("POST /analyze: %d %s", code, body)
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // result is the answer to a calculation.
@@ -27,7 +29,7 @@ var errDivByZero = errors.New("division by zero")
 // newCalculator returns the handler of calculator.
 func newCalculator() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", demoservice.Healthz)
 	mux.HandleFunc("GET /add", calc(func(a, b float64) (float64, error) { return a + b, nil }))
 	mux.HandleFunc("GET /sub", calc(func(a, b float64) (float64, error) { return a - b, nil }))
 	mux.HandleFunc("GET /mul", calc(func(a, b float64) (float64, error) { return a * b, nil }))
@@ -46,27 +48,27 @@ func calc(op func(a, b float64) (float64, error)) http.HandlerFunc {
 		q := r.URL.Query()
 		a, err := number(q, "a")
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error(), Param: "a"})
+			demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error(), Param: "a"})
 			return
 		}
 		b, err := number(q, "b")
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error(), Param: "b"})
+			demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error(), Param: "b"})
 			return
 		}
 		v, err := op(a, b)
 		switch {
 		case errors.Is(err, errDivByZero):
-			writeJSON(w, http.StatusBadRequest, errorReply{Error: "division by zero: b is 0", Param: "b"})
+			demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: "division by zero: b is 0", Param: "b"})
 			return
 		case err != nil:
-			writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+			demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 			return
 		case math.IsInf(v, 0) || math.IsNaN(v):
-			writeJSON(w, http.StatusBadRequest, errorReply{Error: "the result is too large for a float64"})
+			demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: "the result is too large for a float64"})
 			return
 		}
-		writeJSON(w, http.StatusOK, result{Result: v})
+		demoservice.WriteJSON(w, http.StatusOK, result{Result: v})
 	}
 }
 

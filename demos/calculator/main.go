@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const usage = `Usage: calculator [-listen host:port]
@@ -90,12 +92,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return config{}, errFlags
 	}
 	if *listen != "" {
-		if err := checkListen(*listen); err != nil {
+		if err := demoservice.CheckListen(*listen); err != nil {
 			fmt.Fprintf(stderr, "calculator: %v\n", err)
 			return config{}, errFlags
 		}
 	}
-	addr, err := listenAddr(*listen, getenv)
+	addr, err := demoservice.ListenAddr(*listen, getenv)
 	if err != nil {
 		return config{}, err
 	}
@@ -108,5 +110,5 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return serve(ctx, newServer(newCalculator(), logger), ln, logger)
+	return demoservice.Serve(ctx, demoservice.NewServer(newCalculator(), logger), ln, logger)
 }

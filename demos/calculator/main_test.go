@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -75,7 +76,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, newServer(newCalculator(), logger), ln, logger) }()
+	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(newCalculator(), logger), ln, logger) }()
 	if code, body := get(t, "http://"+ln.Addr().String()+"/add?a=1&b=1"); code != 200 || strings.TrimSpace(string(body)) != `{"result":2}` {
 		t.Fatalf("GET /add: %d %s", code, body)
 	}

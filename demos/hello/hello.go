@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // Limits on what a request may ask for.
@@ -57,7 +59,7 @@ func newHello(instance string) *hello {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", h.root)
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", demoservice.Healthz)
 	mux.HandleFunc("/echo", h.echo)
 	mux.HandleFunc("/echo/", h.echo)
 	mux.HandleFunc("GET /stream", h.stream)
@@ -120,12 +122,12 @@ func (h *hello) echo(w http.ResponseWriter, r *http.Request) {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		writeJSON(w, http.StatusRequestEntityTooLarge, errorReply{
+		demoservice.WriteJSON(w, http.StatusRequestEntityTooLarge, errorReply{
 			Error: fmt.Sprintf("body larger than %d bytes; use /echo?raw to stream it back", maxEchoBody),
 		})
 		return
 	case err != nil:
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: fmt.Sprintf("read body: %v", err)})
+		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: fmt.Sprintf("read body: %v", err)})
 		return
 	}
 	reply := echoReply{
@@ -147,7 +149,7 @@ func (h *hello) echo(w http.ResponseWriter, r *http.Request) {
 	} else {
 		reply.BodyBase64 = base64.StdEncoding.EncodeToString(body)
 	}
-	writeJSON(w, http.StatusOK, reply)
+	demoservice.WriteJSON(w, http.StatusOK, reply)
 }
 
 // echoRaw streams the request body back as it arrives, whatever its size,
@@ -187,12 +189,12 @@ func (h *hello) stream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n, err := intParam(q, "n", defaultChunks, 0, maxChunks)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 		return
 	}
 	delay, err := durationParam(q, "delay", 0, maxDelay)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -212,12 +214,12 @@ func (h *hello) stream(w http.ResponseWriter, r *http.Request) {
 func (h *hello) sleep(w http.ResponseWriter, r *http.Request) {
 	d, err := durationParam(r.URL.Query(), "d", defaultSleep, maxSleep)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 		return
 	}
 	if !h.wait(r.Context(), d) {
 		if r.Context().Err() == nil {
-			writeJSON(w, http.StatusServiceUnavailable, errorReply{Error: "shutting down"})
+			demoservice.WriteJSON(w, http.StatusServiceUnavailable, errorReply{Error: "shutting down"})
 		}
 		return
 	}
@@ -249,14 +251,14 @@ func (h *hello) wait(ctx context.Context, d time.Duration) bool {
 func (h *hello) ws(w http.ResponseWriter, r *http.Request) {
 	if !hasToken(r.Header, "Connection", "upgrade") || !hasToken(r.Header, "Upgrade", "websocket") {
 		w.Header().Set("Upgrade", "websocket")
-		writeJSON(w, http.StatusUpgradeRequired, errorReply{
+		demoservice.WriteJSON(w, http.StatusUpgradeRequired, errorReply{
 			Error: "want an upgrade request: Connection: Upgrade and Upgrade: websocket",
 		})
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, errorReply{
+		demoservice.WriteJSON(w, http.StatusInternalServerError, errorReply{
 			Error: fmt.Sprintf("cannot take over the connection (upgrades need HTTP/1.1): %v", err),
 		})
 		return

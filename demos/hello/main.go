@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const usage = `Usage: hello [-listen host:port]
@@ -96,12 +98,12 @@ func parseFlags(args []string, getenv func(string) string, hostname func() (stri
 		return config{}, errFlags
 	}
 	if *listen != "" {
-		if err := checkListen(*listen); err != nil {
+		if err := demoservice.CheckListen(*listen); err != nil {
 			fmt.Fprintf(stderr, "hello: %v\n", err)
 			return config{}, errFlags
 		}
 	}
-	addr, err := listenAddr(*listen, getenv)
+	addr, err := demoservice.ListenAddr(*listen, getenv)
 	if err != nil {
 		return config{}, err
 	}
@@ -127,7 +129,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	h := newHello(cfg.instance)
-	srv := newServer(h, logger)
+	srv := demoservice.NewServer(h, logger)
 	srv.RegisterOnShutdown(h.shutdown)
-	return serve(ctx, srv, ln, logger)
+	return demoservice.Serve(ctx, srv, ln, logger)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -83,7 +84,7 @@ func TestHelp(t *testing.T) {
 }
 
 // TestServeShutsDownGracefully starts a stream that would run for a minute,
-// stops the server, and checks that the stream ends and serve returns nil.
+// stops the server, and checks that the stream ends and Serve returns nil.
 func TestServeShutsDownGracefully(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -93,10 +94,10 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := newHello("test-1")
-	srv := newServer(h, logger)
+	srv := demoservice.NewServer(h, logger)
 	srv.RegisterOnShutdown(h.shutdown)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, srv, ln, logger) }()
+	go func() { done <- demoservice.Serve(ctx, srv, ln, logger) }()
 
 	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+ln.Addr().String()+"/stream?n=2&delay=1m", nil)
 	if err != nil {

@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // fakeProxy stands in for the local Physarum proxy: it routes
 // /<service>/<rest> to <rest> on the service's address, and answers as the
-// proxy does when it cannot (a JSON error marked with proxyErrorHeader).
+// proxy does when it cannot (a JSON error marked with demoservice.ProxyErrorHeader).
 type fakeProxy struct {
 	mu     sync.Mutex
 	routes map[string]http.Handler
@@ -42,8 +43,8 @@ func (p *fakeProxy) routeTo(service, addr string) {
 }
 
 func proxyError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set(proxyErrorHeader, code)
-	writeJSON(w, status, map[string]string{"code": code, "message": msg})
+	w.Header().Set(demoservice.ProxyErrorHeader, code)
+	demoservice.WriteJSON(w, status, map[string]string{"code": code, "message": msg})
 }
 
 func (p *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +103,7 @@ func TestChain(t *testing.T) {
 	fp.routeTo("analytics", analyticsAddr)
 	aggregator, aggregatorAddr := startStage(t, "aggregator", proxyPort, "WINDOW=10")
 	fp.routeTo("aggregator", aggregatorAddr)
-	s := newSensor("s1", newStage(proxy.URL, "aggregator", "/ingest", 5*time.Second))
+	s := newSensor("s1", demoservice.NewStage(proxy.URL, "aggregator", "/ingest", 5*time.Second))
 	fp.route("sensor", s.handler())
 	sensorURL := proxy.URL + "/sensor"
 
@@ -136,7 +137,7 @@ func TestChain(t *testing.T) {
 	wantFailure := func(stage, substr string) {
 		t.Helper()
 		code, body := get(t, sensorURL+"/reading")
-		var e errorReply
+		var e demoservice.ErrorReply
 		if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil || e.Stage != stage || !strings.Contains(e.Error, substr) {
 			t.Fatalf("GET /reading with %s down: %d %s", stage, code, body)
 		}

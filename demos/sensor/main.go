@@ -23,6 +23,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 const usage = `Usage: sensor [-listen host:port] [-proxy URL] [-timeout 5s] [-id name]
@@ -89,7 +91,7 @@ func parseFlags(args []string, getenv func(string) string, hostname func() (stri
 	}
 	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
 	proxy := fs.String("proxy", "", "base URL of the local proxy (default http://127.0.0.1:$PROXY_PORT)")
-	timeout := fs.Duration("timeout", defaultTimeout, "how long the rest of the chain may take to answer a reading")
+	timeout := fs.Duration("timeout", demoservice.DefaultTimeout, "how long the rest of the chain may take to answer a reading")
 	id := fs.String("id", "", "the sensor's id (default $PHYSARUM_INSTANCE_ID, or the host name)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -101,22 +103,22 @@ func parseFlags(args []string, getenv func(string) string, hostname func() (stri
 	switch {
 	case fs.NArg() > 0:
 		flagErr = fmt.Errorf("unexpected argument %q; see sensor -help", fs.Arg(0))
-	case *listen != "" && checkListen(*listen) != nil:
-		flagErr = checkListen(*listen)
-	case *proxy != "" && checkProxy(*proxy) != nil:
-		flagErr = checkProxy(*proxy)
-	case *timeout <= 0 || *timeout > maxTimeout:
-		flagErr = fmt.Errorf("-timeout %s: want more than 0s and at most %s", *timeout, maxTimeout)
+	case *listen != "" && demoservice.CheckListen(*listen) != nil:
+		flagErr = demoservice.CheckListen(*listen)
+	case *proxy != "" && demoservice.CheckProxy(*proxy) != nil:
+		flagErr = demoservice.CheckProxy(*proxy)
+	case *timeout <= 0 || *timeout > demoservice.MaxTimeout:
+		flagErr = fmt.Errorf("-timeout %s: want more than 0s and at most %s", *timeout, demoservice.MaxTimeout)
 	}
 	if flagErr != nil {
 		fmt.Fprintf(stderr, "sensor: %v\n", flagErr)
 		return config{}, errFlags
 	}
-	addr, err := listenAddr(*listen, getenv)
+	addr, err := demoservice.ListenAddr(*listen, getenv)
 	if err != nil {
 		return config{}, err
 	}
-	base, err := proxyBase(*proxy, getenv)
+	base, err := demoservice.ProxyBase(*proxy, getenv)
 	if err != nil {
 		return config{}, err
 	}
@@ -145,7 +147,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	s := newSensor(cfg.id, newStage(cfg.proxy, "aggregator", "/ingest", cfg.timeout))
-	logger = logger.With("next", s.next.url)
-	return serve(ctx, newServer(s.handler(), logger), ln, logger)
+	s := newSensor(cfg.id, demoservice.NewStage(cfg.proxy, "aggregator", "/ingest", cfg.timeout))
+	logger = logger.With("next", s.next.URL())
+	return demoservice.Serve(ctx, demoservice.NewServer(s.handler(), logger), ln, logger)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -23,7 +24,7 @@ func envOf(m map[string]string) func(string) string {
 func TestParseFlags(t *testing.T) {
 	host := func() (string, error) { return "box", nil }
 	ports := map[string]string{"SERVICE_PORT": "8080", "PROXY_PORT": "4201"}
-	def := config{listen: "127.0.0.1:8080", proxy: "http://127.0.0.1:4201", timeout: defaultTimeout, id: "box"}
+	def := config{listen: "127.0.0.1:8080", proxy: "http://127.0.0.1:4201", timeout: demoservice.DefaultTimeout, id: "box"}
 	tests := []struct {
 		name    string
 		args    []string
@@ -80,9 +81,9 @@ func TestServeStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := newSensor("s1", newStage("http://127.0.0.1:1", "aggregator", "/ingest", time.Second))
+	s := newSensor("s1", demoservice.NewStage("http://127.0.0.1:1", "aggregator", "/ingest", time.Second))
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, newServer(s.handler(), logger), ln, logger) }()
+	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(s.handler(), logger), ln, logger) }()
 	if code, body := get(t, "http://"+ln.Addr().String()+"/healthz"); code != 200 {
 		t.Fatalf("GET /healthz: %d %s", code, body)
 	}

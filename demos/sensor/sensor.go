@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // period is how many readings one cycle of the synthetic signal takes.
@@ -32,20 +34,20 @@ type reply struct {
 // sensor produces readings on request and sends each to the next stage.
 type sensor struct {
 	id   string
-	next *stage
+	next *demoservice.Stage
 	now  func() time.Time
 	seq  atomic.Uint64
 }
 
 // newSensor returns a sensor called id that sends its readings to next.
-func newSensor(id string, next *stage) *sensor {
+func newSensor(id string, next *demoservice.Stage) *sensor {
 	return &sensor{id: id, next: next, now: time.Now}
 }
 
 // handler returns the sensor's HTTP handler.
 func (s *sensor) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", demoservice.Healthz)
 	mux.HandleFunc("GET /reading", s.reading)
 	return mux
 }
@@ -62,7 +64,7 @@ func synthetic(seq uint64) float64 {
 func (s *sensor) reading(w http.ResponseWriter, r *http.Request) {
 	override, hasOverride, err := valueParam(r)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
+		demoservice.WriteJSON(w, http.StatusBadRequest, demoservice.ErrorReply{Error: err.Error()})
 		return
 	}
 	rd := reading{Sensor: s.id, Seq: s.seq.Add(1), Timestamp: s.now().UTC()}
@@ -70,16 +72,16 @@ func (s *sensor) reading(w http.ResponseWriter, r *http.Request) {
 	if hasOverride {
 		rd.Value = override
 	}
-	answer, err := s.next.post(r.Context(), rd)
+	answer, err := s.next.Post(r.Context(), rd)
 	if err != nil {
-		var se *stageError
-		if !errors.As(err, &se) { // post returns only stageErrors
-			se = &stageError{stage: s.next.name, msg: err.Error()}
+		var se *demoservice.StageError
+		if !errors.As(err, &se) { // Post returns only *StageErrors
+			se = &demoservice.StageError{Stage: s.next.Name(), Msg: err.Error()}
 		}
-		writeJSON(w, http.StatusBadGateway, se.reply())
+		demoservice.WriteJSON(w, http.StatusBadGateway, se.Reply())
 		return
 	}
-	writeJSON(w, http.StatusOK, reply{Reading: rd, Aggregator: answer})
+	demoservice.WriteJSON(w, http.StatusOK, reply{Reading: rd, Aggregator: answer})
 }
 
 // valueParam reads ?value=, which replaces the synthetic value (to inject

@@ -5,11 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
 
 // fakeAggregator stands in for the proxy and the aggregator behind it: it
@@ -36,7 +37,7 @@ func (f *fakeAggregator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	answer := f.answer
 	f.mu.Unlock()
 	if answer == nil {
-		writeJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
+		demoservice.WriteJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
 		return
 	}
 	answer(w)
@@ -50,7 +51,7 @@ func startSensor(t *testing.T, fake http.Handler) string {
 	t.Helper()
 	proxy := httptest.NewServer(fake)
 	t.Cleanup(proxy.Close)
-	s := newSensor("s1", newStage(proxy.URL, "aggregator", "/ingest", 5*time.Second))
+	s := newSensor("s1", demoservice.NewStage(proxy.URL, "aggregator", "/ingest", 5*time.Second))
 	s.now = func() time.Time { return testTime }
 	ts := httptest.NewServer(s.handler())
 	t.Cleanup(ts.Close)
@@ -115,7 +116,7 @@ func TestReadingBadValue(t *testing.T) {
 	url := startSensor(t, fake)
 	for _, v := range []string{"", "x", "NaN", "Inf", "1e999"} {
 		code, body := get(t, url+"/reading?value="+v)
-		var e errorReply
+		var e demoservice.ErrorReply
 		if err := json.Unmarshal(body, &e); code != 400 || err != nil || !strings.Contains(e.Error, "parameter value") {
 			t.Errorf("GET /reading?value=%s: %d %s, want 400 naming the parameter", v, code, body)
 		}
@@ -136,52 +137,25 @@ func TestReadingChainFails(t *testing.T) {
 		substr string
 	}{
 		{"aggregator fails", func(w http.ResponseWriter) {
-			writeJSON(w, 500, errorReply{Error: "disk full"})
+			demoservice.WriteJSON(w, 500, demoservice.ErrorReply{Error: "disk full"})
 		}, "aggregator", 500, "aggregator answered 500: disk full"},
 		{"analytics fails behind it", func(w http.ResponseWriter) {
-			writeJSON(w, 502, errorReply{Error: "analytics is unreachable: connection refused", Stage: "analytics"})
+			demoservice.WriteJSON(w, 502, demoservice.ErrorReply{Error: "analytics is unreachable: connection refused", Stage: "analytics"})
 		}, "analytics", 502, "aggregator answered 502: analytics is unreachable"},
 		{"no aggregator instance", func(w http.ResponseWriter) {
-			w.Header().Set(proxyErrorHeader, "unavailable")
-			writeJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
+			w.Header().Set(demoservice.ProxyErrorHeader, "unavailable")
+			demoservice.WriteJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
 		}, "aggregator", 502, "the proxy, on the way to aggregator, answered 502"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			url := startSensor(t, &fakeAggregator{answer: tt.answer})
 			code, body := get(t, url+"/reading")
-			var e errorReply
+			var e demoservice.ErrorReply
 			if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
 				e.Stage != tt.stage || e.Status != tt.status || !strings.Contains(e.Error, tt.substr) {
 				t.Fatalf("GET /reading: %d %s; want 502 naming %s (%d) and saying %q", code, body, tt.stage, tt.status, tt.substr)
 			}
 		})
 	}
-}
-
-// TestSharedFilesMatch keeps the copies of the files every demo shares
-// identical: a main package cannot import another.
-func TestSharedFilesMatch(t *testing.T) {
-	for file, dirs := range map[string][]string{
-		"server.go":     {"hello", "calculator", "aggregator", "analytics"},
-		"stage.go":      {"aggregator"},
-		"stage_test.go": {"aggregator"},
-	} {
-		for _, dir := range dirs {
-			mine := readFile(t, file)
-			theirs := readFile(t, "../"+dir+"/"+file)
-			if mine != theirs {
-				t.Errorf("demos/%s/%s differs from demos/sensor/%s; keep the copies the same", dir, file, file)
-			}
-		}
-	}
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -350,8 +350,10 @@ func TestKillingOneOfTwoInstancesUnderLoadFailsNoIdempotentRequest(t *testing.T)
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d requests failed", failed.Load(), total.Load())
 	}
-	if a.served.Load() != killedAt {
-		t.Fatalf("the dead instance served %d more", a.served.Load()-killedAt)
+	// Requests already inside a's service when it died may still finish
+	// there (at most one per client); nothing new reaches it.
+	if more := a.served.Load() - killedAt; more > 4 {
+		t.Fatalf("the dead instance served %d more", more)
 	}
 	// Out of rotation at its first failure: only the requests in flight
 	// then (4 clients) were retried, not one per request since.

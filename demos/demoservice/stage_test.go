@@ -1,6 +1,4 @@
-package main
-
-// This file is the same in sensor and aggregator, as stage.go is.
+package demoservice
 
 import (
 	"encoding/json"
@@ -15,20 +13,20 @@ import (
 
 // fakeStage serves h as service name behind a fake proxy (the path starts
 // with /name) and returns a stage pointed at it.
-func fakeStage(t *testing.T, name string, timeout time.Duration, h http.HandlerFunc) *stage {
+func fakeStage(t *testing.T, name string, timeout time.Duration, h http.HandlerFunc) *Stage {
 	t.Helper()
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
-	return newStage(ts.URL, name, "/do", timeout)
+	return NewStage(ts.URL, name, "/do", timeout)
 }
 
 func wantStageError(t *testing.T, err error, stageName string, status int, substr string) {
 	t.Helper()
-	var se *stageError
+	var se *StageError
 	if !errors.As(err, &se) {
-		t.Fatalf("error %v (%T), want a *stageError", err, err)
+		t.Fatalf("error %v (%T), want a *StageError", err, err)
 	}
-	if se.stage != stageName || se.status != status || !strings.Contains(se.msg, substr) {
+	if se.Stage != stageName || se.Status != status || !strings.Contains(se.Msg, substr) {
 		t.Fatalf("stage error %+v, want stage %q, status %d, message holding %q", se, stageName, status, substr)
 	}
 }
@@ -40,9 +38,9 @@ func TestStagePost(t *testing.T) {
 			return
 		}
 		b, _ := io.ReadAll(r.Body)
-		writeJSON(w, 200, map[string]json.RawMessage{"got": b})
+		WriteJSON(w, 200, map[string]json.RawMessage{"got": b})
 	})
-	got, err := s.post(t.Context(), map[string]int{"x": 1})
+	got, err := s.Post(t.Context(), map[string]int{"x": 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +58,14 @@ func TestStageFailures(t *testing.T) {
 		substr string
 	}{
 		{"error from the stage", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, 500, errorReply{Error: "boom"})
+			WriteJSON(w, 500, ErrorReply{Error: "boom"})
 		}, "next", 500, "next answered 500: boom"},
 		{"error from a later stage", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, 502, errorReply{Error: "last is unreachable", Stage: "last"})
+			WriteJSON(w, 502, ErrorReply{Error: "last is unreachable", Stage: "last"})
 		}, "last", 502, "next answered 502: last is unreachable"},
 		{"error from the proxy", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set(proxyErrorHeader, "unavailable")
-			writeJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
+			w.Header().Set(ProxyErrorHeader, "unavailable")
+			WriteJSON(w, 502, map[string]string{"code": "unavailable", "message": "no reachable instance"})
 		}, "next", 502, "the proxy, on the way to next, answered 502: no reachable instance (unavailable)"},
 		{"plain text error", func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "404 page not found", 404)
@@ -79,13 +77,13 @@ func TestStageFailures(t *testing.T) {
 			_, _ = io.WriteString(w, "<html>")
 		}, "next", 200, "not JSON: <html>"},
 		{"too large", func(w http.ResponseWriter, _ *http.Request) {
-			_, _ = w.Write([]byte(`"` + strings.Repeat("x", maxAnswer) + `"`))
+			_, _ = w.Write([]byte(`"` + strings.Repeat("x", MaxAnswer) + `"`))
 		}, "next", 200, "more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := fakeStage(t, "next", time.Minute, tt.h)
-			_, err := s.post(t.Context(), 1)
+			_, err := s.Post(t.Context(), 1)
 			wantStageError(t, err, tt.stage, tt.status, tt.substr)
 		})
 	}
@@ -94,7 +92,7 @@ func TestStageFailures(t *testing.T) {
 func TestStageUnreachable(t *testing.T) {
 	ts := httptest.NewServer(http.NotFoundHandler())
 	ts.Close()
-	_, err := newStage(ts.URL, "next", "/do", time.Minute).post(t.Context(), 1)
+	_, err := NewStage(ts.URL, "next", "/do", time.Minute).Post(t.Context(), 1)
 	wantStageError(t, err, "next", 0, "next is unreachable")
 }
 
@@ -110,7 +108,7 @@ func TestStageTimeout(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { close(release) }) // before the server closes: cleanups run last first
-	_, err := s.post(t.Context(), 1)
+	_, err := s.Post(t.Context(), 1)
 	wantStageError(t, err, "next", 0, "next did not answer within 50ms")
 }
 
@@ -127,23 +125,23 @@ func TestProxyBase(t *testing.T) {
 		{env: map[string]string{"PROXY_PORT": "x"}, wantErr: `PROXY_PORT="x" is not a port number`},
 	}
 	for _, tt := range tests {
-		got, err := proxyBase(tt.flag, func(k string) string { return tt.env[k] })
+		got, err := ProxyBase(tt.flag, func(k string) string { return tt.env[k] })
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("proxyBase(%q, %v) = %q, %v; want an error holding %q", tt.flag, tt.env, got, err, tt.wantErr)
+				t.Errorf("ProxyBase(%q, %v) = %q, %v; want an error holding %q", tt.flag, tt.env, got, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("proxyBase(%q, %v) = %q, %v; want %q", tt.flag, tt.env, got, err, tt.want)
+			t.Errorf("ProxyBase(%q, %v) = %q, %v; want %q", tt.flag, tt.env, got, err, tt.want)
 		}
 	}
 	for _, bad := range []string{"127.0.0.1:4201", "ftp://x", "http://", "http://x/?a=1", "::"} {
-		if checkProxy(bad) == nil {
-			t.Errorf("checkProxy(%q) accepted it", bad)
+		if CheckProxy(bad) == nil {
+			t.Errorf("CheckProxy(%q) accepted it", bad)
 		}
 	}
-	if err := checkProxy("http://127.0.0.1:4201"); err != nil {
+	if err := CheckProxy("http://127.0.0.1:4201"); err != nil {
 		t.Error(err)
 	}
 }
