@@ -80,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if err := c.node.Validate(); err != nil {
+	if err := c.node.Validate(os.Getenv); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {

@@ -26,6 +26,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	defer base.Close()
 	log := base.Log
 	if err := base.Join(ctx, stdout); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the network
+		}
 		return err
 	}
 	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), stdout)

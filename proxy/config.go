@@ -81,7 +81,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*c
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if err := c.node.Validate(); err != nil {
+	if err := c.node.Validate(getenv); err != nil {
 		return nil, err
 	}
 	if net.ParseIP(c.listenIP) == nil {

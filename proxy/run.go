@@ -40,6 +40,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 	defer base.Close()
 	log := base.Log
 	if err := base.Join(ctx, stdout); err != nil {
+		if ctx.Err() != nil {
+			return 0, nil // stopped while waiting for the network
+		}
 		return 1, err
 	}
 	reg := registry.NewClient(base.Node, registry.Options{Logger: log})

@@ -83,11 +83,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
 	}
-	if err := c.node.Validate(); err != nil {
+	if err := c.node.Validate(os.Getenv); err != nil {
 		return nil, err
 	}
-	if net.ParseIP(c.etcdIP) == nil {
-		return nil, fmt.Errorf("-etcd-ip %q: not an IP address", c.etcdIP)
+	if ip := net.ParseIP(c.etcdIP); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("-etcd-ip %q: want the IP address other members reach this one at (not 0.0.0.0)", c.etcdIP)
 	}
 	for name, p := range map[string]int{"-etcd-client-port": c.clientPort, "-etcd-peer-port": c.peerPort} {
 		if p <= 0 || p > 65535 {

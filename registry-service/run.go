@@ -42,6 +42,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	member, err := startMember(ctx, c, ccfg, base.Node, stdout)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped (SIGTERM, Ctrl-C) before it was ready
+		}
 		return err
 	}
 	defer member.Close()
@@ -77,7 +80,7 @@ func startMember(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node
 		fmt.Fprintf(stdout, "restarting etcd member from %s\n", c.dataDir)
 		return cluster.Restart(ctx, cfg)
 	case c.newCluster:
-		if err := noRegistryYet(ctx, n); err != nil {
+		if err := noRegistryYet(ctx, n, len(n.Config().Bootstraps) > 0); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(stdout, "starting a new registry cluster (etcd on %s)\n", cfg.ClientURLs()[0])
@@ -89,12 +92,15 @@ func startMember(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node
 
 // join asks registries found in the network to admit this member, retrying
 // while one is busy admitting another, until -join-timeout.
-func join(ctx context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*cluster.Member, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.joinTimeout)
+func join(parent context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*cluster.Member, error) {
+	ctx, cancel := context.WithTimeout(parent, c.joinTimeout)
 	defer cancel()
 	if err := n.Bootstrapped(ctx); err != nil {
 		n.Logger().Warn("waiting for a bootstrap peer", "err", err)
 		if err := n.Joined(ctx); err != nil {
+			if parent.Err() != nil {
+				return nil, parent.Err() // stopped while waiting
+			}
 			return nil, fmt.Errorf("join the registry within %s: no bootstrap reachable; check the PSK and address", c.joinTimeout)
 		}
 	}
@@ -149,9 +155,16 @@ func joinCandidates(n *p2p.Node, disc *p2p.Discovery) []peer.ID {
 // registry: a second cluster would silently split the network's memory.
 // With no bootstrap peers, this node starts the network and there is
 // nothing to look for.
-func noRegistryYet(ctx context.Context, n *p2p.Node) error {
-	if n.Bootstrapped(ctx) != nil || len(n.Host().Network().Peers()) == 0 {
-		return nil // alone: nobody to ask
+func noRegistryYet(ctx context.Context, n *p2p.Node, hasBootstraps bool) error {
+	if !hasBootstraps {
+		return nil // this node starts the network: nobody to ask
+	}
+	// Told of peers: reach them first, or the check proves nothing.
+	if n.Bootstrapped(ctx) != nil {
+		n.Logger().Warn("waiting for a bootstrap peer before starting a new registry cluster")
+		if err := n.Joined(ctx); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,6 +96,10 @@ type Agent struct {
 	instances map[string]*instance
 	degraded  map[string]string // runtime -> why it is unusable now
 	closed    bool
+	// closing skips per-instance registry writes while the agent stops
+	// everything: removing the node record (its lease) removes them all,
+	// and with the registry unreachable they would only add timeouts.
+	closing atomic.Bool
 }
 
 // New creates an agent on node n with the given runtimes (preferred
@@ -153,6 +158,7 @@ func (a *Agent) Close() {
 	a.mu.Unlock()
 
 	a.rpc.Close()
+	a.closing.Store(true)
 	if !a.cfg.KeepInstances {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var wg sync.WaitGroup

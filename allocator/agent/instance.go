@@ -340,8 +340,10 @@ func (a *Agent) stop(ctx context.Context, in *instance, why string) {
 			a.log.Warn("remove instance", "instance", in.rec.ID, "err", err)
 		}
 	}
-	if err := a.reg.DeleteInstance(ctx, in.rec.Service, in.rec.ID); err != nil {
-		a.log.Debug("remove instance record", "instance", in.rec.ID, "err", err)
+	if !a.closing.Load() {
+		if err := a.reg.DeleteInstance(ctx, in.rec.Service, in.rec.ID); err != nil {
+			a.log.Debug("remove instance record", "instance", in.rec.ID, "err", err)
+		}
 	}
 	in.setState(registry.StateStopped, why)
 	select {
@@ -369,7 +371,7 @@ func (a *Agent) cleanup(in *instance) {
 // publish loop, which republishes every record each period.
 func (a *Agent) putRecord(ctx context.Context, in *instance) {
 	rec := in.record()
-	if rec.State == registry.StateStopped {
+	if rec.State == registry.StateStopped || a.closing.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

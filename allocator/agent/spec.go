@@ -37,6 +37,15 @@ const (
 	ProxyMemoryAllowance = 64   // MiB
 )
 
+// limit is an instance's limit for a requirement: the requirement plus
+// the proxy's allowance, or none (0) when the service states none.
+func limit(req, allowance int) int {
+	if req <= 0 {
+		return 0
+	}
+	return req + allowance
+}
+
 // instanceEnv is the environment contract of an instance (see
 // common/instenv): ports, identity, network access, and the test knobs
 // the allocator itself runs with.
@@ -88,7 +97,7 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 	// requirement is what it is guaranteed under contention (its shares).
 	spec := runtime.Spec{
 		ID: id, Env: env, MaxRestarts: a.cfg.MaxRestarts,
-		CPU: info.CpuReq + ProxyCPUAllowance, CPURequest: info.CpuReq, Memory: info.MemoryReq + ProxyMemoryAllowance,
+		CPU: limit(info.CpuReq, ProxyCPUAllowance), CPURequest: info.CpuReq, Memory: limit(info.MemoryReq, ProxyMemoryAllowance),
 		Labels: map[string]string{
 			runtime.LabelService: service,
 			labelOnDemand:        strconv.FormatBool(onDemand),

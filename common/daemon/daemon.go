@@ -91,7 +91,7 @@ func (b *Base) Join(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "waiting for a bootstrap peer: %v\n", err)
 	if err := b.Node.Joined(ctx); err != nil {
-		return err
+		return err // ctx ended: the caller is shutting down
 	}
 	fmt.Fprintln(out, "joined the network")
 	return nil

@@ -52,6 +52,8 @@ type Defaults struct {
 	// CLI leaves out what only daemons need: -listen, -addr-file and
 	// -prom-listen-addr (a CLI dials out and exits).
 	CLI bool
+	// LogLevel is the default -log-level (default info).
+	LogLevel string
 }
 
 // Flags holds the shared flags' values after parsing.
@@ -96,7 +98,11 @@ func Register(fs *flag.FlagSet, binary string, d Defaults) *Flags {
 	if !d.CLI {
 		fs.StringVar(&f.PromListen, "prom-listen-addr", d.PromListen, "host:port to serve Prometheus metrics on (\"\" disables)")
 	}
-	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	level := d.LogLevel
+	if level == "" {
+		level = "info"
+	}
+	fs.StringVar(&f.LogLevel, "log-level", level, "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
 	return f
 }
@@ -111,7 +117,7 @@ func defaultListen(d Defaults) []string {
 // Validate checks what can be checked before anything starts (log level
 // and format, key algorithm, addresses), so that a mistyped flag is a usage
 // error. The PSK and key files are checked by Resolve.
-func (f *Flags) Validate() error {
+func (f *Flags) Validate(getenv func(string) string) error {
 	if _, err := logging.New(io.Discard, f.binary, f.LogLevel, f.LogFormat); err != nil {
 		return fmt.Errorf("-log-level/-log-format: %w", err)
 	}
@@ -123,7 +129,11 @@ func (f *Flags) Validate() error {
 			return fmt.Errorf("-listen %q: %w", s, err)
 		}
 	}
-	if _, err := ParseBootstraps(f.Bootstraps); err != nil {
+	boots := f.Bootstraps
+	if len(boots) == 0 {
+		boots = strings.Fields(getenv(EnvBootstraps))
+	}
+	if _, err := ParseBootstraps(boots); err != nil {
 		return err
 	}
 	return nil

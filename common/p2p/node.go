@@ -138,6 +138,9 @@ func (n *Node) goLoop(fn func(ctx context.Context)) {
 	}()
 }
 
+// Config is the node's configuration (with defaults filled in).
+func (n *Node) Config() Config { return n.cfg }
+
 // Host is the node's libp2p host.
 func (n *Node) Host() host.Host { return n.host }
 

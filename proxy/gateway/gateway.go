@@ -130,6 +130,9 @@ func (g *Gateway) pickError(w http.ResponseWriter, service string, err error) in
 	case errors.Is(err, router.ErrUnknownService):
 		forward.WriteError(w, http.StatusNotFound, wire.CodeNotFound, "unknown service "+strconv.Quote(service))
 		return http.StatusNotFound
+	case errors.Is(err, router.ErrNotServing):
+		forward.WriteError(w, http.StatusNotFound, wire.CodeNotFound, err.Error())
+		return http.StatusNotFound
 	case errors.Is(err, router.ErrAllocation):
 		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, err.Error())
 		return http.StatusServiceUnavailable

@@ -386,3 +386,18 @@ func TestAProxyRunByHandInServiceModeIsFoundOnTheDHT(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAClientModeServiceIsNotRoutedTo(t *testing.T) {
+	n := newNet(t, router.Config{AllocTimeout: 2 * time.Second})
+	info := registry.ServiceInfo{Exec: &registry.ExecConf{Command: "/bin/x"}, ProxyClientMode: true}
+	if _, err := n.rc.AddService(t.Context(), "caller", info); err != nil {
+		t.Fatal(err)
+	}
+	code, e, took := getJSONError(t, n.url+"/caller/")
+	if code != http.StatusNotFound || !strings.Contains(e.Message, "client mode") {
+		t.Fatalf("%d %+v", code, e)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("took %s: it must not try to start an instance", took)
+	}
+}

@@ -40,6 +40,9 @@ var (
 	ErrAllocation = errors.New("no instance available")
 	// ErrRegistry: the registry could not be asked (502).
 	ErrRegistry = errors.New("registry unavailable")
+	// ErrNotServing: the service runs its proxy in client mode: it calls
+	// other services and answers none (404).
+	ErrNotServing = errors.New("serves no requests")
 )
 
 // Config tunes a Router. Zero fields take the defaults.
@@ -172,6 +175,9 @@ func (r *Router) Pick(ctx context.Context, name string) (*Target, error) {
 		return nil, err
 	}
 	s.touch()
+	if s.clientMode() {
+		return nil, fmt.Errorf("service %q %w: its proxy runs in client mode", name, ErrNotServing)
+	}
 	if t := s.choose(r); t != nil {
 		return t, nil
 	}

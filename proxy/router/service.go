@@ -51,6 +51,12 @@ func newService(name string) *service {
 	return &service{name: name, ready: make(chan struct{}), byPeer: map[peer.ID]*target{}, lastUsed: time.Now()}
 }
 
+func (s *service) clientMode() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info.ProxyClientMode
+}
+
 func (s *service) touch() {
 	s.mu.Lock()
 	s.lastUsed = time.Now()

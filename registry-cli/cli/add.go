@@ -80,12 +80,17 @@ func runAdd(ctx context.Context, s *session, args []string) error {
 	case !conf.isDocker() && len(args) != 2:
 		return usagef("an Exec service takes <config> <service-name> (no image name)")
 	case conf.isDocker():
-		id, clientMode, err := s.buildImage(ctx, conf, args[1])
+		// A build takes as long as it takes (Ctrl-C stops it): -timeout
+		// bounds talking to the registry, which starts afresh after it.
+		id, clientMode, err := s.buildImage(s.parent, conf, args[1])
 		if err != nil {
 			return err
 		}
 		info.DockerHash, info.ContentHash = id, id
 		info.ProxyClientMode = info.ProxyClientMode || clientMode
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(s.parent, s.timeout)
+		defer cancel()
 	default:
 		info.ContentHash = execContentID(conf.Exec.Command)
 	}

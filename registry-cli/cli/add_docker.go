@@ -47,9 +47,7 @@ func (s *session) buildImage(ctx context.Context, conf *serviceConfig, image str
 	}
 	defer cleanup()
 	fmt.Fprintf(s.env.Stderr, "building image %s FROM %s with proxy %s\n", image, dc.From, proxy)
-	// A build takes as long as it takes: -timeout bounds talking to the
-	// registry, not this.
-	id, err := imagebuild.Build(context.WithoutCancel(ctx), docker, imagebuild.Request{
+	id, err := imagebuild.Build(ctx, docker, imagebuild.Request{
 		Conf: dc, Proxy: proxy, Dir: s.add.dir, Image: image, Progress: s.env.Stderr,
 	})
 	if err != nil {

@@ -68,6 +68,9 @@ type session struct {
 
 	p2p    *p2p.Node
 	client *registry.Client
+	// parent is the command's context before -timeout: what long work
+	// that -timeout does not bound (an image build) runs under.
+	parent context.Context
 	// add's options
 	add addOptions
 }
@@ -124,13 +127,18 @@ func (s *session) run(ctx context.Context, args []string) error {
 		fmt.Fprintf(fs.Output(), globalUsage, b.String())
 		fs.PrintDefaults()
 	}
-	s.node = nodeflags.Register(fs, "registry-cli", nodeflags.Defaults{CLI: true})
+	// The CLI's own output is its answer; its logs (to stderr) only say
+	// more when asked, with -log-level info or debug.
+	s.node = nodeflags.Register(fs, "registry-cli", nodeflags.Defaults{CLI: true, LogLevel: "warn"})
 	fs.DurationVar(&s.timeout, "timeout", 15*time.Second, "give up on the command after this long")
 	fs.BoolVar(&s.json, "json", false, "print results as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
+		return usageError{err.Error()}
+	}
+	if err := s.node.Validate(s.env.Getenv); err != nil {
 		return usageError{err.Error()}
 	}
 	if fs.NArg() == 0 {
@@ -175,6 +183,7 @@ func (s *session) runCommand(ctx context.Context, c *command, args []string) err
 		}
 		return usageError{err.Error()}
 	}
+	s.parent = ctx
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return c.run(ctx, s, fs.Args())
@@ -194,6 +203,11 @@ func (s *session) connect(ctx context.Context) (*registry.Client, error) {
 	}
 	// A CLI only dials out; listening on loopback keeps it off the LAN.
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	log, err := s.node.Logger(s.env.Stderr)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	cfg.Logger = log
 	n, err := p2p.New(cfg)
 	if err != nil {
 		return nil, err
@@ -203,7 +217,7 @@ func (s *session) connect(ctx context.Context) (*registry.Client, error) {
 		return nil, err
 	}
 	s.p2p = n
-	s.client = registry.NewClient(n, registry.Options{Timeout: s.timeout})
+	s.client = registry.NewClient(n, registry.Options{Timeout: s.timeout, Logger: log})
 	return s.client, nil
 }
 

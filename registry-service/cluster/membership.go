@@ -143,7 +143,10 @@ func (m *Member) Members(ctx context.Context) ([]registry.Member, error) {
 	}
 	var leader uint64
 	for _, ep := range m.cli.Endpoints() {
-		if st, err := m.cli.Status(ctx, ep); err == nil {
+		sctx, cancel := context.WithTimeout(ctx, time.Second) // a dead endpoint must not eat the request
+		st, err := m.cli.Status(sctx, ep)
+		cancel()
+		if err == nil {
 			leader = st.Leader
 			break
 		}

@@ -57,7 +57,7 @@ func capLog(path string, maxBytes int64) error {
 	if _, err := src.Seek(-maxBytes, io.SeekEnd); err != nil {
 		return fmt.Errorf("cap log: %w", err)
 	}
-	dst, err := os.Create(path + ".1")
+	dst, err := os.OpenFile(path+".1", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("cap log: %w", err)
 	}

@@ -147,6 +147,11 @@ func New(opts Options) (*Runtime, error) {
 		r.logMax = DefaultLogMaxBytes
 	}
 	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("process runtime: create state directory: %w", err)
+	}
+	// A directory made by an older version may be open to others; what
+	// it holds (instances' environments) is not for them.
+	if err := os.Chmod(r.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(r.dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
