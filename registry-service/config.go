@@ -66,7 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	c := &config{node: nodeflags.Register(fs, "registry-service", nodeflags.Defaults{PromListen: ":9102"})}
+	c := &config{node: nodeflags.Register(fs, "registry-service", nodeflags.Defaults{PromListen: ":9102", DHTServer: true})}
 	fs.BoolVar(&c.newCluster, "new-etcd-cluster", false, "start a new registry cluster with this member as its first")
 	fs.BoolVar(&c.local, "local", false, "for debugging: do not connect to bootstrap peers (overrides -bootstrap)")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(), "directory for etcd's data and this member's TLS files")

@@ -22,6 +22,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		if c.local {
 			cfg.Bootstraps = nil // -local overrides -bootstrap and the environment
 		}
+		// Every node of the network talks to a registry: it is a hub.
+		cfg.ConnLow, cfg.ConnHigh = 512, 2048
 	})
 	if err != nil {
 		return err

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -79,7 +82,8 @@ type Client struct {
 // already connected that speak the registry protocol (the bootstrap often
 // does), and those advertising under Rendezvous. Close it when done.
 func NewClient(n *p2p.Node, opts Options) *Client {
-	f := &nodeFinder{n: n, disc: n.Discover(Rendezvous)}
+	f := &nodeFinder{n: n, stop: make(chan struct{}), done: make(chan struct{})}
+	go f.later(n.Config().Timing.RefreshJitter)
 	return &Client{host: n.Host(), find: f, opts: opts.withDefaults()}
 }
 
@@ -105,9 +109,39 @@ func connectedRegistries(h host.Host) []peer.ID {
 	return out
 }
 
+// nodeFinder finds registries: first among the peers it is connected to
+// (a registry is usually the bootstrap peer), and through the DHT when
+// there is none, or after a while in any case, to know the others for
+// failover. Looking the rendezvous up from every node at start would make
+// a hundred nodes started together sweep the network all at once.
 type nodeFinder struct {
 	n    *p2p.Node
-	disc *p2p.Discovery
+	stop chan struct{}
+	done chan struct{}
+
+	mu   sync.Mutex
+	disc *p2p.Discovery // nil until needed
+}
+
+// discovery starts the DHT lookups of the rendezvous, once.
+func (f *nodeFinder) discovery() *p2p.Discovery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.disc == nil {
+		f.disc = f.n.Discover(Rendezvous)
+	}
+	return f.disc
+}
+
+// later starts the lookups after a random pause within jitter, unless the
+// finder is closed first.
+func (f *nodeFinder) later(jitter time.Duration) {
+	defer close(f.done)
+	select {
+	case <-f.stop:
+	case <-time.After(time.Duration(rand.Int64N(int64(jitter) + 1))):
+		f.discovery()
+	}
 }
 
 func (f *nodeFinder) candidates() []peer.ID {
@@ -127,8 +161,13 @@ func (f *nodeFinder) candidates() []peer.ID {
 	for _, p := range connectedRegistries(f.n.Host()) {
 		add(p)
 	}
-	for _, p := range f.disc.Peers() {
-		add(p.ID)
+	f.mu.Lock()
+	disc := f.disc
+	f.mu.Unlock()
+	if disc != nil {
+		for _, p := range disc.Peers() {
+			add(p.ID)
+		}
 	}
 	slices.SortFunc(known, func(a, b peer.ID) int {
 		sa, _ := f.n.RTT().Get(a)
@@ -142,7 +181,12 @@ func (f *nodeFinder) wait(ctx context.Context) error {
 	if len(f.candidates()) > 0 {
 		return nil
 	}
-	f.disc.Refresh()
+	// Identify may still be running on the connections we have (a busy
+	// machine takes seconds): let it finish before sweeping the DHT.
+	if f.identified(ctx) && len(f.candidates()) > 0 {
+		return nil
+	}
+	f.discovery().Refresh()
 	// Identify may still be running on a fresh bootstrap connection: poll
 	// both sources until one yields.
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -159,7 +203,35 @@ func (f *nodeFinder) wait(ctx context.Context) error {
 	}
 }
 
-func (f *nodeFinder) close() { f.disc.Close() }
+// identified waits (up to 5s, or ctx) until identify has run on every
+// connection the node has, so that connected registries are known. It
+// reports false when it gave up.
+func (f *nodeFinder) identified(ctx context.Context) bool {
+	ids, ok := f.n.Host().(interface{ IDService() identify.IDService })
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, c := range f.n.Host().Network().Conns() {
+		select {
+		case <-ids.IDService().IdentifyWait(c):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func (f *nodeFinder) close() {
+	close(f.stop)
+	<-f.done
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.disc != nil {
+		f.disc.Close()
+	}
+}
 
 // retryable reports whether another registry might answer where one
 // failed: transport failures and unavailability, not refusals.
@@ -256,12 +328,15 @@ func (c *Client) Members(ctx context.Context) ([]Member, error) {
 }
 
 // PutNode publishes this node's record under a lease of ttl seconds; call
-// it again well within ttl to keep the record.
-func (c *Client) PutNode(ctx context.Context, n Node, ttl int) error {
-	if _, err := c.call(ctx, Request{Op: OpNodePut, Node: &n, TTL: ttl}); err != nil {
-		return fmt.Errorf("publish node record: %w", err)
+// it again well within ttl to keep the record. When the previous lease had
+// expired (a registry outage, a long pause), leaseGranted is true: the
+// node's instance records went with it and must be published again.
+func (c *Client) PutNode(ctx context.Context, n Node, ttl int) (leaseGranted bool, err error) {
+	resp, err := c.call(ctx, Request{Op: OpNodePut, Node: &n, TTL: ttl})
+	if err != nil {
+		return false, fmt.Errorf("publish node record: %w", err)
 	}
-	return nil
+	return resp.LeaseGranted, nil
 }
 
 // DeleteNode removes this node's record and its instances' records.

@@ -66,14 +66,14 @@ func TestNodeAndInstanceRecordsLiveUnderTheNodeLease(t *testing.T) {
 	if err := alloc.PutInstance(ctx, inst); err == nil {
 		t.Fatal("instance accepted before its node had a record")
 	}
-	if err := alloc.PutNode(ctx, registry.Node{PeerID: me, CPU: 1000, FreeCPU: 1000}, 2); err != nil {
+	if _, err := alloc.PutNode(ctx, registry.Node{PeerID: me, CPU: 1000, FreeCPU: 1000}, 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := alloc.PutInstance(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
 	// Nobody can write another node's records.
-	if err := other.PutNode(ctx, registry.Node{PeerID: me}, 2); !errors.Is(err, registry.ErrForbidden) {
+	if _, err := other.PutNode(ctx, registry.Node{PeerID: me}, 2); !errors.Is(err, registry.ErrForbidden) {
 		t.Fatalf("foreign node record: %v", err)
 	}
 	if err := other.PutInstance(ctx, inst); !errors.Is(err, registry.ErrForbidden) {
@@ -107,7 +107,7 @@ func TestWatchSeesInstancesComeAndGo(t *testing.T) {
 	proxy := registrytest.Client(t, nodes[2])
 	ctx := t.Context()
 	me := nodes[1].ID().String()
-	if err := alloc.PutNode(ctx, registry.Node{PeerID: me}, 30); err != nil {
+	if _, err := alloc.PutNode(ctx, registry.Node{PeerID: me}, 30); err != nil {
 		t.Fatal(err)
 	}
 	w := proxy.WatchInstances("hello")

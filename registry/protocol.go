@@ -63,6 +63,10 @@ type Response struct {
 	Instances []Instance             `json:"Instances,omitempty"`
 	// Revision is the registry's revision after the operation.
 	Revision int64 `json:"Revision,omitempty"`
+	// LeaseGranted (node.put) says the node's lease was new: its previous
+	// one had expired, taking its instance records, which the node must
+	// publish again.
+	LeaseGranted bool `json:"LeaseGranted,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or

@@ -231,7 +231,8 @@ type Node struct {
 	FreeMemory int `json:"FreeMemory"`
 	// Instances counts instances on the node.
 	Instances int `json:"Instances"`
-	// Updated is when the allocator last published this record.
+	// Updated is when the record last changed (heartbeats that change
+	// nothing only renew the lease).
 	Updated time.Time `json:"Updated"`
 	// Message explains a degraded node (e.g. "docker unreachable").
 	Message string `json:"Message,omitempty"`

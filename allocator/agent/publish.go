@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -35,20 +36,25 @@ func (a *Agent) publishLoop(ctx context.Context) {
 		case <-a.kick:
 		}
 		a.publish(ctx)
-		timer.Reset(every)
+		// Spread heartbeats: nodes started together must not beat together.
+		timer.Reset(every - every/10 + time.Duration(rand.Int64N(int64(every/5)+1)))
 	}
 }
 
 func (a *Agent) publish(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseTTL/3)
 	defer cancel()
-	if err := a.reg.PutNode(ctx, a.nodeRecord(), int(a.cfg.LeaseTTL/time.Second)); err != nil {
+	granted, err := a.reg.PutNode(ctx, a.nodeRecord(), int(a.cfg.LeaseTTL/time.Second))
+	if err != nil {
 		a.log.Warn("publish node record", "err", err)
 		return
 	}
 	a.metrics.observeResources(a)
-	// After a lease lapse (a registry outage) the instance records went
-	// with it: writing them each period puts them back.
+	if !granted {
+		return // instance records are written as they change
+	}
+	// A new lease: the records of the old one (ours, after a registry
+	// outage or at start) are gone; put them back.
 	a.mu.Lock()
 	insts := a.snapshot()
 	a.mu.Unlock()

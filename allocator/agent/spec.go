@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
@@ -54,9 +55,18 @@ func (a *Agent) instanceEnv(id, service string, info *registry.ServiceInfo, p po
 	if err != nil {
 		return nil, err
 	}
+	// The allocator itself, and what it bootstrapped from (a registry,
+	// usually): an instance's proxy is a DHT client and needs a server.
 	var boots []string
 	for _, m := range a.node.Addrs() {
 		boots = append(boots, m.String())
+	}
+	for _, ai := range a.node.Config().Bootstraps {
+		if addrs, err := peer.AddrInfoToP2pAddrs(&ai); err == nil {
+			for _, m := range addrs {
+				boots = append(boots, m.String())
+			}
+		}
 	}
 	mode := instenv.ModeService
 	if info.ProxyClientMode {

@@ -66,7 +66,7 @@ func Start(flags *nodeflags.Flags, out, logw io.Writer, mutate func(*p2p.Config)
 		}
 	}
 	if flags.PromListen != "" {
-		ep, err := metrics.Listen(flags.PromListen, reg)
+		ep, err := metrics.Listen(flags.PromListen, reg, flags.PProf)
 		if err != nil {
 			node.Close()
 			return nil, err

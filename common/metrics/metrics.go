@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +27,8 @@ type Server struct {
 }
 
 // Listen binds addr (host:port; port 0 picks one). It serves nothing until
-// Serve.
-func Listen(addr string, reg prometheus.Gatherer) (*Server, error) {
+// Serve. With pprof, it also serves Go's profiles under /debug/pprof/.
+func Listen(addr string, reg prometheus.Gatherer, pprof bool) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listen on %s: %w", addr, err)
@@ -38,6 +39,13 @@ func Listen(addr string, reg prometheus.Gatherer) (*Server, error) {
 		gatherers = append(gatherers, reg)
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -54,11 +54,15 @@ type Defaults struct {
 	CLI bool
 	// LogLevel is the default -log-level (default info).
 	LogLevel string
+	// DHTServer makes the node serve the DHT (registries); others are
+	// clients of it (see p2p.Config.DHTClient).
+	DHTServer bool
 }
 
 // Flags holds the shared flags' values after parsing.
 type Flags struct {
-	binary string
+	binary    string
+	dhtClient bool
 
 	PSK        string
 	PSKFile    string
@@ -70,6 +74,7 @@ type Flags struct {
 	Algo       string
 	Bits       int
 	PromListen string
+	PProf      bool
 	LogLevel   string
 	LogFormat  string
 }
@@ -77,7 +82,7 @@ type Flags struct {
 // Register adds the shared flags to fs for binary (which names its default
 // key file) and returns where their values land.
 func Register(fs *flag.FlagSet, binary string, d Defaults) *Flags {
-	f := &Flags{binary: binary}
+	f := &Flags{binary: binary, dhtClient: !d.DHTServer}
 	fs.StringVar(&f.PSK, "psk", "", "network passphrase; the PSK is derived from it (or env "+psk.EnvVar+"). Nodes with different passphrases cannot connect")
 	fs.StringVar(&f.PSKFile, "psk-file", "", "file holding the network passphrase, or a libp2p swarm.key")
 	fs.Func("bootstrap", "multiaddr of a peer to join through, with /p2p/<id>; repeatable (or env "+EnvBootstraps+", space-separated)", func(s string) error {
@@ -97,6 +102,7 @@ func Register(fs *flag.FlagSet, binary string, d Defaults) *Flags {
 	fs.IntVar(&f.Bits, "bits", keys.MinRSABits, "key length in bits (RSA only)")
 	if !d.CLI {
 		fs.StringVar(&f.PromListen, "prom-listen-addr", d.PromListen, "host:port to serve Prometheus metrics on (\"\" disables)")
+		fs.BoolVar(&f.PProf, "pprof", false, "also serve Go profiles under /debug/pprof/ on the metrics address (for diagnosis)")
 	}
 	level := d.LogLevel
 	if level == "" {
@@ -186,6 +192,7 @@ func (f *Flags) Resolve(getenv func(string) string) (cfg p2p.Config, created boo
 		cfg.Timing = p2p.FastTiming()
 	}
 	cfg.UserAgent = "physarum/" + f.binary
+	cfg.DHTClient = f.dhtClient
 	return cfg, created, cfg.Validate()
 }
 

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/discovery"
@@ -61,7 +62,9 @@ func (n *Node) advertiseLoop(ctx context.Context, ns string, kick <-chan struct{
 	t := n.cfg.Timing
 	log := n.log.With("namespace", ns)
 	var backoff time.Duration
-	timer := time.NewTimer(0)
+	// A random pause first: nodes started together must not all provide
+	// at once (each provide dials the peers closest to the key).
+	timer := time.NewTimer(time.Duration(rand.Int64N(int64(t.AdvertiseJitter) + 1)))
 	defer timer.Stop()
 	for {
 		select {

@@ -36,6 +36,13 @@ type Config struct {
 	Bootstraps []peer.AddrInfo
 	// ProtocolPrefix namespaces the DHT (default DefaultProtocolPrefix).
 	ProtocolPrefix protocol.ID
+	// DHTClient runs the DHT as a client: the node looks up and advertises
+	// through the servers, but serves no queries and stays out of others'
+	// routing tables. Registries serve the DHT; allocators, proxies and
+	// CLIs are clients, so that a hundred of them do not weave a full mesh
+	// of connections among themselves (each server lookup dials the k
+	// closest servers). A client's bootstrap peers must include a server.
+	DHTClient bool
 	// Timing holds the loops' periods; zero fields take DefaultTiming's.
 	Timing Timing
 	// RTT tunes latency measurement.
@@ -44,7 +51,8 @@ type Config struct {
 	// (tests and demos only; see common/netdelay).
 	Delay *netdelay.Delay
 	// ConnLow and ConnHigh are the connection manager's watermarks
-	// (defaults 100 and 400).
+	// (defaults 64 and 192; a registry, which every node talks to, sets
+	// more).
 	ConnLow, ConnHigh int
 	// Logger receives the node's events (default: discard).
 	Logger *slog.Logger
@@ -67,11 +75,18 @@ type Timing struct {
 	// AdvertiseEvery is how often advertisements are renewed
 	// (default ProvideValidity/3).
 	AdvertiseEvery time.Duration
+	// AdvertiseJitter bounds the random pause before a first
+	// advertisement (default 10s).
+	AdvertiseJitter time.Duration
 	// FindEvery is how often a Discovery looks up its rendezvous again
 	// (default 30s).
 	FindEvery time.Duration
 	// FindTimeout bounds one lookup (default 10s).
 	FindTimeout time.Duration
+	// RefreshJitter bounds the random pause before a node's first DHT
+	// routing table refresh (default 30s); RefreshEvery is the period
+	// after it (default 10m).
+	RefreshJitter, RefreshEvery time.Duration
 	// RoutingTableWait is how often an advertise loop checks whether the
 	// routing table has peers yet (default 500ms). Advertising into an empty
 	// table fails, so loops wait for a first peer.
@@ -88,6 +103,9 @@ func DefaultTiming() Timing {
 		FindEvery:        30 * time.Second,
 		FindTimeout:      10 * time.Second,
 		RoutingTableWait: 500 * time.Millisecond,
+		RefreshJitter:    30 * time.Second,
+		RefreshEvery:     10 * time.Minute,
+		AdvertiseJitter:  10 * time.Second,
 	}
 }
 
@@ -103,6 +121,9 @@ func FastTiming() Timing {
 		FindEvery:        time.Second,
 		FindTimeout:      5 * time.Second,
 		RoutingTableWait: 50 * time.Millisecond,
+		RefreshJitter:    2 * time.Second,
+		RefreshEvery:     time.Minute,
+		AdvertiseJitter:  200 * time.Millisecond,
 	}
 }
 
@@ -121,6 +142,9 @@ func (t Timing) withDefaults() Timing {
 	pick(&t.FindEvery, d.FindEvery)
 	pick(&t.FindTimeout, d.FindTimeout)
 	pick(&t.RoutingTableWait, d.RoutingTableWait)
+	pick(&t.RefreshJitter, d.RefreshJitter)
+	pick(&t.RefreshEvery, d.RefreshEvery)
+	pick(&t.AdvertiseJitter, d.AdvertiseJitter)
 	return t
 }
 
@@ -154,10 +178,10 @@ func (c Config) withDefaults() Config {
 		c.ProtocolPrefix = DefaultProtocolPrefix
 	}
 	if c.ConnLow == 0 {
-		c.ConnLow = 100
+		c.ConnLow = 64
 	}
 	if c.ConnHigh == 0 {
-		c.ConnHigh = 400
+		c.ConnHigh = 192
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -69,8 +69,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	mode := dht.ModeServer
+	if cfg.DHTClient {
+		mode = dht.ModeClient
+	}
 	kad, err := dht.New(h,
-		dht.Mode(dht.ModeServer),
+		dht.Mode(mode),
 		dht.ProtocolPrefix(cfg.ProtocolPrefix),
 		dht.ProviderManagerOpts(records.ProvideValidity(cfg.Timing.ProvideValidity)),
 	)

@@ -48,7 +48,7 @@ func newNet(t *testing.T, rcfg router.Config) *testNet {
 	n := &testNet{t: t, reg: registrytest.Start(t, nodes[0]), client: nodes[1], pub: nodes[2]}
 	n.rc = registrytest.Client(t, n.client)
 	n.pubRC = registrytest.Client(t, n.pub)
-	if err := n.pubRC.PutNode(t.Context(), registry.Node{PeerID: n.pub.ID().String()}, 60); err != nil {
+	if _, err := n.pubRC.PutNode(t.Context(), registry.Node{PeerID: n.pub.ID().String()}, 60); err != nil {
 		t.Fatal(err)
 	}
 	rcfg.Logger = p2ptest.Logger(t)

@@ -183,7 +183,8 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 		if r.Node.PeerID != from.String() {
 			return nil, wire.Errorf(wire.CodeForbidden, "a node can only publish its own record (sender %s, record %s)", from, r.Node.PeerID)
 		}
-		return &registry.Response{}, s.store.PutNode(ctx, *r.Node, r.TTL)
+		granted, err := s.store.PutNode(ctx, *r.Node, r.TTL)
+		return &registry.Response{LeaseGranted: granted}, err
 	case registry.OpNodeList:
 		nodes, err := s.store.ListNodes(ctx)
 		return &registry.Response{Nodes: nodes}, err

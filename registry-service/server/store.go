@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -42,10 +44,15 @@ const (
 // Store reads and writes registry records in etcd.
 type Store struct {
 	cli *clientv3.Client
+
+	mu    sync.Mutex
+	nodes map[string]nodeState // node leases and records this process wrote
 }
 
 // NewStore returns a Store on cli.
-func NewStore(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+func NewStore(cli *clientv3.Client) *Store {
+	return &Store{cli: cli, nodes: map[string]nodeState{}}
+}
 
 // AddService writes a service definition, replacing any previous one. It
 // reports whether the service existed.
@@ -106,45 +113,108 @@ func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// PutNode writes an allocator's node record under its lease, renewing the
-// lease when it is alive and granting a new one when it has expired.
-func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) error {
+// PutNode keeps an allocator's node record under its lease. A heartbeat
+// that changes nothing (Updated aside) only renews the lease: one cheap
+// etcd call, not a read and a write, which is what lets one registry carry
+// a hundred nodes heartbeating every few seconds. A record that changed is
+// written; a lease that expired is granted anew (granted is then true).
+func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) (granted bool, err error) {
 	if ttl == 0 {
 		ttl = defaultTTL
 	}
 	ttl = min(max(ttl, minTTL), maxTTL)
-	b, err := json.Marshal(node)
+	sum, err := nodeDigest(node)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if lease, ok, err := s.nodeLease(ctx, node.PeerID); err != nil {
-		return err
-	} else if ok {
+	lease, known := s.cachedLease(node.PeerID)
+	if !known {
+		var ok bool
+		if lease, ok, err = s.nodeLease(ctx, node.PeerID); err != nil {
+			return false, err
+		} else if !ok {
+			lease = 0
+		}
+	}
+	if lease != 0 {
 		if _, err := s.cli.KeepAliveOnce(ctx, lease); err == nil {
-			_, err := s.cli.Put(ctx, nodeKey(node.PeerID), string(b), clientv3.WithLease(lease))
-			if err == nil {
-				return nil
+			if known && s.unchanged(node.PeerID, sum) {
+				return false, nil
+			}
+			b, err := json.Marshal(node)
+			if err != nil {
+				return false, err
+			}
+			if _, err := s.cli.Put(ctx, nodeKey(node.PeerID), string(b), clientv3.WithLease(lease)); err == nil {
+				s.remember(node.PeerID, lease, sum)
+				return false, nil
 			}
 		}
-		// Expired (or revoked) between the read and now: grant anew.
+		// Expired or revoked: grant anew.
 	}
 	grant, err := s.cli.Grant(ctx, int64(ttl))
 	if err != nil {
-		return unavailable("grant node lease", err)
+		return false, unavailable("grant node lease", err)
+	}
+	b, err := json.Marshal(node)
+	if err != nil {
+		return false, err
 	}
 	_, err = s.cli.Txn(ctx).Then(
 		clientv3.OpPut(leaseKey(node.PeerID), strconv.FormatInt(int64(grant.ID), 16), clientv3.WithLease(grant.ID)),
 		clientv3.OpPut(nodeKey(node.PeerID), string(b), clientv3.WithLease(grant.ID)),
 	).Commit()
 	if err != nil {
-		return unavailable("write node record", err)
+		s.forget(node.PeerID)
+		return false, unavailable("write node record", err)
 	}
-	return nil
+	s.remember(node.PeerID, grant.ID, sum)
+	return true, nil
+}
+
+// nodeDigest is what a node record says, its Updated time aside.
+func nodeDigest(n registry.Node) (string, error) {
+	n.Updated = time.Time{}
+	b, err := json.Marshal(n)
+	return string(b), err
+}
+
+// nodeState is what this registry-service last wrote for a node.
+type nodeState struct {
+	lease  clientv3.LeaseID
+	digest string
+}
+
+func (s *Store) cachedLease(id string) (clientv3.LeaseID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.nodes[id]
+	return st.lease, ok
+}
+
+func (s *Store) unchanged(id, digest string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodes[id].digest == digest
+}
+
+func (s *Store) remember(id string, lease clientv3.LeaseID, digest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodes[id] = nodeState{lease: lease, digest: digest}
+}
+
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.nodes, id)
 }
 
 // nodeLease returns the lease of a node's records, if it has a live one.
 func (s *Store) nodeLease(ctx context.Context, id string) (clientv3.LeaseID, bool, error) {
-	resp, err := s.cli.Get(ctx, leaseKey(id))
+	// A stale answer costs nothing: renewing a lease that expired fails,
+	// and the caller grants a new one.
+	resp, err := s.cli.Get(ctx, leaseKey(id), clientv3.WithSerializable())
 	if err != nil {
 		return 0, false, unavailable("read node lease", err)
 	}
@@ -164,6 +234,7 @@ func (s *Store) DeleteNode(ctx context.Context, id string) error {
 	if err != nil || !ok {
 		return err
 	}
+	s.forget(id)
 	if _, err := s.cli.Revoke(ctx, lease); err != nil {
 		return unavailable("revoke node lease", err)
 	}
