@@ -37,8 +37,17 @@ lint: ## gofmt check, go vet, and staticcheck when it installs
 fmt: ## format the tree
 	gofmt -w $$(git ls-files '*.go')
 
-bench: ## run the Go benchmarks (figures go into BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+bench: build ## Go benchmarks, then the whole-system suite (BENCH_FLAGS=-quick: short run); results in demos/bench/results
+	@mkdir -p demos/bench/results
+	@st=0; bt='$(or $(BENCHTIME),10x)'; \
+	echo "go test -bench . -benchtime $$bt ./proxy/forward/ ./common/rtt/ (output also in demos/bench/results/go-bench.txt)"; \
+	{ $(GO) test -run '^$$' -bench . -benchtime $$bt ./proxy/forward/ ./common/rtt/ 2>&1; echo $$? >demos/bench/results/.go-bench.rc; } \
+		| tee demos/bench/results/go-bench.txt; \
+	if [ "$$(cat demos/bench/results/.go-bench.rc)" != 0 ]; then st=1; echo "Go benchmarks failed; running the suite anyway"; fi; \
+	rm -f demos/bench/results/.go-bench.rc; \
+	echo "$(BIN)/bench -bin $(BIN) -services demos/services -out demos/bench/results $(BENCH_FLAGS)"; \
+	$(BIN)/bench -bin $(BIN) -services demos/services -out demos/bench/results $(BENCH_FLAGS) || st=1; \
+	exit $$st
 
 fuzz: ## run each fuzz target for FUZZTIME (corpus growth stays local)
 	@for pkg in $$($(GO) list ./...); do \

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/physarum-p2p/physarum/common/p2ptest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, append(p2ptest.IgnoreLeaks(),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"))...)
+}
+
+// synthetic is a small result set with every kind of figure.
+func synthetic() *Results {
+	yes, no := true, false
+	res := &Results{
+		Command: "bench -quick", Date: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), DurationSeconds: 61, Mode: "quick",
+		Machine: Machine{NProc: 2, CPUModel: "test CPU", MemoryBytes: 24 << 30, Kernel: "6.1", GoVersion: "go1.26"},
+	}
+	proxy := &Scenario{Name: "proxy", Title: "proxy pair", Status: "ok", Setup: "1 registry", Figures: []Figure{
+		{Name: "added latency of the pair, p50", Value: 250, Unit: "µs", Samples: 100, Target: lt(300, "< 300 µs median"), Met: &yes,
+			Baseline: &Baseline{Name: "direct GET p50", Value: 90, Unit: "µs"}, Anchor: "PhysarumSM ≈ 1.0 ms"},
+		{Name: "throughput | ratio", Value: 12.5, Unit: "%", Target: ge(30, ">= 30% of direct"), Met: &no},
+	}, Notes: []string{"a note"}}
+	scale := &Scenario{Name: "scale", Title: "scale", Status: "failed", Failures: []string{"N=50: 3 allocators exited"}}
+	for _, n := range []int{10, 25, 50} {
+		scale.Figures = append(scale.Figures,
+			Figure{Name: figVisible, N: n, Value: float64(n) / 10, Unit: "s", Target: lt(10, "< 10 s (100 nodes)"), Met: &yes},
+			Figure{Name: figRSSMean, N: n, Value: 26, Unit: "MB"},
+			Figure{Name: figRSSMax, N: n, Value: 28, Unit: "MB"},
+			Figure{Name: figIOMean, N: n, Value: 100 * float64(n), Unit: "B/s"},
+			Figure{Name: figRegIO, N: n, Value: 0, Unit: "B/s"}, // left out of the log plot
+		)
+	}
+	res.Scenarios = []*Scenario{proxy, scale}
+	return res
+}
+
+func TestWriteResults(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeResults(dir, synthetic()); err != nil {
+		t.Fatal(err)
+	}
+	var back Results
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if len(back.Scenarios) != 2 || back.Scenarios[0].Figures[0].Baseline.Value != 90 || back.Machine.NProc != 2 {
+		t.Fatalf("results.json does not hold what was written: %s", b)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| proxy | added latency of the pair, p50 (n=100) | 250 µs | < 300 µs median | yes |",
+		"| 250 µs | < 300 µs median | yes | direct GET p50: 90.0 µs | PhysarumSM ≈ 1.0 ms |",
+		`throughput \| ratio`, "**no**", "4 of 5 targets met",
+		"| figure | N=10 | N=25 | N=50 | target |",
+		"| " + figVisible + " (s) | 1.00 | 2.50 | 5.00 | < 10 s (100 nodes) |",
+		"![scale_rss](scale_rss.png)", "N=50: 3 allocators exited", "Scenarios with failures: scale",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	sc := back.Scenarios[1]
+	if len(sc.Plots) != 3 { // visible, rss, traffic; the rest have no figures
+		t.Errorf("plots %v; want scale_visible, scale_rss, scale_traffic", sc.Plots)
+	}
+	for _, p := range sc.Plots {
+		b, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s is not a PNG (%v)", p, err)
+		}
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var d dist
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	if d.p50() != 50*time.Millisecond || d.p99() != 99*time.Millisecond || d.at(100) != 100*time.Millisecond {
+		t.Errorf("p50 %s p99 %s max %s", d.p50(), d.p99(), d.at(100))
+	}
+	if (dist{}).p50() != 0 || (dist{7}).p99() != 7 {
+		t.Error("empty or single-sample percentiles")
+	}
+}
+
+func TestFmtVal(t *testing.T) {
+	for _, tt := range []struct {
+		v    float64
+		unit string
+		want string
+	}{
+		{1234.5, "req/s", "1234 req/s"}, {12.34, "ms", "12.3 ms"}, {1.234, "s", "1.23 s"},
+		{0.1234, "ms", "0.123 ms"}, {0, "ms", "0 ms"}, {3, "count", "3 count"}, {-5.5, "µs", "-5.50 µs"},
+	} {
+		if got := fmtVal(tt.v, tt.unit); got != tt.want {
+			t.Errorf("fmtVal(%v, %q) = %q; want %q", tt.v, tt.unit, got, tt.want)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-only", "proxy,scale"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.quick || len(o.only) != 2 || len(o.scaleSizes) != 2 || o.scaleIdle != 5*time.Second || o.scaleFast {
+		t.Errorf("quick options: %+v", o)
+	}
+	for _, bad := range [][]string{
+		{"-only", "nope"}, {"-scale-sizes", "0"}, {"-scale-timing", "slow"}, {"-docker", "maybe"}, {"extra"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+// TestQuickRegistryScenario runs one real scenario end to end, quick: a
+// registry-service process, the in-process client, etcd direct and
+// registry-cli calls; then checks the results and that nothing is left.
+func TestQuickRegistryScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes; skipped with -short")
+	}
+	bin := t.TempDir()
+	root := moduleRoot(t)
+	build := exec.Command("go", "build", "-o", bin+"/", "./registry-service", "./registry-cli", "./allocator", "./proxy", "./demos/hello")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out := t.TempDir()
+	work := t.TempDir()
+	o, err := parseFlags([]string{"-quick", "-only", "registry", "-docker", "off", "-bin", bin,
+		"-services", filepath.Join(root, "demos", "services"), "-out", out, "-dir", work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if code := runSuite(ctx, o); code != 0 {
+		t.Errorf("runSuite: exit code %d", code)
+	}
+	var res Results
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scenarios) != 1 || res.Scenarios[0].Name != "registry" || len(res.Scenarios[0].Figures) < 8 {
+		t.Fatalf("results: %s", b)
+	}
+	for _, f := range res.Scenarios[0].Figures {
+		if f.Value <= 0 {
+			t.Errorf("figure %q = %v", f.Name, f.Value)
+		}
+	}
+	if n := sweepInstances(work, bin); n > 0 {
+		t.Errorf("%d instance processes were left running", n)
+	}
+	if n := otherProcsUnder(bin); n > 0 {
+		t.Errorf("%d processes of the test's binaries are still running", n)
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("find the module root: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// otherProcsUnder counts running processes whose program is in dir.
+func otherProcsUnder(dir string) int {
+	es, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range es {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.HasPrefix(string(b), dir+"/") {
+			n++
+		}
+	}
+	return n
+}

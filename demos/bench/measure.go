@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// dist is a set of latency samples.
+type dist []time.Duration
+
+// at returns the p-th percentile (0 < p <= 100) by the nearest-rank
+// method: the smallest sample with at least p% of the samples at or below
+// it.
+func (d dist) at(p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return s[max(0, min(len(s)-1, i))]
+}
+
+func (d dist) p50() time.Duration { return d.at(50) }
+func (d dist) p99() time.Duration { return d.at(99) }
+
+func us(d time.Duration) float64   { return float64(d) / float64(time.Microsecond) }
+func msec(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func secs(d time.Duration) float64 { return d.Seconds() }
+
+// mb converts KiB (what /proc reports) to MB (10^6 bytes).
+func mb(kib uint64) float64 { return float64(kib) * 1024 / 1e6 }
+
+// memOf reads VmRSS and VmHWM (peak RSS) of pid, in KiB.
+func memOf(pid int) (rss, hwm uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseUint(f[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = n
+		case "VmHWM":
+			hwm = n
+		}
+	}
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	}
+	return rss, hwm, nil
+}
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTick = 100
+
+// statOf reads parent pid and user+system CPU time of pid.
+func statOf(pid int) (ppid int, cpu time.Duration, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command may hold spaces
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// After the command: state(3) ppid(4) ... utime(14) stime(15).
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return ppid, time.Duration(ut+st) * time.Second / clockTick, nil
+}
+
+// ioOf reads the bytes pid has passed through read and write system calls
+// (rchar, wchar): sockets, pipes and files alike.
+func ioOf(pid int) (rchar, wchar uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "rchar":
+			rchar = n
+		case "wchar":
+			wchar = n
+		}
+	}
+	return rchar, wchar, nil
+}
+
+// fdsOf counts pid's open file descriptors.
+func fdsOf(pid int) int {
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(es)
+}
+
+// systemFDs reads the number of file handles allocated system-wide.
+func systemFDs() int {
+	b, err := os.ReadFile("/proc/sys/fs/file-nr")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
+}
+
+// newHTTPClient returns a client that keeps connections to every host it
+// talks to, as a real client of a proxy would.
+func newHTTPClient(timeout time.Duration) *http.Client {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DisableCompression:  true,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Minute,
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+// do sends one request and reads the whole answer. It fails unless the
+// status is 200.
+func do(ctx context.Context, hc *http.Client, method, url string, body []byte) (time.Duration, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return time.Since(start), err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return time.Since(start), fmt.Errorf("%s %s: status %d: %s", method, url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("%s %s: read answer: %w", method, url, err)
+	}
+	if body != nil && n != int64(len(body)) {
+		return took, fmt.Errorf("%s %s: %d bytes came back, sent %d", method, url, n, len(body))
+	}
+	return took, nil
+}
+
+// get does a GET and returns the status and (up to 64 KiB of) the body.
+func get(ctx context.Context, hc *http.Client, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b), nil
+}
+
+// phases accumulates what one way of sending requests did over several
+// phases.
+type phases struct {
+	lat      dist
+	elapsed  time.Duration
+	errs     int
+	firstErr error
+}
+
+func (s *phases) rate() float64 {
+	if s.elapsed <= 0 {
+		return 0
+	}
+	return float64(len(s.lat)) / s.elapsed.Seconds()
+}
+
+// phase runs one from clients goroutines, back to back, until d has passed.
+func (s *phases) phase(ctx context.Context, clients int, d time.Duration, one func() (time.Duration, error)) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local dist
+			errs := 0
+			var first error
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				took, err := one()
+				if err != nil {
+					errs++
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+				local = append(local, took)
+			}
+			mu.Lock()
+			s.lat = append(s.lat, local...)
+			s.errs += errs
+			if s.firstErr == nil {
+				s.firstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	s.elapsed += time.Since(start)
+}

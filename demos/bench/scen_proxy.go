@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runProxy measures what a client proxy + service proxy pair costs against
+// calling the same hello instance directly on its SERVICE_PORT, in the
+// same run: added latency of a small GET, throughput of small GETs with 1
+// and 8 clients and of 1 MiB bodies, and the proxies' memory.
+func runProxy(ctx context.Context, r *run) error {
+	n, err := r.s.newNetwork(r, "proxy", true)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	r.sc.Setup = "1 registry-service, 1 allocator (process runtime, 2 CPUs), 1 client proxy; hello (process runtime) " +
+		"started on demand by the first request; " + n.timing() + ". The load generator (this process) shares the machine's cores " +
+		"with both proxies and hello."
+	if err := n.startRegistry(ctx); err != nil {
+		return err
+	}
+	allocs, err := n.startAllocators(ctx, allocSpec{name: "alloc-1", runtime: "process", cpus: "2", memory: 2048})
+	if err != nil {
+		return err
+	}
+	cp, err := n.startProxy(ctx, "client-proxy")
+	if err != nil {
+		return err
+	}
+	if err := n.addProcessService(ctx, "hello", 0, 0); err != nil {
+		return err
+	}
+	hc := newHTTPClient(60 * time.Second)
+	defer hc.CloseIdleConnections()
+	through := cp.url + "/hello/"
+	if code, body, err := get(ctx, hc, through); err != nil || code != http.StatusOK {
+		return fmt.Errorf("first request through the client proxy: %d %s %v", code, strings.TrimSpace(body), err)
+	}
+	c, err := n.client(ctx)
+	if err != nil {
+		return err
+	}
+	ins, err := c.reg.ListInstances(ctx, "hello")
+	if err != nil || len(ins) != 1 {
+		return fmt.Errorf("want 1 instance of hello after the first request, have %d (%v)", len(ins), err)
+	}
+	env, instProxy, err := allocs[0].instanceEnv(ins[0].ID)
+	if err != nil {
+		return err
+	}
+	sp := env["SERVICE_PORT"]
+	if _, err := strconv.Atoi(sp); err != nil {
+		return fmt.Errorf("instance %s has no SERVICE_PORT in its state.json", ins[0].ID)
+	}
+	direct := "http://127.0.0.1:" + sp + "/"
+	r.say("hello instance %s: service port %s, its proxy pid %d; client proxy pid %d", ins[0].ID, sp, instProxy, cp.p.pid())
+	for _, u := range []string{direct, through} {
+		if code, body, err := get(ctx, hc, u); err != nil || code != http.StatusOK || !strings.Contains(body, "hello from") {
+			return fmt.Errorf("GET %s: %d %q %v", u, code, body, err)
+		}
+	}
+
+	// Memory right after start (one request served), before any load.
+	time.Sleep(time.Second)
+	memFig := func(name string, pid int, peak bool, target *Target, anchor string) {
+		rss, hwm, err := memOf(pid)
+		if err != nil {
+			r.failf("memory of %s: %v", name, err)
+			return
+		}
+		v := rss
+		if peak {
+			v = hwm
+		}
+		r.fig(Figure{Name: name, Value: mb(v), Unit: "MB", Target: target, Anchor: anchor})
+	}
+	memFig("client proxy RSS, idle", cp.p.pid(), false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
+	memFig("instance's proxy RSS, idle", instProxy, false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
+
+	small := func(url string) func() (time.Duration, error) {
+		return func() (time.Duration, error) { return do(ctx, hc, http.MethodGet, url, nil) }
+	}
+	// Warm both ways up: connections, streams, buffers.
+	for range r.pick(300, 100) {
+		if _, err := do(ctx, hc, http.MethodGet, direct, nil); err != nil {
+			return fmt.Errorf("warm-up direct: %w", err)
+		}
+		if _, err := do(ctx, hc, http.MethodGet, through, nil); err != nil {
+			return fmt.Errorf("warm-up through the pair: %w", err)
+		}
+	}
+
+	// Added latency: one client alternates a direct GET and the same GET
+	// through the pair, so that both see the same machine.
+	pairs := r.pick(3000, 400)
+	r.say("added latency: %d small GETs each way, alternating direct and through the pair", pairs)
+	var dl, tl dist
+	for range pairs {
+		d, err := do(ctx, hc, http.MethodGet, direct, nil)
+		if err != nil {
+			return fmt.Errorf("direct GET: %w", err)
+		}
+		t, err := do(ctx, hc, http.MethodGet, through, nil)
+		if err != nil {
+			return fmt.Errorf("GET through the pair: %w", err)
+		}
+		dl, tl = append(dl, d), append(tl, t)
+	}
+	r.fig(Figure{Name: "small GET through the pair, p50", Value: us(tl.p50()), Unit: "µs", Samples: len(tl),
+		Baseline: &Baseline{Name: "direct GET p50", Value: us(dl.p50()), Unit: "µs"}})
+	r.fig(Figure{Name: "small GET through the pair, p99", Value: us(tl.p99()), Unit: "µs", Samples: len(tl),
+		Baseline: &Baseline{Name: "direct GET p99", Value: us(dl.p99()), Unit: "µs"}})
+	r.fig(Figure{Name: "added latency of the pair, p50", Value: us(tl.p50() - dl.p50()), Unit: "µs", Samples: len(tl),
+		Target: lt(300, "< 300 µs median"), Baseline: &Baseline{Name: "direct GET p50", Value: us(dl.p50()), Unit: "µs"},
+		Anchor: "PhysarumSM ≈ 1.0 ms"})
+	r.fig(Figure{Name: "added latency of the pair, p99", Value: us(tl.p99() - dl.p99()), Unit: "µs", Samples: len(tl),
+		Target: lt(1000, "< 1 ms p99"), Baseline: &Baseline{Name: "direct GET p99", Value: us(dl.p99()), Unit: "µs"},
+		Anchor: "PhysarumSM ≈ 2.4 ms"})
+
+	// Throughput: alternate short free-running phases of each way, so a
+	// machine whose speed drifts treats both alike.
+	rounds := r.pick(10, 3)
+	for _, clients := range []int{1, 8} {
+		r.say("small GET throughput, %s: %d rounds of 200 ms per way", clientsText(clients), rounds)
+		var ds, ts phases
+		for range rounds {
+			ds.phase(ctx, clients, 200*time.Millisecond, small(direct))
+			ts.phase(ctx, clients, 200*time.Millisecond, small(through))
+		}
+		checkPhases(r, "small GETs direct", &ds)
+		checkPhases(r, "small GETs through the pair", &ts)
+		base := &Baseline{Name: "direct", Value: ds.rate(), Unit: "req/s"}
+		anchor := ""
+		if clients == 1 {
+			anchor = "PhysarumSM ≈ 880 vs ≈ 9,000 req/s (≈ 10%)"
+		}
+		r.fig(Figure{Name: "small GETs through the pair, " + clientsText(clients), Value: ts.rate(), Unit: "req/s",
+			Samples: len(ts.lat), Baseline: base, Anchor: anchor})
+		r.fig(Figure{Name: "throughput through the pair / direct, small GETs, " + clientsText(clients),
+			Value: 100 * ts.rate() / ds.rate(), Unit: "%", Target: ge(30, ">= 30% of direct"), Baseline: base, Anchor: anchor})
+	}
+
+	body := bytes.Repeat([]byte("physarum"), (1<<20)/8)
+	bigDirect := "http://127.0.0.1:" + sp + "/echo?raw"
+	bigThrough := cp.url + "/hello/echo?raw"
+	post := func(url string) func() (time.Duration, error) {
+		return func() (time.Duration, error) { return do(ctx, hc, http.MethodPost, url, body) }
+	}
+	if _, err := post(bigThrough)(); err != nil {
+		return fmt.Errorf("1 MiB POST through the pair: %w", err)
+	}
+	rounds = r.pick(6, 2)
+	for _, clients := range []int{1, 8} {
+		r.say("1 MiB bodies (POST /echo?raw, echoed back), %s: %d rounds of 500 ms per way", clientsText(clients), rounds)
+		var ds, ts phases
+		for range rounds {
+			ds.phase(ctx, clients, 500*time.Millisecond, post(bigDirect))
+			ts.phase(ctx, clients, 500*time.Millisecond, post(bigThrough))
+		}
+		checkPhases(r, "1 MiB bodies direct", &ds)
+		checkPhases(r, "1 MiB bodies through the pair", &ts)
+		base := &Baseline{Name: "direct", Value: ds.rate(), Unit: "MiB/s"}
+		anchor := ""
+		if clients == 1 {
+			anchor = "PhysarumSM ≈ 68 vs ≈ 620 MiB/s (≈ 11%)"
+		}
+		r.fig(Figure{Name: "1 MiB bodies through the pair, " + clientsText(clients) + " (request MiB/s; as much comes back)",
+			Value: ts.rate(), Unit: "MiB/s", Samples: len(ts.lat), Baseline: base, Anchor: anchor})
+		r.fig(Figure{Name: "throughput through the pair / direct, 1 MiB bodies, " + clientsText(clients),
+			Value: 100 * ts.rate() / ds.rate(), Unit: "%", Target: ge(25, ">= 25% of direct"), Baseline: base, Anchor: anchor})
+	}
+
+	memFig("client proxy RSS after 1 MiB bodies", cp.p.pid(), false, nil, "")
+	memFig("client proxy peak RSS (VmHWM) under 1 MiB bodies", cp.p.pid(), true, lt(40, "< 40 MB under 1 MiB bodies"), "PhysarumSM up to ≈ 60 MB")
+	memFig("instance's proxy RSS after 1 MiB bodies", instProxy, false, nil, "")
+	memFig("instance's proxy peak RSS (VmHWM) under 1 MiB bodies", instProxy, true, lt(40, "< 40 MB under 1 MiB bodies"), "PhysarumSM up to ≈ 60 MB")
+	if after, err := c.reg.ListInstances(ctx, "hello"); err == nil && len(after) != 1 {
+		r.notef("%d instances of hello ran by the end (the client proxy asked for more under load); "+
+			"the direct baseline always used the first", len(after))
+	}
+	r.notef("Latency pairs alternate one direct GET and one GET through the pair on kept-alive connections; "+
+		"added latency = p(through) - p(direct). Throughput alternates %d phases per way (200 ms small, 500 ms 1 MiB).", r.pick(10, 3))
+	return nil
+}
+
+// checkPhases records failed requests of one way.
+func checkPhases(r *run, what string, p *phases) {
+	if p.errs > 0 {
+		r.failf("%s: %d of %d requests failed; first: %v", what, p.errs, p.errs+len(p.lat), p.firstErr)
+	}
+}
+
+func clientsText(n int) string {
+	if n == 1 {
+		return "1 client"
+	}
+	return fmt.Sprintf("%d clients", n)
+}
