@@ -88,21 +88,67 @@ type Tracker struct {
 	host host.Host
 	opts Options
 
-	mu      sync.Mutex
-	samples map[peer.ID]Sample
+	mu       sync.Mutex
+	samples  map[peer.ID]Sample
+	inflight map[peer.ID]*flight
+}
+
+// flight is one ping of a peer in progress, shared by every caller that
+// asks for that peer meanwhile: concurrent placements and routers would
+// otherwise open a ping stream each, which libp2p's resource manager
+// refuses past a handful per peer, on both sides.
+type flight struct {
+	done chan struct{}
+	rtt  time.Duration
+	err  error
 }
 
 // NewTracker returns a Tracker that pings from h.
 func NewTracker(h host.Host, opts Options) *Tracker {
-	return &Tracker{host: h, opts: opts.withDefaults(), samples: make(map[peer.ID]Sample)}
+	return &Tracker{host: h, opts: opts.withDefaults(),
+		samples: make(map[peer.ID]Sample), inflight: make(map[peer.ID]*flight)}
 }
 
 // ErrNoAnswer means a ping ended without a result.
 var ErrNoAnswer = errors.New("ping ended without an answer")
 
 // Ping takes one RTT sample of p, bounded by the per-peer timeout, and
-// folds it into p's smoothed value, which it returns.
+// folds it into p's smoothed value, which it returns. A call made while
+// another one for p is in progress waits for that one's result instead of
+// pinging again.
 func (t *Tracker) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
+	for {
+		t.mu.Lock()
+		f, shared := t.inflight[p]
+		if !shared {
+			f = &flight{done: make(chan struct{})}
+			t.inflight[p] = f
+		}
+		t.mu.Unlock()
+		if !shared {
+			f.rtt, f.err = t.ping(ctx, p)
+			t.mu.Lock()
+			delete(t.inflight, p)
+			t.mu.Unlock()
+			close(f.done)
+			return f.rtt, f.err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("ping %s: %w", p.ShortString(), ctx.Err())
+		}
+		// The caller that pinged gave up (its context, not the peer): ping
+		// again for this one, whose context is still alive.
+		if errors.Is(f.err, context.Canceled) && ctx.Err() == nil {
+			continue
+		}
+		return f.rtt, f.err
+	}
+}
+
+// ping takes the sample for Ping.
+func (t *Tracker) ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.Timeout)
 	defer cancel()
 	results := ping.Ping(ctx, t.host, p)

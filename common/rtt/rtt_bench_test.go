@@ -27,7 +27,7 @@ func BenchmarkMeasure50Peers(b *testing.B) {
 			ids = append(ids, n.ID())
 		}
 		tr := nodes[0].RTT()
-		settle(b, tr, ids)
+		settle(b, tr, ids, delay)
 		for _, mode := range []struct {
 			name    string
 			measure func(*rtt.Tracker) []rtt.Result
@@ -51,13 +51,15 @@ func BenchmarkMeasure50Peers(b *testing.B) {
 // settle waits until the network is quiet: 51 nodes that just started keep
 // both cores busy with DHT refreshes for a few seconds, which a benchmark
 // would otherwise measure instead of pings.
-func settle(b *testing.B, tr *rtt.Tracker, ids []peer.ID) {
+func settle(b *testing.B, tr *rtt.Tracker, ids []peer.ID, delay time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		start := time.Now()
 		tr.MeasureSequential(b.Context(), ids)
-		if time.Since(start) < time.Duration(len(ids))*5*time.Millisecond {
+		// A quiet machine pings a peer in about 1 ms plus the delay of
+		// its samples; 5 ms plus twice that leaves room for noise.
+		if time.Since(start) < time.Duration(len(ids))*(5*time.Millisecond+2*time.Duration(3)*delay) {
 			return
 		}
 	}
