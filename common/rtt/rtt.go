@@ -101,6 +101,9 @@ type flight struct {
 	done chan struct{}
 	rtt  time.Duration
 	err  error
+	// abandoned: the pinging caller's context ended, so err says nothing
+	// about the peer.
+	abandoned bool
 }
 
 // NewTracker returns a Tracker that pings from h.
@@ -127,6 +130,7 @@ func (t *Tracker) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 		t.mu.Unlock()
 		if !shared {
 			f.rtt, f.err = t.ping(ctx, p)
+			f.abandoned = ctx.Err() != nil
 			t.mu.Lock()
 			delete(t.inflight, p)
 			t.mu.Unlock()
@@ -138,9 +142,8 @@ func (t *Tracker) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("ping %s: %w", p.ShortString(), ctx.Err())
 		}
-		// The caller that pinged gave up (its context, not the peer): ping
-		// again for this one, whose context is still alive.
-		if errors.Is(f.err, context.Canceled) && ctx.Err() == nil {
+		// The caller that pinged gave up: ping again for this one.
+		if f.err != nil && f.abandoned {
 			continue
 		}
 		return f.rtt, f.err
