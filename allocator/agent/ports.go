@@ -2,11 +2,13 @@ package agent
 
 import (
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // ports are the ports an instance listens on. With host networking (the
@@ -45,11 +47,12 @@ func parsePorts(s string) (ports, error) {
 	return ports{Service: v[0], Proxy: v[1], P2P: v[2], Metrics: v[3]}, nil
 }
 
-// portPool hands out ports the kernel says are free and that no instance
-// of this allocator holds, so two instances can never collide. (Another
-// program may still take a port between our check and the instance's
-// bind; the instance then fails to start and is restarted on new ports by
-// the next deploy.)
+// portPool hands out ports that were free a moment ago and that no
+// instance of this allocator holds, so two instances can never collide.
+// They come from below the kernel's ephemeral range (freeport), where no
+// outgoing connection takes them before the instance binds. (Another
+// program may still bind one meanwhile; the instance then fails to start
+// and is restarted on new ports by the next deploy.)
 type portPool struct {
 	mu    sync.Mutex
 	inUse map[int]bool
@@ -61,28 +64,9 @@ func newPortPool() *portPool { return &portPool{inUse: map[int]bool{}} }
 func (pp *portPool) take() (ports, error) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
-	var got []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for attempts := 0; len(got) < 4; attempts++ {
-		if attempts > 100 {
-			return ports{}, fmt.Errorf("no free ports found")
-		}
-		// Hold each listener until all four are picked, so the kernel does
-		// not hand us the same port twice.
-		l, err := net.Listen("tcp", ":0")
-		if err != nil {
-			return ports{}, fmt.Errorf("find a free port: %w", err)
-		}
-		listeners = append(listeners, l)
-		p := l.Addr().(*net.TCPAddr).Port
-		if !pp.inUse[p] {
-			got = append(got, p)
-		}
+	got, err := freeport.Take("", 4, func(p int) bool { return pp.inUse[p] })
+	if err != nil {
+		return ports{}, fmt.Errorf("instance ports: %w", err)
 	}
 	for _, p := range got {
 		pp.inUse[p] = true

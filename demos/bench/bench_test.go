@@ -124,11 +124,14 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !o.quick || len(o.only) != 2 || len(o.scaleSizes) != 2 || o.scaleIdle != 5*time.Second || o.scaleFast {
+	if !o.quick || len(o.only) != 2 || len(o.scaleSizes) != 2 || o.scaleIdle != 5*time.Second || o.scaleFast || o.scaleSoak != 0 {
 		t.Errorf("quick options: %+v", o)
 	}
+	if o, err := parseFlags(nil); err != nil || o.scaleSoak != 5*time.Minute || len(o.scaleSizes) != 4 {
+		t.Errorf("default options: %+v, %v", o, err)
+	}
 	for _, bad := range [][]string{
-		{"-only", "nope"}, {"-scale-sizes", "0"}, {"-scale-timing", "slow"}, {"-docker", "maybe"}, {"extra"},
+		{"-only", "nope"}, {"-scale-sizes", "0"}, {"-scale-timing", "slow"}, {"-docker", "maybe"}, {"extra"}, {"-scale-soak", "-1m"}, {"-scale-soak", "long"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)

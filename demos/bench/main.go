@@ -93,6 +93,7 @@ func parseFlags(args []string) (options, error) {
 	timing := fs.String("scale-timing", "default", "p2p timing of the scale scenario: default (production) or fast (PHYSARUM_FAST_TIMING=1)")
 	fs.IntVar(&o.scaleBatch, "scale-batch", 25, "allocators started at once in the scale scenario")
 	fs.DurationVar(&o.scaleIdle, "scale-idle", 0, "idle window over which CPU and traffic are measured (default 30s; quick: 5s)")
+	soakFlag := fs.String("scale-soak", "", "idle soak at the largest network size: nothing may crash or leak (default 5m; quick: none)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -132,6 +133,15 @@ func parseFlags(args []string) (options, error) {
 			return o, fmt.Errorf("-scale-sizes: %q is not a size from 1 to 500", f)
 		}
 		o.scaleSizes = append(o.scaleSizes, n)
+	}
+	if *soakFlag != "" {
+		d, err := time.ParseDuration(*soakFlag)
+		if err != nil || d < 0 {
+			return o, fmt.Errorf("-scale-soak %q: want a duration such as 5m, or 0 for none", *soakFlag)
+		}
+		o.scaleSoak = d
+	} else if !o.quick {
+		o.scaleSoak = 5 * time.Minute
 	}
 	if o.scaleBatch < 1 {
 		return o, fmt.Errorf("-scale-batch %d: want at least 1", o.scaleBatch)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // proc is one process the suite started; its stdout and stderr go to
@@ -242,15 +243,10 @@ func sweepInstances(dir, binDir string) int {
 	return n
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a loopback port that was free a moment ago, below the
+// ephemeral range so no outgoing connection takes it before its process
+// binds it.
+func freePort() int { return freeport.One("127.0.0.1") }
 
 // firstLine returns the first line of a file a process writes.
 func firstLine(ctx context.Context, path string, timeout time.Duration) (string, error) {

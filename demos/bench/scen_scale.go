@@ -61,7 +61,8 @@ func runScale(ctx context.Context, r *run) error {
 	}
 	r.sc.Setup = fmt.Sprintf("for each N in %v: a fresh network of 1 registry-service and N allocators (process runtime, "+
 		"-cpus 0.1, -memory 256), started in batches of %d (each batch started together, the next once it said ready); "+
-		"a client node in this process; %s; idle window %s.", r.s.o.scaleSizes, r.s.o.scaleBatch, timing, r.s.o.scaleIdle)
+		"a client node in this process; %s; idle window %s; idle soak at the largest N: %s.",
+		r.s.o.scaleSizes, r.s.o.scaleBatch, timing, r.s.o.scaleIdle, r.s.o.scaleSoak)
 	r.notef("Idle CPU is utime+stime from /proc/<pid>/stat over the idle window, as %% of one core. Background I/O is the growth " +
 		"of rchar+wchar in /proc/<pid>/io over the same window: every read and write system call, sockets (loopback traffic " +
 		"counts once at each end), pipes and log files alike; the p2p metrics do not count bytes and /proc/net/tcp is not per " +
@@ -268,6 +269,12 @@ func scaleOnce(ctx context.Context, r *run, size int) error {
 		vis.figures(r, size)
 	}
 
+	if size == slices.Max(r.s.o.scaleSizes) && r.s.o.scaleSoak > 0 {
+		if err := soak(ctx, r, n, size, r.s.o.scaleSoak); err != nil {
+			return err
+		}
+	}
+
 	peak := samp.stop()
 	r.fig(Figure{Name: figFDs, N: size, Value: float64(peak.fds), Unit: "count"})
 	r.fig(Figure{Name: figRegFDs, N: size, Value: float64(peak.regFDs), Unit: "count"})
@@ -339,14 +346,7 @@ func startSampler(n *network) *sampler {
 	go func() {
 		defer close(s.done)
 		for {
-			n.mu.Lock()
-			pids := []int{n.reg.pid()}
-			for _, a := range n.allocs {
-				if !a.p.exited() {
-					pids = append(pids, a.p.pid())
-				}
-			}
-			n.mu.Unlock()
+			pids := n.livePIDs()
 			fds := 0
 			var rss uint64
 			for _, pid := range pids {

@@ -25,7 +25,7 @@ type options struct {
 	scaleSizes              []int
 	scaleFast               bool
 	scaleBatch              int
-	scaleIdle               time.Duration
+	scaleIdle, scaleSoak    time.Duration
 	command                 string
 }
 
@@ -258,6 +258,9 @@ func (s *suite) runScenario(ctx context.Context, def scenario) *Scenario {
 	limit := def.limit
 	if s.o.quick {
 		limit = min(limit, 3*time.Minute)
+	}
+	if def.name == "scale" {
+		limit += s.o.scaleSoak
 	}
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()

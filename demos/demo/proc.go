@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // proc is one process of the demo network, its output in the work dir.
@@ -118,10 +120,5 @@ func freePort(want int) int {
 			return want
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freeport.One("127.0.0.1")
 }

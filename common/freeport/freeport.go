@@ -1,0 +1,86 @@
+// Package freeport picks TCP ports for processes that are started later
+// and bind them themselves (instances, daemons of the demo and the bench).
+//
+// Asking the kernel for port 0 returns a port of the ephemeral range, the
+// same range outgoing connections take their local ports from. Between the
+// pick and the child's bind, any connection on the machine may then take
+// the port (with a hundred daemons on one host, it happens: "address
+// already in use"). Ports are therefore picked at random below the
+// ephemeral range, where the kernel never puts outgoing connections, as
+// Nomad does for its dynamic ports.
+package freeport
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Default range: below Linux's default ephemeral range (32768-60999) and
+// above the ports well-known services use.
+const (
+	DefaultLow  = 20000
+	DefaultHigh = 32767
+)
+
+// ErrNone means no free port was found in the range.
+var ErrNone = errors.New("no free port found")
+
+// Range returns the range ports are picked from: [DefaultLow, DefaultHigh],
+// ended below the kernel's ephemeral range if that starts lower.
+func Range() (low, high int) {
+	low, high = DefaultLow, DefaultHigh
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if eph, err := strconv.Atoi(f[0]); err == nil && eph-1 < high && eph-1 > 1024 {
+				high = eph - 1
+				low = min(low, high/2+1)
+			}
+		}
+	}
+	return low, high
+}
+
+// Take returns n distinct ports that are free on host (e.g. "127.0.0.1",
+// or "" for every interface) and for which skip is false (skip may be
+// nil). Each one is held while the rest are picked.
+func Take(host string, n int, skip func(port int) bool) ([]int, error) {
+	low, high := Range()
+	var got []int
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for attempt := 0; len(got) < n; attempt++ {
+		if attempt >= 50*n {
+			return nil, fmt.Errorf("%w in %d-%d after %d attempts", ErrNone, low, high, attempt)
+		}
+		p := low + rand.IntN(high-low+1)
+		if skip != nil && skip(p) {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err != nil {
+			continue // taken
+		}
+		held = append(held, l)
+		got = append(got, p)
+	}
+	return got, nil
+}
+
+// One returns one free port on host, or 0 when none is found (the caller
+// then lets the child pick: port 0).
+func One(host string) int {
+	p, err := Take(host, 1, nil)
+	if err != nil {
+		return 0
+	}
+	return p[0]
+}

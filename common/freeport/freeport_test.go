@@ -1,0 +1,45 @@
+package freeport
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+func TestTakeGivesDistinctFreePortsBelowTheEphemeralRange(t *testing.T) {
+	low, high := Range()
+	if low < 1024 || high <= low {
+		t.Fatalf("range %d-%d", low, high)
+	}
+	for range 20 {
+		ps, err := Take("127.0.0.1", 4, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
+		for _, p := range ps {
+			if p < low || p > high || seen[p] {
+				t.Fatalf("ports %v: want distinct, in %d-%d", ps, low, high)
+			}
+			seen[p] = true
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				t.Fatalf("port %d is not free: %v", p, err)
+			}
+			l.Close()
+		}
+	}
+}
+
+func TestTakeSkipsAndGivesUp(t *testing.T) {
+	ps, err := Take("127.0.0.1", 2, func(p int) bool { return p%2 == 0 })
+	if err != nil || ps[0]%2 == 0 || ps[1]%2 == 0 {
+		t.Fatalf("skip even ports: %v, %v", ps, err)
+	}
+	if _, err := Take("127.0.0.1", 1, func(int) bool { return true }); err == nil {
+		t.Fatal("every port skipped, yet a port was given")
+	}
+	if One("127.0.0.1") == 0 {
+		t.Fatal("One found no port")
+	}
+}
