@@ -69,12 +69,14 @@ func soak(ctx context.Context, r *run, n *network, size int, d time.Duration) er
 	if exited > 0 {
 		r.failf("N=%d: %d processes exited during the idle soak", size, exited)
 	}
-	// A leak of one descriptor or thread per node would show as N; a few
-	// come and go with connection churn.
+	// A leak of one descriptor per node would show as N; a few come and
+	// go with connection churn. Go's runtime keeps the OS threads it once
+	// needed (a blocking system call here and there), so threads may creep
+	// up by a few without a leak: only about one per process counts.
 	if fds1-fds0 > max(10, len(pids)/10) {
 		r.failf("N=%d: open file descriptors grew from %d to %d over the idle soak", size, fds0, fds1)
 	}
-	if thr1-thr0 > max(10, len(pids)/10) {
+	if thr1-thr0 > len(pids) {
 		r.failf("N=%d: OS threads grew from %d to %d over the idle soak", size, thr0, thr1)
 	}
 	return nil
