@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 )
 
 // Config describes the local member.
@@ -98,7 +100,11 @@ type Member struct {
 	log  *slog.Logger
 	etcd *embed.Etcd // nil for a client
 	cli  *clientv3.Client
-	tls  transport.TLSInfo
+	// local calls the member in this process directly, without TLS and
+	// gRPC over loopback (a third of a registry get): set on members
+	// that serve their own reads (started or restarted, not joined).
+	local *clientv3.Client
+	tls   transport.TLSInfo
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -215,6 +221,9 @@ func startWithEndpoints(ctx context.Context, cfg Config, state, initialCluster s
 		m.Close()
 		return nil, err
 	}
+	if slices.Equal(endpoints, cfg.ClientURLs()) {
+		m.local = v3client.New(e.Server)
+	}
 	return m, nil
 }
 
@@ -281,6 +290,16 @@ func (m *Member) connect(ctx context.Context, endpoints []string) error {
 // Client is the etcd client (to the local member, or to the cluster).
 func (m *Member) Client() *clientv3.Client { return m.cli }
 
+// KV is the client for reads, writes and leases: the in-process one when
+// this member serves its own reads, else Client. (Watches stay on Client:
+// the in-process one ignores WithRequireLeader.)
+func (m *Member) KV() *clientv3.Client {
+	if m.local != nil {
+		return m.local
+	}
+	return m.cli
+}
+
 // IsClient reports whether this registry-service runs no etcd member.
 func (m *Member) IsClient() bool { return m.etcd == nil }
 
@@ -304,6 +323,9 @@ func (m *Member) Close() {
 		m.wg.Wait()
 		if m.cli != nil {
 			m.cli.Close()
+		}
+		if m.local != nil {
+			m.local.Close()
 		}
 		if m.etcd != nil {
 			m.stopGracefully(5 * time.Second)

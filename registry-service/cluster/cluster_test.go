@@ -19,6 +19,13 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
 		// etcd's gRPC keeps a few resolver goroutines process-wide.
 		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		// Two members in one process: etcd's peer transport (rafthttp)
+		// leaves its keep-alive connection between them open for a moment
+		// after both stopped, at both ends (seen in about one run in five).
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreAnyFunction("net/http.(*connReader).backgroundRead"),
 	)
 }
 
@@ -103,6 +110,22 @@ func TestJoinAsLearnerPromoteAndClientBeyondCap(t *testing.T) {
 	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "v" {
 		t.Fatalf("read through b: %v %v", got, err)
 	}
+	// The first member serves the store through its in-process client
+	// (no TLS and gRPC over loopback), and writes made that way replicate;
+	// the joined one talks to the voters over the network.
+	if a.KV() == a.Client() || b.KV() != b.Client() {
+		t.Fatal("KV(): want the in-process client on the started member only")
+	}
+	if _, err := a.KV().Put(ctx, "/k2", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		got, err := b.KV().Get(ctx, "/k2")
+		if err != nil || len(got.Kvs) != 1 {
+			return fmt.Errorf("read /k2 through b: %v %v", got, err)
+		}
+		return nil
+	})
 
 	// The cap (2) is reached: a third joins as a client.
 	ccfg := testConfig(t, "c", "net")

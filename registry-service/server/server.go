@@ -87,7 +87,7 @@ func New(h host.Host, m *cluster.Member, cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, host: h, member: m, store: NewStore(m.Client()),
+		cfg: cfg, log: cfg.Logger, host: h, member: m, store: NewStore(m.KV()),
 		metrics: newMetrics(cfg.Registerer), ctx: ctx, cancel: cancel,
 	}
 	s.rpc = wire.NewServer(h, cfg.Logger, nil)
