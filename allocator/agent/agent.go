@@ -92,10 +92,14 @@ type Agent struct {
 	wg     sync.WaitGroup
 	kick   chan struct{} // publish the node record now
 
-	mu        sync.Mutex
-	instances map[string]*instance
-	degraded  map[string]string // runtime -> why it is unusable now
-	closed    bool
+	// onDemandMu makes looking for a shared on-demand instance and
+	// starting one a single step: concurrent requests for a service
+	// otherwise both find none and both start one.
+	onDemandMu sync.Mutex
+	mu         sync.Mutex
+	instances  map[string]*instance
+	degraded   map[string]string // runtime -> why it is unusable now
+	closed     bool
 	// closing skips per-instance registry writes while the agent stops
 	// everything: removing the node record (its lease) removes them all,
 	// and with the registry unreachable they would only add timeouts.

@@ -341,7 +341,7 @@ func TestOnDemandRequestsShareAnInstance(t *testing.T) {
 	a, node := w.allocator(allocOpts{})
 	w.service("shared", 10, 0, nil)
 	var wg sync.WaitGroup
-	ids := make([]string, 10)
+	ids := make([]string, 30)
 	for i := range ids {
 		wg.Add(1)
 		go func() {

@@ -56,11 +56,18 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 		a.metrics.refused("no_runtime")
 		return nil, err
 	}
+	if r.OnDemand {
+		a.onDemandMu.Lock()
+	}
 	in, reused := a.reuse(r)
 	if in == nil {
-		if in, err = a.start(r.Service, &info, rtName, r.OnDemand); err != nil {
-			return nil, err
-		}
+		in, err = a.start(r.Service, &info, rtName, r.OnDemand)
+	}
+	if r.OnDemand {
+		a.onDemandMu.Unlock()
+	}
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case <-in.ready:
