@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	lpnet "github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -432,7 +433,36 @@ func (c *client) stopInstance(ctx context.Context, in *registry.Instance) error 
 	if err != nil {
 		return err
 	}
+	if err := c.dialNode(ctx, id); err != nil {
+		return err
+	}
 	return deploy.Stop(ctx, c.node.Host(), id, in.ID)
+}
+
+// dialNode connects to an allocator by its node record's addresses, as
+// registry-cli stop does: a client that placed nothing there (the
+// instance came from a proxy) need not know them.
+func (c *client) dialNode(ctx context.Context, id peer.ID) error {
+	if c.node.Host().Network().Connectedness(id) == lpnet.Connected {
+		return nil
+	}
+	nodes, err := c.reg.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, nd := range nodes {
+		if nd.PeerID != id.String() {
+			continue
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, a := range nd.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				ai.Addrs = append(ai.Addrs, m)
+			}
+		}
+		return c.node.Host().Connect(ctx, ai)
+	}
+	return fmt.Errorf("allocator %s has no node record", id.ShortString())
 }
 
 // stopInstances stops instances in parallel and returns the first error.
