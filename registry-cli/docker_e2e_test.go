@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +44,10 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 		t.Fatalf("add: exit %d\n%s", code, errs)
 	}
 	t.Cleanup(func() {
-		_, _ = cli.ImageRemove(t.Context(), image, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+		// Not t.Context(): it is cancelled before cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = cli.ImageRemove(ctx, image, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	})
 	if !strings.Contains(out, "added service hello-img") || !strings.Contains(errs, "FROM scratch") {
 		t.Fatalf("add said:\n%s%s", out, errs)
@@ -84,7 +88,10 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_, _ = cli.ContainerRemove(t.Context(), created.ID, client.ContainerRemoveOptions{Force: true})
+		// Not t.Context(): it is cancelled before cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = cli.ContainerRemove(ctx, created.ID, client.ContainerRemoveOptions{Force: true})
 	})
 	if _, err := cli.ContainerStart(t.Context(), created.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +63,19 @@ func (w *dockerWorld) image(name string, env map[string]string) string {
 		t.Fatalf("build image: %v", err)
 	}
 	t.Cleanup(func() {
-		_, _ = w.cli.ImageRemove(t.Context(), id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+		// Not t.Context(): it is cancelled before cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// This cleanup runs before the allocator's (registered earlier),
+		// so its containers may still run: remove them first.
+		if res, err := w.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("ancestor", id)}); err == nil {
+			for _, c := range res.Items {
+				_, _ = w.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+			}
+		}
+		if _, err := w.cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			t.Logf("remove image %s: %v", tag, err)
+		}
 	})
 	return id
 }

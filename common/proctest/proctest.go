@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,11 +35,12 @@ func Build(t testing.TB, pkgs ...string) string {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if buildDir == "" {
-		d, err := os.MkdirTemp("", "physarum-bin-")
+		removeStaleBuilds()
+		d, err := os.MkdirTemp("", fmt.Sprintf("physarum-bin-%d-", os.Getpid()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		buildDir = d // removed by the OS's temp cleanup; shared across tests
+		buildDir = d // shared across the package's tests; removed by a later run
 	}
 	root := moduleRoot(t)
 	var todo []string
@@ -90,6 +92,7 @@ type Proc struct {
 func Start(t testing.TB, name, bin string, args, env []string) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, Bin: bin, Args: args, Env: env, t: t, dir: t.TempDir()}
+	sweepAfter(t, filepath.Dir(p.dir))
 	p.start()
 	t.Cleanup(func() {
 		p.Kill()
@@ -287,4 +290,80 @@ func tail(s string, n int) string {
 		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+var (
+	sweepMu sync.Mutex
+	sweeps  = map[testing.TB]bool{}
+)
+
+// sweepAfter makes sure that once t and its processes are done, nothing
+// runs whose working directory is under root (the test's temporary
+// directories): the instances its allocators started in their own
+// process groups, which outlive an allocator killed with SIGKILL by
+// design (the next one adopts them). Registered before the first
+// process's cleanup, it runs after all of them.
+func sweepAfter(t testing.TB, root string) {
+	sweepMu.Lock()
+	defer sweepMu.Unlock()
+	if sweeps[t] {
+		return
+	}
+	sweeps[t] = true
+	t.Cleanup(func() {
+		sweepMu.Lock()
+		delete(sweeps, t)
+		sweepMu.Unlock()
+		if n := KillUnder(root); n > 0 {
+			t.Logf("killed %d processes left running under %s", n, root)
+		}
+	})
+}
+
+// KillUnder kills (with their process groups) the processes whose working
+// directory is root or below it, and returns how many it found.
+func KillUnder(root string) int {
+	es, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range es {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if cwd != root && !strings.HasPrefix(cwd, root+"/") {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		n++
+	}
+	return n
+}
+
+// removeStaleBuilds removes the binaries that earlier test processes
+// built (physarum-bin-<pid>-*), once those processes are gone: a test
+// binary has no hook after its last test, so each run cleans up after
+// the previous ones instead.
+func removeStaleBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "physarum-bin-*"))
+	for _, d := range dirs {
+		f := strings.SplitN(strings.TrimPrefix(filepath.Base(d), "physarum-bin-"), "-", 2)
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || pid <= 0 || pid > 1<<22 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
