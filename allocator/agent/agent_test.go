@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -180,6 +183,45 @@ func TestDeployStartsAnInstanceThatAnswersThroughItsProxy(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestInstanceWhosePortIsTakenStartsOnOtherPorts: a port handed to an
+// instance is bound by someone else before the instance binds it (another
+// allocator on the host, any program). The start fails with "address
+// already in use"; the allocator starts the instance again on new ports,
+// and the deploy succeeds with the record's addresses on those.
+func TestInstanceWhosePortIsTakenStartsOnOtherPorts(t *testing.T) {
+	w := newWorld(t)
+	a, node := w.allocator(allocOpts{})
+	w.service("hello", 100, 0, nil)
+	// On 127.0.0.2: the service binds every address, so it conflicts,
+	// while the proxy's readiness check (127.0.0.1) is not answered by
+	// this listener instead of the service.
+	taken, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().(*net.TCPAddr).Port
+	var calls atomic.Int32
+	agent.SetPortPicker(a, func(host string, n int, skip func(int) bool) ([]int, error) {
+		ps, err := freeport.Take(host, n, skip)
+		if err == nil && calls.Add(1) == 1 {
+			ps[0] = busy // the service's port
+		}
+		return ps, err
+	})
+	resp, err := w.deploy(node, "hello", false)
+	if err != nil {
+		t.Fatalf("deploy with a taken port: %v", err)
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("ports picked %d times, want 2 (the taken one, then new ones)", calls.Load())
+	}
+	body, err := w.get(*resp.Instance)
+	if err != nil || body != "hello from hello" {
+		t.Fatalf("through the proxy on its new ports: %q %v", body, err)
+	}
 }
 
 func TestAdmissionNeverOverCommits(t *testing.T) {

@@ -131,20 +131,36 @@ func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string,
 	a.mu.Unlock()
 	a.metrics.admitted()
 	a.publishNow()
-	a.goLoop(func(ctx context.Context) { a.run(ctx, in, spec) })
+	// respec moves the instance to new ports when one was taken between
+	// our pick and its bind.
+	respec := func(p ports) (runtime.Spec, []string, error) {
+		sp, err := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
+		return sp, a.proxyAddrs(p.P2P, pid), err
+	}
+	a.goLoop(func(ctx context.Context) { a.run(ctx, in, spec, respec) })
 	return in, nil
 }
 
 // run starts the instance, waits for it to be healthy, then supervises
 // it until it ends.
-func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec) {
+func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec func(ports) (runtime.Spec, []string, error)) {
 	log := a.log.With("instance", spec.ID, "service", in.rec.Service)
 	in.setState(registry.StateStarting, "")
 	a.putRecord(ctx, in)
 	startCtx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
-	_, err := in.rt.Start(startCtx, spec)
-	if err == nil {
-		err = a.waitHealthy(startCtx, in)
+	var err error
+	for attempt := 1; ; attempt++ {
+		_, err = in.rt.Start(startCtx, spec)
+		if err == nil {
+			err = a.waitHealthy(startCtx, in)
+		}
+		if err == nil || attempt == portAttempts || startCtx.Err() != nil || !a.portTaken(startCtx, in) {
+			break
+		}
+		log.Info("a port of the instance was taken before it could bind it; starting it again on other ports", "ports", in.ports.String())
+		if spec, err = a.movePorts(startCtx, in, respec); err != nil {
+			break
+		}
 	}
 	cancel()
 	if err != nil {
@@ -160,17 +176,60 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec) {
 	a.supervise(ctx, in)
 }
 
+// portAttempts bounds the starts of an instance whose ports keep being
+// taken (by allocators sharing the host, or any program) between the
+// allocator's pick and the instance's bind.
+const portAttempts = 3
+
+// portTaken says whether the instance's last output says a port of its
+// was in use.
+func (a *Agent) portTaken(ctx context.Context, in *instance) bool {
+	lt, ok := in.rt.(runtime.LogTailer)
+	if !ok {
+		return false
+	}
+	tail, err := lt.Tail(ctx, in.rec.ID, 20)
+	return err == nil && strings.Contains(tail, "address already in use")
+}
+
+// movePorts removes what is left of a failed start, gives the instance
+// new ports and returns the spec to start it with.
+func (a *Agent) movePorts(ctx context.Context, in *instance, respec func(ports) (runtime.Spec, []string, error)) (runtime.Spec, error) {
+	_ = in.rt.Stop(ctx, in.rec.ID, time.Second)
+	if err := in.rt.Remove(ctx, in.rec.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return runtime.Spec{}, fmt.Errorf("remove the failed start: %w", err)
+	}
+	p, err := a.ports.take()
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	spec, addrs, err := respec(p)
+	if err != nil {
+		a.ports.put(p)
+		return runtime.Spec{}, err
+	}
+	a.ports.put(in.ports)
+	in.mu.Lock()
+	in.ports, in.rec.Addrs = p, addrs
+	in.mu.Unlock()
+	return spec, nil
+}
+
 func (a *Agent) markRunning(ctx context.Context, in *instance) {
 	in.mu.Lock()
 	in.rec.State = registry.StateRunning
 	in.lastRequest = time.Now()
 	in.mu.Unlock()
-	a.putRecord(ctx, in)
+	// Answer the deploy first: its caller gets the instance (addresses
+	// included) in the answer and needs no record; others see the record
+	// a registry write later. Under a burst of deploys, writes queue up
+	// and waiting for this one doubled the time to answer.
 	select {
 	case <-in.ready:
 	default:
 		close(in.ready)
 	}
+	a.putRecord(ctx, in)
 }
 
 // fail marks an instance failed, removes what the runtime has left of it
@@ -241,6 +300,10 @@ func (a *Agent) waitHealthy(ctx context.Context, in *instance) error {
 		last = err
 		if s, ierr := in.rt.Inspect(ctx, in.rec.ID); ierr == nil && s.State == runtime.StateExited {
 			return fmt.Errorf("exited with code %d before it was healthy", s.ExitCode)
+		}
+		// Not worth the runtime's restarts: run moves it to other ports.
+		if a.portTaken(ctx, in) {
+			return errors.New("a port of the instance is in use by another program")
 		}
 		select {
 		case <-ctx.Done():

@@ -51,20 +51,22 @@ func parsePorts(s string) (ports, error) {
 // instance of this allocator holds, so two instances can never collide.
 // They come from below the kernel's ephemeral range (freeport), where no
 // outgoing connection takes them before the instance binds. (Another
-// program may still bind one meanwhile; the instance then fails to start
-// and is restarted on new ports by the next deploy.)
+// program, or another allocator on the same host, may still bind one
+// meanwhile: the start then fails with "address already in use", and run
+// starts the instance again on new ports.)
 type portPool struct {
 	mu    sync.Mutex
 	inUse map[int]bool
+	pick  func(host string, n int, skip func(int) bool) ([]int, error) // freeport.Take; tests replace it
 }
 
-func newPortPool() *portPool { return &portPool{inUse: map[int]bool{}} }
+func newPortPool() *portPool { return &portPool{inUse: map[int]bool{}, pick: freeport.Take} }
 
 // take reserves four free ports.
 func (pp *portPool) take() (ports, error) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
-	got, err := freeport.Take("", 4, func(p int) bool { return pp.inUse[p] })
+	got, err := pp.pick("", 4, func(p int) bool { return pp.inUse[p] })
 	if err != nil {
 		return ports{}, fmt.Errorf("instance ports: %w", err)
 	}
