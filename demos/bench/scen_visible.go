@@ -164,8 +164,8 @@ func (v *visibleResult) figures(r *run, size int) {
 			Value: msec(v.fromRq.p50()), Unit: "ms", Samples: len(v.fromRq),
 			Baseline: &Baseline{Name: "deploy request to answer, p50", Value: msec(v.deploy.p50()), Unit: "ms"}})
 	}
-	r.notef("%sThe allocator logs \"instance running\" (ms timestamps), then writes the running record to the registry, then "+
-		"answers the deploy; the watching client saw %d of %d new instances before the deployer had its answer.",
+	r.notef("%sThe allocator logs \"instance running\" (ms timestamps), answers the deploy, then writes the running record to "+
+		"the registry; the watching client saw %d of %d new instances before the deployer had its answer.",
 		sizePrefix(size), v.early, len(v.fromRq))
 }
 
