@@ -66,7 +66,7 @@ func dockerSweep(nodes []string, run string, image string) (int, error) {
 		}
 	}
 	if image != "" {
-		if _, err := cli.ImageRemove(ctx, image, docker.ImageRemoveOptions{Force: true}); err != nil {
+		if _, err := cli.ImageRemove(ctx, image, docker.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
 			return n, fmt.Errorf("remove image %s: %w", image, err)
 		}
 	}
