@@ -138,9 +138,10 @@ func (d *demo) printReport(ctx context.Context, results []*result) {
 	}
 	_ = w.Flush()
 	fmt.Println()
-	fmt.Println("The first request to each service found no instance, so the client proxy asked the nearest")
-	fmt.Println("allocator with room for one and waited for it; the aggregator (soft RTT 5 ms, hard 10 ms) was")
-	fmt.Println("placed by the sensor's own proxy, within 10 ms of the sensor.")
+	fmt.Println("The first request to each service found no instance, so the client proxy had one started and")
+	fmt.Println("waited for it: on an allocator within the service's soft RTT, the one with the most room left")
+	fmt.Println("(the nearest among equals), which spreads services over the sites. The aggregator (soft RTT")
+	fmt.Println("5 ms, hard 10 ms) was placed by the sensor's own proxy, within 10 ms of the sensor.")
 	fmt.Println()
 }
 
