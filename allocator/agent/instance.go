@@ -157,7 +157,7 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		if err == nil || attempt == portAttempts || startCtx.Err() != nil || !a.portTaken(startCtx, in) {
 			break
 		}
-		log.Info("a port of the instance was taken before it could bind it; starting it again on other ports", "ports", in.ports.String())
+		log.Info("a port of the instance was taken before it could bind it; starting it again on other ports", "ports", in.portsNow().String())
 		if spec, err = a.movePorts(startCtx, in, respec); err != nil {
 			break
 		}
@@ -170,7 +170,7 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		a.cleanup(in)
 		return
 	}
-	log.Info("instance running", "runtime", in.rec.Runtime, "peer", in.rec.PeerID, "service_port", in.ports.Service)
+	log.Info("instance running", "runtime", in.rec.Runtime, "peer", in.rec.PeerID, "service_port", in.portsNow().Service)
 	a.metrics.started()
 	a.markRunning(ctx, in)
 	a.supervise(ctx, in)
@@ -208,11 +208,25 @@ func (a *Agent) movePorts(ctx context.Context, in *instance, respec func(ports) 
 		a.ports.put(p)
 		return runtime.Spec{}, err
 	}
-	a.ports.put(in.ports)
 	in.mu.Lock()
+	if in.stopping { // stop has released the old ports already
+		in.mu.Unlock()
+		a.ports.put(p)
+		return runtime.Spec{}, errors.New("stopped while starting")
+	}
+	old := in.ports
 	in.ports, in.rec.Addrs = p, addrs
 	in.mu.Unlock()
+	a.ports.put(old)
 	return spec, nil
+}
+
+// portsNow returns the instance's ports: run may move them while it
+// starts, and stop may read them meanwhile.
+func (in *instance) portsNow() ports {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.ports
 }
 
 func (a *Agent) markRunning(ctx context.Context, in *instance) {
@@ -269,7 +283,7 @@ var statusClient = &http.Client{Timeout: 2 * time.Second}
 func (in *instance) status(ctx context.Context) (proxyStatus, error) {
 	var st proxyStatus
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		"http://127.0.0.1:"+strconv.Itoa(in.ports.Proxy)+instenv.StatusPath, nil)
+		"http://127.0.0.1:"+strconv.Itoa(in.portsNow().Proxy)+instenv.StatusPath, nil)
 	if err != nil {
 		return st, err
 	}
@@ -302,7 +316,9 @@ func (a *Agent) waitHealthy(ctx context.Context, in *instance) error {
 			return fmt.Errorf("exited with code %d before it was healthy", s.ExitCode)
 		}
 		// Not worth the runtime's restarts: run moves it to other ports.
-		if a.portTaken(ctx, in) {
+		// (Checked once a healthy start would have answered, about 35 ms
+		// in, so that a normal start reads no logs.)
+		if wait >= 40*time.Millisecond && a.portTaken(ctx, in) {
 			return errors.New("a port of the instance is in use by another program")
 		}
 		select {
@@ -426,7 +442,7 @@ func (a *Agent) stop(ctx context.Context, in *instance, why string) {
 // cleanup returns an instance's resources and ports (once).
 func (a *Agent) cleanup(in *instance) {
 	a.res.release(in.cpu, in.mem)
-	a.ports.put(in.ports)
+	a.ports.put(in.portsNow())
 	a.publishNow()
 }
 
