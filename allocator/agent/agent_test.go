@@ -224,6 +224,38 @@ func TestInstanceWhosePortIsTakenStartsOnOtherPorts(t *testing.T) {
 	}
 }
 
+// TestStoppedWhileStartingReleasesOnce: an instance stopped while it
+// starts gives its resources back exactly once (the start's failure path
+// used to release them a second time, which panics), and they can be
+// admitted again.
+func TestStoppedWhileStartingReleasesOnce(t *testing.T) {
+	w := newWorld(t)
+	a, node := w.allocator(allocOpts{cfg: agent.Config{CPU: 1000, Memory: 1024, StartTimeout: 10 * time.Second}})
+	w.service("slow", 600, 0, map[string]string{runtimetest.EnvTask: runtimetest.ModeSleep,
+		runtimetest.EnvPort: strconv.Itoa(proctest.FreePort(t))}) // never answers on SERVICE_PORT
+	w.service("big", 600, 0, nil)
+	done := make(chan error, 1)
+	go func() { _, err := w.deploy(node, "slow", false); done <- err }()
+	var id string
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		insts := a.Instances()
+		if len(insts) == 0 || insts[0].State != registry.StateStarting {
+			return fmt.Errorf("no starting instance yet: %+v", insts)
+		}
+		id = insts[0].ID
+		return nil
+	})
+	if err := deploy.Stop(t.Context(), w.client.Host(), node.ID(), id); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the deploy of an instance stopped while starting succeeded")
+	}
+	if _, err := w.deploy(node, "big", false); err != nil {
+		t.Fatalf("600m after the first 600m was stopped, on a 1000m node: %v", err)
+	}
+}
+
 func TestAdmissionNeverOverCommits(t *testing.T) {
 	w := newWorld(t)
 	_, small := w.allocator(allocOpts{cfg: agent.Config{CPU: 1000, Memory: 1024}})
@@ -359,8 +391,8 @@ func TestStartingInstanceIsNeverCulled(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := w.deploy(node, "slow", true); done <- err }()
 	p2ptest.Eventually(t, 5*time.Second, func() error {
-		if len(a.Instances()) == 0 {
-			return fmt.Errorf("no instance yet")
+		if insts := a.Instances(); len(insts) == 0 || insts[0].State != registry.StateStarting {
+			return fmt.Errorf("no starting instance yet: %+v", insts)
 		}
 		return nil
 	})

@@ -163,6 +163,12 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		}
 	}
 	cancel()
+	in.mu.Lock()
+	stopping := in.stopping
+	in.mu.Unlock()
+	if err != nil && stopping {
+		return // stopped while starting: stop has released what it held
+	}
 	if err != nil {
 		log.Warn("instance failed to start", "err", err)
 		a.metrics.failed()
