@@ -306,6 +306,30 @@ func (d *demo) teardown() {
 	for i := len(d.procs) - 1; i >= 0; i-- {
 		d.procs[i].stop(30 * time.Second)
 	}
+	if d.runtime == "docker" {
+		removeImages()
+	}
+}
+
+// removeImages removes the images register built: every run builds them
+// afresh, so keeping them would only fill the disk.
+func removeImages() {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	for _, name := range services {
+		if _, err := cli.ImageRemove(ctx, "physarum-demo/"+name+":latest", client.ImageRemoveOptions{Force: true, PruneChildren: true}); err == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		say("removed the %d images the demo built", n)
+	}
 }
 
 func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }
