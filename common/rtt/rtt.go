@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
@@ -150,9 +151,32 @@ func (t *Tracker) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 	}
 }
 
-// ping takes the sample for Ping.
+// refusedAttempts bounds the pings of a peer that resets our ping stream
+// at once: it holds its limit of ping streams from us (a few per peer),
+// some of them of pings we gave up on whose end it has not seen yet.
+const refusedAttempts = 3
+
+// ping takes the sample for Ping, within the per-peer timeout.
 func (t *Tracker) ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.Timeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		d, err := t.pingOnce(ctx, p)
+		refused := errors.Is(err, network.ErrReset) || errors.Is(err, network.ErrResourceLimitExceeded)
+		if err == nil || !refused || attempt == refusedAttempts || ctx.Err() != nil {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return d, err
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
+	}
+}
+
+// pingOnce opens one ping stream and takes the best of its samples.
+func (t *Tracker) pingOnce(ctx context.Context, p peer.ID) (time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := ping.Ping(ctx, t.host, p)
 	best := time.Duration(-1)
