@@ -92,9 +92,7 @@ type Agent struct {
 	wg     sync.WaitGroup
 	kick   chan struct{} // publish the node record now
 
-	// onDemandMu makes looking for a shared on-demand instance and
-	// starting one a single step: concurrent requests for a service
-	// otherwise both find none and both start one.
+	// onDemandMu serializes reuseOrStart for on-demand requests.
 	onDemandMu sync.Mutex
 	mu         sync.Mutex
 	instances  map[string]*instance

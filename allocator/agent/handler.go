@@ -56,16 +56,7 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 		a.metrics.refused("no_runtime")
 		return nil, err
 	}
-	if r.OnDemand {
-		a.onDemandMu.Lock()
-	}
-	in, reused := a.reuse(r)
-	if in == nil {
-		in, err = a.start(r.Service, &info, rtName, r.OnDemand)
-	}
-	if r.OnDemand {
-		a.onDemandMu.Unlock()
-	}
+	in, reused, err := a.reuseOrStart(r, &info, rtName)
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +72,24 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 	return &deploy.Response{Instance: &rec, Reused: reused}, nil
 }
 
+// reuseOrStart hands back a shared on-demand instance or starts a new one;
+// for on-demand requests the two are one step, or concurrent requests
+// would both find none and both start one.
+func (a *Agent) reuseOrStart(r deploy.Request, info *registry.ServiceInfo, rtName string) (*instance, bool, error) {
+	if r.OnDemand {
+		a.onDemandMu.Lock()
+		defer a.onDemandMu.Unlock()
+		if in, ok := a.reuse(r); ok {
+			return in, true, nil
+		}
+	}
+	in, err := a.start(r.Service, info, rtName, r.OnDemand)
+	return in, false, err
+}
+
 // reuse finds an on-demand instance of the service that is running or on
 // its way, so that requests arriving together share one.
 func (a *Agent) reuse(r deploy.Request) (*instance, bool) {
-	if !r.OnDemand {
-		return nil, false
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, in := range a.instances {

@@ -154,7 +154,7 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		if err == nil {
 			err = a.waitHealthy(startCtx, in)
 		}
-		if err == nil || attempt == portAttempts || startCtx.Err() != nil || !a.portTaken(startCtx, in) {
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts || startCtx.Err() != nil {
 			break
 		}
 		log.Info("a port of the instance was taken before it could bind it; starting it again on other ports", "ports", in.portsNow().String())
@@ -186,6 +186,10 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 // taken (by allocators sharing the host, or any program) between the
 // allocator's pick and the instance's bind.
 const portAttempts = 3
+
+// errPortTaken: the instance could not bind a port of its; run starts it
+// again on others.
+var errPortTaken = errors.New("a port of the instance is in use by another program")
 
 // portTaken says whether the instance's last output says a port of its
 // was in use.
@@ -319,13 +323,16 @@ func (a *Agent) waitHealthy(ctx context.Context, in *instance) error {
 		}
 		last = err
 		if s, ierr := in.rt.Inspect(ctx, in.rec.ID); ierr == nil && s.State == runtime.StateExited {
+			if a.portTaken(ctx, in) {
+				return errPortTaken
+			}
 			return fmt.Errorf("exited with code %d before it was healthy", s.ExitCode)
 		}
 		// Not worth the runtime's restarts: run moves it to other ports.
 		// (Checked once a healthy start would have answered, about 35 ms
 		// in, so that a normal start reads no logs.)
 		if wait >= 40*time.Millisecond && a.portTaken(ctx, in) {
-			return errors.New("a port of the instance is in use by another program")
+			return errPortTaken
 		}
 		select {
 		case <-ctx.Done():

@@ -58,8 +58,8 @@ func settle(b *testing.B, tr *rtt.Tracker, ids []peer.ID, delay time.Duration) {
 		start := time.Now()
 		tr.MeasureSequential(b.Context(), ids)
 		// A quiet machine pings a peer in about 1 ms plus the delay of
-		// its samples; 5 ms plus twice that leaves room for noise.
-		if time.Since(start) < time.Duration(len(ids))*(5*time.Millisecond+2*time.Duration(3)*delay) {
+		// its 3 samples; 5 ms plus twice that leaves room for noise.
+		if time.Since(start) < time.Duration(len(ids))*(5*time.Millisecond+6*delay) {
 			return
 		}
 	}

@@ -40,33 +40,46 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // mb converts KiB (what /proc reports) to MB (10^6 bytes).
 func mb(kib uint64) float64 { return float64(kib) * 1024 / 1e6 }
 
-// memOf reads VmRSS and VmHWM (peak RSS) of pid, in KiB.
-func memOf(pid int) (rss, hwm uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// procFields reads a /proc file of "key: value [unit]" lines (status,
+// io, meminfo) into the first number of each value.
+func procFields(path string) (map[string]uint64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
+	out := map[string]uint64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseUint(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
+		if f := strings.Fields(v); len(f) > 0 {
+			n, _ := strconv.ParseUint(f[0], 10, 64)
+			out[k] = n
 		}
 	}
-	if rss == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	return out, nil
+}
+
+// statusOf reads /proc/<pid>/status; VmRSS is always set (KiB).
+func statusOf(pid int) (map[string]uint64, error) {
+	st, err := procFields(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
 	}
-	return rss, hwm, nil
+	if st["VmRSS"] == 0 {
+		return nil, fmt.Errorf("no VmRSS for pid %d", pid)
+	}
+	return st, nil
+}
+
+// memOf reads VmRSS and VmHWM (peak RSS) of pid, in KiB.
+func memOf(pid int) (rss, hwm uint64, err error) {
+	st, err := statusOf(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	return st["VmRSS"], st["VmHWM"], nil
 }
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
@@ -98,24 +111,11 @@ func statOf(pid int) (ppid int, cpu time.Duration, err error) {
 // ioOf reads the bytes pid has passed through read and write system calls
 // (rchar, wchar): sockets, pipes and files alike.
 func ioOf(pid int) (rchar, wchar uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	io, err := procFields(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch k {
-		case "rchar":
-			rchar = n
-		case "wchar":
-			wchar = n
-		}
-	}
-	return rchar, wchar, nil
+	return io["rchar"], io["wchar"], nil
 }
 
 // fdsOf counts pid's open file descriptors.

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -187,24 +186,11 @@ func machineInfo() Machine {
 	return m
 }
 
-// meminfo reads /proc/meminfo, values in KiB.
+// meminfo reads /proc/meminfo, values in KiB (empty when unreadable).
 func meminfo() map[string]uint64 {
-	out := map[string]uint64{}
-	b, err := os.ReadFile("/proc/meminfo")
+	out, err := procFields("/proc/meminfo")
 	if err != nil {
-		return out
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseUint(f[0], 10, 64)
-		out[k] = n
+		return map[string]uint64{}
 	}
 	return out
 }

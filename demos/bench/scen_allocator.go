@@ -30,10 +30,7 @@ func runAllocator(ctx context.Context, r *run) error {
 	}
 	defer n.close()
 	docker := r.s.docker != ""
-	rt := "process"
-	if docker {
-		rt = "auto"
-	}
+	rt := r.s.allocRuntime()
 	r.sc.Setup = fmt.Sprintf("1 registry-service, 1 allocator (-runtime %s, 6 CPUs, 4 GiB: room for 60 hello instances), "+
 		"deploys sent from a client node in this process straight to that allocator; %s.", rt, n.timing())
 	if err := n.startRegistry(ctx); err != nil {

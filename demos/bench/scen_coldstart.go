@@ -21,10 +21,7 @@ func runColdStart(ctx context.Context, r *run) error {
 	}
 	defer n.close()
 	docker := r.s.docker != ""
-	rt := "process"
-	if docker {
-		rt = "auto"
-	}
+	rt := r.s.allocRuntime()
 	r.sc.Setup = fmt.Sprintf("1 registry-service, 1 allocator (-runtime %s, 4 CPUs), 1 client proxy; each run asks for a "+
 		"service name never used before (hello's definition), then stops its instance; %s.", rt, n.timing())
 	if err := n.startRegistry(ctx); err != nil {

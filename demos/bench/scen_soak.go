@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -98,26 +95,11 @@ func (n *network) livePIDs() []int {
 func soakSnapshot(pids []int) map[int]*soakSample {
 	out := map[int]*soakSample{}
 	for _, pid := range pids {
-		rss, _, err := memOf(pid)
+		st, err := statusOf(pid)
 		if err != nil {
 			continue // gone
 		}
-		out[pid] = &soakSample{rss: rss, fds: fdsOf(pid), threads: threadsOf(pid)}
+		out[pid] = &soakSample{rss: st["VmRSS"], fds: fdsOf(pid), threads: int(st["Threads"])}
 	}
 	return out
-}
-
-// threadsOf reads the number of OS threads of pid.
-func threadsOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }

@@ -73,6 +73,15 @@ type suite struct {
 	outMu       sync.Mutex
 }
 
+// allocRuntime is the -runtime of allocators in scenarios that measure
+// both runtimes: auto (Docker first) when a daemon answers.
+func (s *suite) allocRuntime() string {
+	if s.docker != "" {
+		return "auto"
+	}
+	return "process"
+}
+
 func (s *suite) noteDockerNode(id string) {
 	s.mu.Lock()
 	s.dockerNodes = append(s.dockerNodes, id)
