@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/backoff"
 )
 
 const stateFile = "state.json"
@@ -66,7 +67,7 @@ type instance struct {
 	rec  record
 	proc *proc // the running process; nil between runs and once exited
 
-	streak int // consecutive short runs, for backoff (supervisor only)
+	restart backoff.Backoff // delay before the next restart (supervisor only)
 }
 
 func newInstance(dir string, rec record, log *slog.Logger) *instance {

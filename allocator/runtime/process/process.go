@@ -49,6 +49,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/backoff"
 )
 
 // Name is what Runtime.Name returns.
@@ -345,6 +346,7 @@ func (r *Runtime) spawn(inst *instance) (*proc, error) {
 // died unseen (adoption), or, with pending, from a restart already counted.
 func (r *Runtime) supervise(inst *instance, p *proc, pending bool) {
 	defer r.wg.Done()
+	inst.restart = backoff.Backoff{Min: r.backoffMin, Max: r.backoffMax}
 	for {
 		if !pending {
 			code := exitUnknown
@@ -416,7 +418,7 @@ func (r *Runtime) restartDue(inst *instance, p *proc, code int) bool {
 	defer inst.mu.Unlock()
 	inst.rec.ExitCode = code
 	if p != nil && time.Since(p.started) >= backoffResetAfter {
-		inst.streak = 0
+		inst.restart.Reset()
 	}
 	spec := inst.rec.Spec
 	if inst.rec.Stopping || code == 0 || inst.rec.Restarts >= spec.MaxRestarts {
@@ -434,12 +436,7 @@ func (r *Runtime) restartDue(inst *instance, p *proc, code int) bool {
 // backoff waits before a restart. It reports false if the instance was
 // stopped meanwhile (and marks it exited) or the runtime closed.
 func (r *Runtime) backoff(inst *instance) bool {
-	d := r.backoffMin << min(inst.streak, 30)
-	if d <= 0 || d > r.backoffMax {
-		d = r.backoffMax
-	}
-	inst.streak++
-	t := time.NewTimer(d)
+	t := time.NewTimer(inst.restart.Next())
 	defer t.Stop()
 	select {
 	case <-t.C:
