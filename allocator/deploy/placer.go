@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
@@ -22,20 +24,77 @@ import (
 // starting an instance.
 var ErrRefused = errors.New("no allocator started the instance")
 
+// registryReader is what a Placer reads from the registry.
+// *registry.Client implements it; its methods are safe to call
+// concurrently and return when ctx ends.
+type registryReader interface {
+	// GetService reads a service's definition.
+	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
+	// ListNodes reads every live allocator's node record.
+	ListNodes(ctx context.Context) ([]registry.Node, error)
+	// ListInstances reads the instance records of one service.
+	ListInstances(ctx context.Context, service string) ([]registry.Instance, error)
+}
+
+// rttMeasurer measures round-trip times to allocators. *rtt.Tracker
+// implements it.
+type rttMeasurer interface {
+	// Measure returns one Result per peer, in the order given (a Result
+	// with Err set when a peer did not answer). It returns once every
+	// peer has answered or timed out, or ctx has ended.
+	Measure(ctx context.Context, peers []peer.ID) []rtt.Result
+}
+
+// addrBook learns the addresses of allocators from their node records,
+// so that they can be pinged and asked. A libp2p peerstore implements it.
+type addrBook interface {
+	AddAddr(p peer.ID, addr ma.Multiaddr, ttl time.Duration)
+}
+
+// asker sends deploy requests to allocators. hostAsker implements it over
+// libp2p.
+type asker interface {
+	// Deploy asks allocator p to run an instance of service, as the
+	// package-level Deploy does, refusals included: a *wire.Error with
+	// code no_capacity, not_found, unsupported or runtime_error.
+	Deploy(ctx context.Context, p peer.ID, service string, onDemand bool) (*Response, error)
+}
+
+// hostAsker asks allocators from a libp2p host.
+type hostAsker struct{ h host.Host }
+
+func (a hostAsker) Deploy(ctx context.Context, p peer.ID, service string, onDemand bool) (*Response, error) {
+	return Deploy(ctx, a.h, p, service, onDemand)
+}
+
+var (
+	_ registryReader = (*registry.Client)(nil)
+	_ rttMeasurer    = (*rtt.Tracker)(nil)
+	_ addrBook       = peerstore.Peerstore(nil)
+	_ asker          = hostAsker{}
+)
+
 // Placer starts instances near the node it runs on.
 type Placer struct {
-	node *p2p.Node
-	reg  *registry.Client
-	log  *slog.Logger
+	self  peer.ID // the node it runs on: its RTT to itself is 0
+	reg   registryReader
+	addrs addrBook
+	rtt   rttMeasurer
+	ask   asker
+	log   *slog.Logger
 }
 
 // NewPlacer returns a Placer that measures RTT from n and reads nodes and
 // services through reg.
 func NewPlacer(n *p2p.Node, reg *registry.Client, log *slog.Logger) *Placer {
+	return newPlacer(n.ID(), reg, n.Host().Peerstore(), n.RTT(), hostAsker{n.Host()}, log)
+}
+
+func newPlacer(self peer.ID, reg registryReader, addrs addrBook, m rttMeasurer, ask asker, log *slog.Logger) *Placer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Placer{node: n, reg: reg, log: log}
+	return &Placer{self: self, reg: reg, addrs: addrs, rtt: m, ask: ask, log: log}
 }
 
 // PlaceOptions refine a placement.
@@ -93,7 +152,7 @@ func (p *Placer) Place(ctx context.Context, service string, info *registry.Servi
 		if err != nil {
 			continue
 		}
-		resp, err := Deploy(ctx, p.node.Host(), id, service, opts.OnDemand)
+		resp, err := p.ask.Deploy(ctx, id, service, opts.OnDemand)
 		if err == nil {
 			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "reused", resp.Reused)
 			return resp, nil
@@ -127,15 +186,15 @@ func (p *Placer) candidates(ctx context.Context, nodes []registry.Node, insts []
 		ids[i] = id
 		for _, a := range n.Addrs {
 			if m, err := ma.NewMultiaddr(a); err == nil {
-				p.node.Host().Peerstore().AddAddr(id, m, peerstore.TempAddrTTL)
+				p.addrs.AddAddr(id, m, peerstore.TempAddrTTL)
 			}
 		}
 	}
-	results := p.node.RTT().Measure(ctx, ids)
+	results := p.rtt.Measure(ctx, ids)
 	out := make([]placement.Candidate, len(nodes))
 	for i, n := range nodes {
 		out[i] = placement.Candidate{Node: n, Instances: perNode[n.PeerID]}
-		if ids[i] == p.node.ID() {
+		if ids[i] == p.self {
 			out[i].RTT, out[i].RTTKnown = 0, true // this very node
 		} else if results[i].Err == nil {
 			out[i].RTT, out[i].RTTKnown = rtt.FromDuration(results[i].RTT).RTT, true
