@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/physarum-p2p/physarum/common/backoff"
 	"github.com/physarum-p2p/physarum/common/daemon"
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -64,14 +66,21 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "registry ready (%s)\n", role)
 	log.Info("registry ready", "role", role, "data_dir", c.dataDir)
 
-	go base.Serve(ctx)
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-		return nil
-	case err := <-member.Err():
-		return fmt.Errorf("etcd stopped: %w", err)
-	}
+	// The daemon's parts, supervised as one: the first to fail stops the
+	// rest, and its error is the daemon's.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return base.Serve(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case err := <-member.Err():
+			return fmt.Errorf("etcd stopped: %w", err)
+		}
+	})
+	err = g.Wait()
+	log.Info("shutting down")
+	return err
 }
 
 // startMember restarts from the data dir, starts a new cluster, or joins
@@ -110,7 +119,8 @@ func join(parent context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*
 	defer disc.Close()
 	req := registry.JoinRequest{PeerURLs: cfg.PeerURLs(), ClientURLs: cfg.ClientURLs()}
 	var lastErr error = registry.ErrNoRegistry
-	for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 2*time.Second) {
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for {
 		for _, p := range joinCandidates(n, disc) {
 			var resp registry.JoinResponse
 			err := wire.Call(ctx, n.Host(), p, registry.JoinProtocol, req, &resp, wire.CallOptions{Timeout: 30 * time.Second})
@@ -127,7 +137,7 @@ func join(parent context.Context, c *config, cfg cluster.Config, n *p2p.Node) (*
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("join the registry within %s: %w", c.joinTimeout, lastErr)
-		case <-time.After(backoff):
+		case <-time.After(retry.Next()):
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/physarum-p2p/physarum/common/backoff"
 	"github.com/physarum-p2p/physarum/common/wire"
 )
 
@@ -91,28 +92,49 @@ func (w *InstanceWatch) notify() {
 }
 
 func (w *InstanceWatch) loop(ctx context.Context) {
-	backoff := 50 * time.Millisecond
-	attempt := 0
-	for ctx.Err() == nil {
+	redial(ctx, func(attempt int) {
 		wctx, cancel := context.WithTimeout(ctx, w.c.opts.FindTimeout)
 		err := w.c.find.wait(wctx)
 		cancel()
-		if err == nil {
-			cands := w.c.find.candidates()
-			p := cands[attempt%len(cands)]
-			err = w.stream(ctx, p)
-			if ctx.Err() != nil {
-				return
-			}
+		if err != nil {
+			return
+		}
+		cands := w.c.find.candidates()
+		p := cands[attempt%len(cands)]
+		err = w.stream(ctx, p)
+		if ctx.Err() == nil {
 			w.c.opts.Logger.Debug("instance watch broke; reconnecting", "registry", p, "err", err)
 		}
-		attempt++
+	})
+}
+
+// Pacing of the watch's reconnections: a broken watch is opened again
+// after a delay that doubles from watchRetryMin up to watchRetryMax, and
+// starts over from watchRetryMin once a watch has stayed up for
+// watchHealthy (it answered two pings), so that one break after hours of
+// service is mended at once.
+const (
+	watchRetryMin = 50 * time.Millisecond
+	watchRetryMax = 2 * time.Second
+	watchHealthy  = 2 * WatchPingEvery
+)
+
+// redial calls watch (attempt counts the calls from 0) until ctx ends,
+// waiting between calls with a backoff that a call lasting watchHealthy
+// or longer resets.
+func redial(ctx context.Context, watch func(attempt int)) {
+	retry := backoff.Backoff{Min: watchRetryMin, Max: watchRetryMax}
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		began := time.Now()
+		watch(attempt)
+		if time.Since(began) >= watchHealthy {
+			retry.Reset()
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(retry.Next()):
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 

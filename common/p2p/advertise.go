@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/discovery"
+
+	"github.com/physarum-p2p/physarum/common/backoff"
 )
 
 // advert is one namespace's renewing advertisement.
@@ -61,7 +63,7 @@ func (n *Node) renewAll() {
 func (n *Node) advertiseLoop(ctx context.Context, ns string, kick <-chan struct{}) {
 	t := n.cfg.Timing
 	log := n.log.With("namespace", ns)
-	var backoff time.Duration
+	retry := backoff.Backoff{Min: t.ReconnectMin, Max: t.ReconnectMax}
 	// A random pause first: nodes started together must not all provide
 	// at once (each provide dials the peers closest to the key).
 	timer := time.NewTimer(time.Duration(rand.Int64N(int64(t.AdvertiseJitter) + 1)))
@@ -84,14 +86,14 @@ func (n *Node) advertiseLoop(ctx context.Context, ns string, kick <-chan struct{
 			return
 		}
 		if err != nil {
-			backoff = nextBackoff(backoff, t.ReconnectMin, t.ReconnectMax)
-			log.Debug("advertise failed; retrying", "err", err, "retry_in", backoff)
+			wait := retry.Next()
+			log.Debug("advertise failed; retrying", "err", err, "retry_in", wait)
 			n.metrics.advertised("error")
-			timer.Reset(backoff)
+			timer.Reset(wait)
 			continue
 		}
 		log.Debug("advertised")
-		backoff = 0
+		retry.Reset()
 		n.metrics.advertised("ok")
 		timer.Reset(t.AdvertiseEvery)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/backoff"
 )
 
 // bootstrapper keeps the node connected to its bootstrap peers. A lost
@@ -31,7 +33,7 @@ type bootstrapper struct {
 
 type bootPeer struct {
 	info    peer.AddrInfo
-	backoff time.Duration
+	retry   backoff.Backoff
 	next    time.Time
 	lastErr error
 }
@@ -42,7 +44,8 @@ func newBootstrapper(n *Node) *bootstrapper {
 		if ai.ID == n.host.ID() {
 			continue // a node may be given its own address in a shared list
 		}
-		b.peers = append(b.peers, &bootPeer{info: ai})
+		retry := backoff.Backoff{Min: n.cfg.Timing.ReconnectMin, Max: n.cfg.Timing.ReconnectMax}
+		b.peers = append(b.peers, &bootPeer{info: ai, retry: retry})
 		n.host.ConnManager().Protect(ai.ID, "bootstrap")
 	}
 	return b
@@ -122,7 +125,8 @@ func (b *bootstrapper) round(ctx context.Context) time.Duration {
 	reconnected := 0
 	for _, bp := range b.peers {
 		if h.Network().Connectedness(bp.info.ID) == network.Connected {
-			bp.backoff, bp.lastErr = 0, nil
+			bp.retry.Reset()
+			bp.lastErr = nil
 			continue
 		}
 		if now.Before(bp.next) {
@@ -136,12 +140,11 @@ func (b *bootstrapper) round(ctx context.Context) time.Duration {
 			defer mu.Unlock()
 			bp.lastErr = err
 			if err == nil {
-				bp.backoff = 0
+				bp.retry.Reset()
 				reconnected++
 				return
 			}
-			bp.backoff = nextBackoff(bp.backoff, b.n.cfg.Timing.ReconnectMin, b.n.cfg.Timing.ReconnectMax)
-			bp.next = time.Now().Add(bp.backoff)
+			bp.next = time.Now().Add(bp.retry.Next())
 		}()
 	}
 	wg.Wait()
@@ -202,12 +205,4 @@ func (b *bootstrapper) nextWake() time.Duration {
 		}
 	}
 	return wait
-}
-
-// nextBackoff doubles prev within [min, max].
-func nextBackoff(prev, lo, hi time.Duration) time.Duration {
-	if prev <= 0 {
-		return lo
-	}
-	return min(prev*2, hi)
 }
