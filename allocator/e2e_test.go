@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -45,7 +46,7 @@ func startNet(t *testing.T) *world {
 	reg := proctest.Start(t, "registry", n.bins["registry-service"], []string{
 		"-new-etcd-cluster", "-ephemeral", "-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
 		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-unsafe-no-fsync",
-		"-etcd-client-port", strconv.Itoa(proctest.FreePort(t)), "-etcd-peer-port", strconv.Itoa(proctest.FreePort(t)),
+		"-etcd-client-port", strconv.Itoa(freeport.T(t)), "-etcd-peer-port", strconv.Itoa(freeport.T(t)),
 	}, n.env)
 	reg.WaitOutput("registry ready", time.Minute)
 	n.boot = proctest.ReadLines(t, filepath.Join(dir, "addr"), time.Second)[0]
@@ -99,7 +100,7 @@ func (n *world) addService(name string) {
 // proxy starts a client proxy and returns its base URL.
 func (n *world) proxy() string {
 	n.t.Helper()
-	port := proctest.FreePort(n.t)
+	port := freeport.T(n.t)
 	p := proctest.Start(n.t, "proxy", n.bins["proxy"], []string{"-ephemeral", "-listen", "/ip4/127.0.0.1/tcp/0",
 		"-prom-listen-addr", "", strconv.Itoa(port)}, n.env)
 	p.WaitOutput("proxy ready", 30*time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/instenv"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -70,7 +71,7 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	key, _ := psk.Derive(p2ptest.DefaultPassphrase)
 	ports := map[string]int{}
 	for _, k := range []string{instenv.ServicePort, instenv.ProxyPort, instenv.P2PPort, instenv.MetricsPort} {
-		ports[k] = proctest.FreePort(t)
+		ports[k] = freeport.T(t)
 	}
 	env := []string{
 		instenv.Service + "=hello-img", instenv.InstanceID + "=hello-img-test", instenv.P2PIP + "=127.0.0.1",

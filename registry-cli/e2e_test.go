@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -36,7 +37,7 @@ func startRegistry(t *testing.T, extra ...string) *cliNet {
 		"-new-etcd-cluster", "-psk", p2ptest.DefaultPassphrase, "-ephemeral",
 		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
 		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(proctest.FreePort(t)), "-etcd-peer-port", strconv.Itoa(proctest.FreePort(t)),
+		"-etcd-client-port", strconv.Itoa(freeport.T(t)), "-etcd-peer-port", strconv.Itoa(freeport.T(t)),
 		"-unsafe-no-fsync",
 	}, extra...)
 	p := proctest.Start(t, "registry", svc, args, nil)

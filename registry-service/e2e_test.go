@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -55,8 +56,8 @@ func (rn *registryNet) start(extra ...string) *member {
 		"-psk", p2ptest.DefaultPassphrase, "-keyfile", filepath.Join(dir, "key"),
 		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
 		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(proctest.FreePort(t)),
-		"-etcd-peer-port", strconv.Itoa(proctest.FreePort(t)),
+		"-etcd-client-port", strconv.Itoa(freeport.T(t)),
+		"-etcd-peer-port", strconv.Itoa(freeport.T(t)),
 		"-unsafe-no-fsync", "-log-level", "debug",
 	}
 	if len(rn.members) == 0 {

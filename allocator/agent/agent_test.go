@@ -232,7 +232,7 @@ func TestStoppedWhileStartingReleasesOnce(t *testing.T) {
 	w := newWorld(t)
 	a, node := w.allocator(allocOpts{cfg: agent.Config{CPU: 1000, Memory: 1024, StartTimeout: 10 * time.Second}})
 	w.service("slow", 600, 0, map[string]string{runtimetest.EnvTask: runtimetest.ModeSleep,
-		runtimetest.EnvPort: strconv.Itoa(proctest.FreePort(t))}) // never answers on SERVICE_PORT
+		runtimetest.EnvPort: strconv.Itoa(freeport.T(t))}) // never answers on SERVICE_PORT
 	w.service("big", 600, 0, nil)
 	done := make(chan error, 1)
 	go func() { _, err := w.deploy(node, "slow", false); done <- err }()
@@ -387,7 +387,7 @@ func TestStartingInstanceIsNeverCulled(t *testing.T) {
 	// Listens on a port of its own, not SERVICE_PORT: it never becomes
 	// healthy.
 	w.service("slow", 10, 0, map[string]string{runtimetest.EnvTask: runtimetest.ModeSleep,
-		runtimetest.EnvPort: strconv.Itoa(proctest.FreePort(t))})
+		runtimetest.EnvPort: strconv.Itoa(freeport.T(t))})
 	done := make(chan error, 1)
 	go func() { _, err := w.deploy(node, "slow", true); done <- err }()
 	p2ptest.Eventually(t, 5*time.Second, func() error {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // Workload tells the suite how the runtime under test runs the test task.
@@ -220,7 +221,7 @@ func wantLabels(t *testing.T, st runtime.Status, spec runtime.Spec) {
 
 func (s *suite) httpAnswers(t *testing.T) {
 	rt := s.runtime(t)
-	port := FreePort(t)
+	port := freeport.T(t)
 	reply := "hello " + strconv.Itoa(port)
 	spec := s.spec(ModeHTTP, map[string]string{EnvPort: strconv.Itoa(port), EnvReply: reply})
 	start(t, rt, spec)
@@ -282,7 +283,7 @@ func (s *suite) invalidSpec(t *testing.T) {
 
 func (s *suite) crashRestarted(t *testing.T) {
 	rt := s.runtime(t)
-	port := FreePort(t)
+	port := freeport.T(t)
 	spec := s.spec(ModeCrash, map[string]string{EnvCrashes: "2", EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 5
 	start(t, rt, spec)
@@ -325,7 +326,7 @@ func (s *suite) cleanExit(t *testing.T) {
 
 func (s *suite) stopGraceful(t *testing.T) {
 	rt := s.runtime(t)
-	port := FreePort(t)
+	port := freeport.T(t)
 	spec := s.spec(ModeSleep, map[string]string{EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 3
 	start(t, rt, spec)
@@ -338,7 +339,7 @@ func (s *suite) stopGraceful(t *testing.T) {
 
 func (s *suite) stopIgnoringTerm(t *testing.T) {
 	rt := s.runtime(t)
-	port := FreePort(t)
+	port := freeport.T(t)
 	spec := s.spec(ModeIgnoreTerm, map[string]string{EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 3
 	start(t, rt, spec)
@@ -395,7 +396,7 @@ func (s *suite) remove(t *testing.T) {
 	}
 
 	// Remove kills an instance that still runs.
-	port := FreePort(t)
+	port := freeport.T(t)
 	running := s.spec(ModeIgnoreTerm, map[string]string{EnvPort: strconv.Itoa(port)})
 	start(t, rt, running)
 	Eventually(t, waitTimeout, func() error { return dial(port) })
@@ -418,7 +419,7 @@ func (s *suite) remove(t *testing.T) {
 
 func (s *suite) adopt(t *testing.T) {
 	first := s.runtime(t)
-	port := FreePort(t)
+	port := freeport.T(t)
 	live := s.spec(ModeSleep, map[string]string{EnvPort: strconv.Itoa(port)})
 	live.Labels = map[string]string{runtime.LabelService: "svc-adopted"}
 	live.MaxRestarts = 2
@@ -508,17 +509,6 @@ func (s *suite) closeEndsWait(t *testing.T) {
 		t.Fatalf("Wait across Close: %v; want ErrClosed", err)
 	}
 	s.runtime(t) // adopts the instance, and removes it when the test ends
-}
-
-// FreePort returns a TCP port that was free on loopback a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func dial(port int) error {

@@ -8,6 +8,10 @@
 // already in use"). Ports are therefore picked at random below the
 // ephemeral range, where the kernel never puts outgoing connections, as
 // Nomad does for its dynamic ports.
+//
+// Every pick of a port for someone else to bind later goes through this
+// package, in tests too (T). A test that binds port 0 itself and keeps
+// the listener needs no pick.
 package freeport
 
 import (
@@ -81,6 +85,35 @@ func One(host string) int {
 	p, err := Take(host, 1, nil)
 	if err != nil {
 		return 0
+	}
+	return p[0]
+}
+
+// Prefer returns want if it is free on host, or else One(host).
+func Prefer(host string, want int) int {
+	if want > 0 {
+		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(want))); err == nil {
+			l.Close()
+			return want
+		}
+	}
+	return One(host)
+}
+
+// TB is the part of testing.TB that T uses (this package is also built
+// into the binaries, which must not import testing).
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// T returns a free port on 127.0.0.1 for a test to hand to what it
+// starts, and fails the test when none is found.
+func T(t TB) int {
+	t.Helper()
+	p, err := Take("127.0.0.1", 1, nil)
+	if err != nil {
+		t.Fatalf("pick a free port: %v", err)
 	}
 	return p[0]
 }

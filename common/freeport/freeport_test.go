@@ -43,3 +43,18 @@ func TestTakeSkipsAndGivesUp(t *testing.T) {
 		t.Fatal("One found no port")
 	}
 }
+
+func TestPreferAndT(t *testing.T) {
+	p := T(t)
+	if got := Prefer("127.0.0.1", p); got != p {
+		t.Fatalf("Prefer(%d) of a free port: %d", p, got)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := Prefer("127.0.0.1", p); got == p || got == 0 {
+		t.Fatalf("Prefer(%d) of a taken port: %d", p, got)
+	}
+}

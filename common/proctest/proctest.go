@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,17 +254,6 @@ func Run(t testing.TB, bin string, args, env []string, timeout time.Duration) (s
 		t.Fatalf("%s %v did not finish within %s\nstderr: %s", filepath.Base(bin), args, timeout, errb.String())
 		return "", "", -1
 	}
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // ReadLines waits for path to exist and returns its non-empty lines.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	docker "github.com/moby/moby/client"
+
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // benchImage is the image the suite builds (FROM scratch, with hello and
@@ -91,7 +93,7 @@ func directContainer(ctx context.Context, run string) (time.Duration, error) {
 		return 0, err
 	}
 	defer cli.Close()
-	port := freePort()
+	port := freeport.One("127.0.0.1")
 	start := time.Now()
 	res, err := cli.ContainerCreate(ctx, docker.ContainerCreateOptions{
 		Config: &container.Config{

@@ -20,6 +20,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/physarum-p2p/physarum/allocator/deploy"
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/keys"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2p"
@@ -107,12 +108,12 @@ func (n *network) bin(name string) string { return filepath.Join(n.s.o.bin, name
 // network's bootstrap peer.
 func (n *network) startRegistry(ctx context.Context) error {
 	n.regData = filepath.Join(n.dir, "registry")
-	n.etcdPort = freePort()
+	n.etcdPort = freeport.One("127.0.0.1")
 	p, err := n.s.procs.spawn(n.dir, "registry", n.bin("registry-service"), []string{
 		"-new-etcd-cluster", "-keyfile", filepath.Join(n.dir, "registry.key"), "-log-level", n.s.o.logLevel,
 		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(n.dir, "registry.addr"),
 		"-data-dir", n.regData, "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(n.etcdPort), "-etcd-peer-port", strconv.Itoa(freePort()),
+		"-etcd-client-port", strconv.Itoa(n.etcdPort), "-etcd-peer-port", strconv.Itoa(freeport.One("127.0.0.1")),
 	}, n.env)
 	if err != nil {
 		return err
@@ -193,7 +194,7 @@ func (n *network) startAllocators(ctx context.Context, specs ...allocSpec) ([]*a
 func (n *network) startProxy(ctx context.Context, name string) (*clientProxy, error) {
 	var last error
 	for range 3 { // the free port may be taken in between
-		port := freePort()
+		port := freeport.One("127.0.0.1")
 		p, err := n.s.procs.spawn(n.dir, name, n.bin("proxy"), []string{
 			"-keyfile", filepath.Join(n.dir, name+".key"), "-listen", "/ip4/127.0.0.1/tcp/0",
 			"-log-level", n.s.o.logLevel, "-prom-listen-addr", "", strconv.Itoa(port),

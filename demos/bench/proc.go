@@ -12,8 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // proc is one process the suite started; its stdout and stderr go to
@@ -242,11 +240,6 @@ func sweepInstances(dir, binDir string) int {
 	})
 	return n
 }
-
-// freePort returns a loopback port that was free a moment ago, below the
-// ephemeral range so no outgoing connection takes it before its process
-// binds it.
-func freePort() int { return freeport.One("127.0.0.1") }
 
 // firstLine returns the first line of a file a process writes.
 func firstLine(ctx context.Context, path string, timeout time.Duration) (string, error) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -181,7 +182,7 @@ func runAllocator(ctx context.Context, r *run) error {
 // directProcess starts bin/hello on a free port, as an allocator would
 // but without one, and returns the time until /healthz answers.
 func directProcess(ctx context.Context, n *network, i int) (time.Duration, error) {
-	port := freePort()
+	port := freeport.One("127.0.0.1")
 	start := time.Now()
 	p, err := n.s.procs.spawn(n.dir, "direct-hello-"+strconv.Itoa(i), n.bin("hello"), nil,
 		[]string{"SERVICE_PORT=" + strconv.Itoa(port)})

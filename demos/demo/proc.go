@@ -4,15 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // proc is one process of the demo network, its output in the work dir.
@@ -109,16 +106,4 @@ func firstLine(path string, timeout time.Duration) (string, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return "", fmt.Errorf("%s not written within %s", path, timeout)
-}
-
-// freePort returns a loopback port that was free a moment ago; want if it
-// is free.
-func freePort(want int) int {
-	if want > 0 {
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", want)); err == nil {
-			l.Close()
-			return want
-		}
-	}
-	return freeport.One("127.0.0.1")
 }

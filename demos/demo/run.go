@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 type options struct {
@@ -27,7 +29,7 @@ func (o options) metricsPort(i int) int {
 	if o.metricsBase > 0 {
 		return o.metricsBase + i
 	}
-	return freePort(0)
+	return freeport.One("127.0.0.1")
 }
 
 // site is one allocator, standing in for a site some distance away.
@@ -165,7 +167,7 @@ func (d *demo) startRegistry(ctx context.Context) error {
 		"-new-etcd-cluster", "-keyfile", filepath.Join(d.dir, "registry.key"),
 		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(d.dir, "registry.addr"),
 		"-data-dir", filepath.Join(d.dir, "registry"), "-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.regProm),
-		"-etcd-client-port", strconv.Itoa(freePort(0)), "-etcd-peer-port", strconv.Itoa(freePort(0)),
+		"-etcd-client-port", strconv.Itoa(freeport.One("127.0.0.1")), "-etcd-peer-port", strconv.Itoa(freeport.One("127.0.0.1")),
 	})
 	if err != nil {
 		return err
@@ -279,7 +281,7 @@ func (d *demo) cliJSON(ctx context.Context, v any, args ...string) error {
 }
 
 func (d *demo) startProxy(ctx context.Context) error {
-	port := freePort(d.o.port)
+	port := freeport.Prefer("127.0.0.1", d.o.port)
 	d.proxyP = d.o.metricsPort(4)
 	p, err := d.spawn("proxy", "proxy", []string{
 		"-keyfile", filepath.Join(d.dir, "proxy.key"), "-listen", "/ip4/127.0.0.1/tcp/0",

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -50,9 +51,9 @@ func (n *network) registry() *proctest.Proc {
 	dir := n.t.TempDir()
 	n.reg = proctest.Start(n.t, "registry", n.bin["registry-service"], []string{
 		"-new-etcd-cluster", "-keyfile", filepath.Join(dir, "key"),
-		"-listen", "/ip4/127.0.0.1/tcp/" + strconv.Itoa(proctest.FreePort(n.t)), "-addr-file", filepath.Join(dir, "addr"),
+		"-listen", "/ip4/127.0.0.1/tcp/" + strconv.Itoa(freeport.T(n.t)), "-addr-file", filepath.Join(dir, "addr"),
 		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-unsafe-no-fsync",
-		"-etcd-client-port", strconv.Itoa(proctest.FreePort(n.t)), "-etcd-peer-port", strconv.Itoa(proctest.FreePort(n.t)),
+		"-etcd-client-port", strconv.Itoa(freeport.T(n.t)), "-etcd-peer-port", strconv.Itoa(freeport.T(n.t)),
 	}, n.env)
 	n.reg.WaitOutput("registry ready", time.Minute)
 	n.boot = proctest.ReadLines(n.t, filepath.Join(dir, "addr"), time.Second)[0]
@@ -74,7 +75,7 @@ func (n *network) allocator(name string) *proctest.Proc {
 // proxy starts a client proxy on a fixed port (so a restart keeps it).
 func (n *network) proxy() (*proctest.Proc, string) {
 	n.t.Helper()
-	port := strconv.Itoa(proctest.FreePort(n.t))
+	port := strconv.Itoa(freeport.T(n.t))
 	p := proctest.Start(n.t, "proxy", n.bin["proxy"], []string{
 		"-keyfile", filepath.Join(n.t.TempDir(), "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-prom-listen-addr", "", port,
 	}, n.env)

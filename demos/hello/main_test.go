@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -151,7 +152,7 @@ func waitHealthy(t *testing.T, base string, p *proctest.Proc) {
 // SERVICE_PORT set, until SIGTERM.
 func TestBinary(t *testing.T) {
 	bin := proctest.Build(t, "./demos/hello")
-	port := strconv.Itoa(proctest.FreePort(t))
+	port := strconv.Itoa(freeport.T(t))
 	p := proctest.Start(t, "hello", bin, nil, []string{"SERVICE_PORT=" + port, "PHYSARUM_INSTANCE_ID=bin-1"})
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base, p)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -66,7 +67,7 @@ func (p *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func startStage(t *testing.T, name, proxyPort string, env ...string) (*proctest.Proc, string) {
 	t.Helper()
 	bin := proctest.Build(t, "./demos/"+name)
-	port := strconv.Itoa(proctest.FreePort(t))
+	port := strconv.Itoa(freeport.T(t))
 	addr := "127.0.0.1:" + port
 	p := proctest.Start(t, name, bin, nil, append(env, "SERVICE_PORT="+port, "PROXY_PORT="+proxyPort))
 	waitHealthy(t, "http://"+addr, p)

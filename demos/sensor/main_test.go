@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -123,7 +124,7 @@ func waitHealthy(t *testing.T, base string, p *proctest.Proc) {
 // SERVICE_PORT and PROXY_PORT set, until SIGTERM.
 func TestBinary(t *testing.T) {
 	bin := proctest.Build(t, "./demos/sensor")
-	port := strconv.Itoa(proctest.FreePort(t))
+	port := strconv.Itoa(freeport.T(t))
 	p := proctest.Start(t, "sensor", bin, nil, []string{"SERVICE_PORT=" + port, "PROXY_PORT=1"})
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base, p)

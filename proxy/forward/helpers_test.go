@@ -5,15 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/wire"
 )
@@ -155,13 +156,7 @@ func wantJSONError(t testing.TB, resp *http.Response, status int, code string) w
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
+	return "127.0.0.1:" + strconv.Itoa(freeport.T(t))
 }
 
 // pattern is an endless deterministic byte stream, so that large bodies

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/registry"
 )
@@ -29,16 +29,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func testConfig(t *testing.T, name, pass string) Config {
 	t.Helper()
 	key, err := psk.Derive(pass)
@@ -47,7 +37,7 @@ func testConfig(t *testing.T, name, pass string) Config {
 	}
 	return Config{
 		Name: name, DataDir: t.TempDir(), IP: "127.0.0.1",
-		ClientPort: freePort(t), PeerPort: freePort(t), PSK: key,
+		ClientPort: freeport.T(t), PeerPort: freeport.T(t), PSK: key,
 		UnsafeNoFsync: true, ReadyTimeout: 30 * time.Second,
 	}
 }

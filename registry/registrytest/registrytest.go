@@ -6,11 +6,11 @@ package registrytest
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/registry"
@@ -38,7 +38,7 @@ func Start(t testing.TB, n *p2ptest.Node) *Registry {
 	defer cancel()
 	m, err := cluster.StartNew(ctx, cluster.Config{
 		Name: n.ID().String(), DataDir: filepath.Join(dir, "data"), IP: "127.0.0.1",
-		ClientPort: freePort(t), PeerPort: freePort(t), PSK: key, UnsafeNoFsync: true,
+		ClientPort: freeport.T(t), PeerPort: freeport.T(t), PSK: key, UnsafeNoFsync: true,
 		Logger: p2ptest.Logger(t),
 	})
 	if err != nil {
@@ -59,16 +59,6 @@ func Client(t testing.TB, n *p2ptest.Node) *registry.Client {
 	c := registry.NewClient(n.Node, registry.Options{Timeout: 3 * time.Second})
 	t.Cleanup(c.Close)
 	return c
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Serve starts another registry server on node n over an existing member

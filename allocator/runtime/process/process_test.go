@@ -23,6 +23,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
 // envOwner makes the test binary an allocator that starts one instance
@@ -357,7 +358,7 @@ func TestLeaderDeathKillsTheGroupAndRestarts(t *testing.T) {
 
 func TestAdoptAfterOwnerKilled(t *testing.T) {
 	dir := t.TempDir()
-	port := runtimetest.FreePort(t)
+	port := freeport.T(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
