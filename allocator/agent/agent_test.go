@@ -358,9 +358,13 @@ func TestCrashingInstanceIsRestartedThenMarkedFailed(t *testing.T) {
 	t.Logf("reported: %s", insts[0].Message)
 }
 
+// TestIdleOnDemandInstanceIsCulled: an on-demand instance that serves
+// nothing for the idle timeout is stopped; an explicitly deployed one,
+// as idle, runs on.
 func TestIdleOnDemandInstanceIsCulled(t *testing.T) {
+	const idle = 500 * time.Millisecond
 	w := newWorld(t)
-	_, node := w.allocator(allocOpts{cfg: agent.Config{IdleTimeout: 500 * time.Millisecond}})
+	a, node := w.allocator(allocOpts{cfg: agent.Config{IdleTimeout: idle}})
 	w.service("idle", 10, 0, nil)
 	onDemand, err := w.deploy(node, "idle", true)
 	if err != nil {
@@ -376,8 +380,33 @@ func TestIdleOnDemandInstanceIsCulled(t *testing.T) {
 		}
 		return nil
 	})
-	if _, ok := w.record(pinned.Instance.ID); !ok {
-		t.Fatal("an explicitly deployed instance was culled")
+	// The culler is at work; the pinned instance, idle since it started,
+	// must outlive three more idle timeouts of it.
+	runsThroughout(t, w, a, pinned.Instance.ID, 3*idle)
+}
+
+// runsThroughout samples instance id every 50 ms for d and fails at the
+// first sample where its allocator a does not run it or the registry
+// holds no running record of it.
+func runsThroughout(t *testing.T, w *world, a *agent.Agent, id string, d time.Duration) {
+	t.Helper()
+	sample := time.NewTicker(50 * time.Millisecond)
+	defer sample.Stop()
+	start := time.Now()
+	for samples := 1; time.Since(start) < d; samples++ {
+		running := false
+		for _, in := range a.Instances() {
+			running = running || in.ID == id && in.State == registry.StateRunning
+		}
+		if !running {
+			t.Fatalf("sample %d, %s in: instance %s is not running on its allocator: %+v",
+				samples, time.Since(start).Round(time.Millisecond), id, a.Instances())
+		}
+		if rec, ok := w.record(id); !ok || rec.State != registry.StateRunning {
+			t.Fatalf("sample %d, %s in: registry record of instance %s: %+v (found %v)",
+				samples, time.Since(start).Round(time.Millisecond), id, rec, ok)
+		}
+		<-sample.C
 	}
 }
 
