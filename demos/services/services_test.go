@@ -10,18 +10,16 @@ import (
 	"testing"
 
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-cli/cli"
 	"github.com/physarum-p2p/physarum/registry-cli/imagebuild"
 )
 
-// config mirrors the file registry-cli add reads (registry-cli/cli's
-// serviceConfig); unknown fields are refused, as registry-cli does.
-type config struct {
-	NetworkSoftReq registry.PerfInd   `json:"NetworkSoftReq"`
-	NetworkHardReq registry.PerfInd   `json:"NetworkHardReq"`
-	CpuReq         int                `json:"CpuReq"`
-	MemoryReq      int                `json:"MemoryReq"`
-	Exec           *registry.ExecConf `json:"Exec,omitempty"`
-	DockerConf     json.RawMessage    `json:"DockerConf,omitempty"`
+// contents is what a config asks for, read only to check the values
+// below. Whether a file is a config at all is registry-cli's to say:
+// accept runs registry-cli add on it.
+type contents struct {
+	registry.ServiceInfo
+	DockerConf json.RawMessage `json:"DockerConf"`
 }
 
 // requirements are what each demo service asks for: soft and hard RTT
@@ -34,30 +32,43 @@ var requirements = map[string][4]int{
 	"analytics":  {20, 50, 200, 64},
 }
 
-func load(t *testing.T, path string) config {
+func load(t *testing.T, path string) contents {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var c config
-	if err := dec.Decode(&c); err != nil {
+	var c contents
+	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatalf("%s: %v", path, err)
-	}
-	if dec.More() {
-		t.Fatalf("%s: more than one JSON value", path)
 	}
 	return c
 }
 
-func (c config) info() registry.ServiceInfo {
-	return registry.ServiceInfo{NetworkSoftReq: c.NetworkSoftReq, NetworkHardReq: c.NetworkHardReq,
-		CpuReq: c.CpuReq, MemoryReq: c.MemoryReq, Exec: c.Exec}
+// accept runs registry-cli add -no-add on the config at path, as service
+// name, and fails the test when registry-cli refuses it. A DockerConf
+// config is built before -no-add is looked at, so the CLI is pointed at
+// a Docker socket that does not exist: it has accepted the file, and its
+// DockerConf, when all it then lacks is a daemon.
+func accept(t *testing.T, path, name string, docker bool) {
+	t.Helper()
+	args := []string{"-ephemeral", "add", "-no-add", path, name}
+	if docker {
+		t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+		args = []string{"-ephemeral", "add", "-no-add", path, "physarum-demo/" + name, name}
+	}
+	var stdout, stderr bytes.Buffer
+	env := cli.Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	code := cli.Run(t.Context(), args, env)
+	switch {
+	case !docker && code == cli.ExitOK && strings.Contains(stdout.String(), "not registering "+name):
+	case docker && code == cli.ExitFailure && strings.Contains(stderr.String(), "no Docker daemon answers"):
+	default:
+		t.Errorf("registry-cli %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, stdout.String(), stderr.String())
+	}
 }
 
-func checkRequirements(t *testing.T, path string, c config, want [4]int) {
+func checkRequirements(t *testing.T, path string, c contents, want [4]int) {
 	t.Helper()
 	got := [4]int{int(c.NetworkSoftReq.RTT), int(c.NetworkHardReq.RTT), c.CpuReq, c.MemoryReq}
 	if got != want || c.NetworkSoftReq.RTT != float64(want[0]) || c.NetworkHardReq.RTT != float64(want[1]) {
@@ -66,6 +77,7 @@ func checkRequirements(t *testing.T, path string, c config, want [4]int) {
 }
 
 func TestExecConfigs(t *testing.T) {
+	bin := t.TempDir()
 	for name, want := range requirements {
 		path := name + ".exec.json"
 		c := load(t, path)
@@ -78,14 +90,15 @@ func TestExecConfigs(t *testing.T) {
 		}
 		// What the launcher registers once it has put in the binaries'
 		// directory.
-		c.Exec.Command = strings.ReplaceAll(c.Exec.Command, "${DEMO_BIN}", "/opt/physarum/bin")
-		info := c.info()
-		if err := info.Validate(); err != nil {
-			t.Errorf("%s: %v", path, err)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !filepath.IsAbs(c.Exec.Command) {
-			t.Errorf("%s: command %q is not absolute after substitution", path, c.Exec.Command)
+		filled := filepath.Join(t.TempDir(), path)
+		if err := os.WriteFile(filled, bytes.ReplaceAll(b, []byte("${DEMO_BIN}"), []byte(bin)), 0o644); err != nil {
+			t.Fatal(err)
 		}
+		accept(t, filled, name, false)
 	}
 }
 
@@ -105,11 +118,7 @@ func TestDockerConfigs(t *testing.T) {
 			dc.Cmd != "/app/"+name || len(dc.Run) != 0 || dc.ProxyClientMode {
 			t.Errorf("%s: DockerConf %+v", path, dc)
 		}
-		info := c.info()
-		info.DockerHash = "physarum-demo/" + name // set by registry-cli once built
-		if err := info.Validate(); err != nil {
-			t.Errorf("%s: %v", path, err)
-		}
+		accept(t, path, name, true)
 	}
 }
 
