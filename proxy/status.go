@@ -6,22 +6,15 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/instenv"
 	"github.com/physarum-p2p/physarum/proxy/forward"
 )
-
-// status is what the allocator reads on the local port: whether the
-// service answers, and when it last served (for idle culling).
-type status struct {
-	Ready       bool      `json:"ready"`
-	LastRequest time.Time `json:"last_request"`
-	InFlight    int       `json:"in_flight"`
-}
 
 // statusHandler answers the local status path. srv is nil for a
 // client-mode instance, which is ready as soon as it runs.
 func statusHandler(srv *forward.Server, address string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := status{Ready: true}
+		st := instenv.Status{Ready: true}
 		if srv != nil {
 			c, err := net.DialTimeout("tcp", address, 500*time.Millisecond)
 			if err == nil {

@@ -46,6 +46,10 @@ type Config struct {
 	// MaxRestarts bounds restarts of a crashing instance before it is
 	// marked failed; 0 means none (the allocator's flag defaults to 5).
 	MaxRestarts int
+	// StartBackoff is how long a service that failed to start here is
+	// refused here (the requester tries another node); it doubles with
+	// each failure in a row up to StartBackoffMax (defaults 10s and 5m).
+	StartBackoff, StartBackoffMax time.Duration
 	// KeepInstances leaves instances running when the agent closes (for
 	// upgrades: the next agent adopts them). By default Close stops them.
 	KeepInstances bool
@@ -67,6 +71,12 @@ func (c Config) withDefaults() Config {
 	if c.StatusEvery <= 0 {
 		c.StatusEvery = time.Second
 	}
+	if c.StartBackoff <= 0 {
+		c.StartBackoff = 10 * time.Second
+	}
+	if c.StartBackoffMax <= 0 {
+		c.StartBackoffMax = 5 * time.Minute
+	}
 	c.MaxRestarts = max(c.MaxRestarts, 0)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -86,6 +96,7 @@ type Agent struct {
 	ports    *portPool
 	metrics  *metrics
 	rpc      *wire.Server
+	failures *startFailures
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,7 +108,13 @@ type Agent struct {
 	mu         sync.Mutex
 	instances  map[string]*instance
 	degraded   map[string]string // runtime -> why it is unusable now
-	closed     bool
+	// admitHook, when set (by tests), runs in start just before the
+	// instance is admitted.
+	admitHook func()
+	// closed is set, under mu, before Close lists the instances to stop:
+	// an instance is admitted only under mu while it is false, so none
+	// escapes that list.
+	closed bool
 	// closing skips per-instance registry writes while the agent stops
 	// everything: removing the node record (its lease) removes them all,
 	// and with the registry unreachable they would only add timeouts.
@@ -119,7 +136,8 @@ func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.R
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, node: n, reg: reg, runtimes: map[string]runtime.Runtime{},
 		res: newResources(cfg.CPU, cfg.Memory), ports: newPortPool(), metrics: newMetrics(cfg.Registerer),
-		ctx: actx, cancel: cancel, kick: make(chan struct{}, 1),
+		failures: newStartFailures(cfg.StartBackoff, cfg.StartBackoffMax),
+		ctx:      actx, cancel: cancel, kick: make(chan struct{}, 1),
 		instances: map[string]*instance{}, degraded: map[string]string{},
 	}
 	for _, rt := range rts {

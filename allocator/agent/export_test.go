@@ -7,3 +7,13 @@ func SetPortPicker(a *Agent, pick func(host string, n int, skip func(int) bool) 
 	defer a.ports.mu.Unlock()
 	a.ports.pick = pick
 }
+
+// SetAdmitHook makes start call hook just before it admits an instance.
+func SetAdmitHook(a *Agent, hook func()) { a.admitHook = hook }
+
+// Closing reports whether Close has begun.
+func Closing(a *Agent) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}

@@ -96,6 +96,10 @@ func (a *Agent) proxyAddrs(p2pPort int, id peer.ID) []string {
 // start admits and starts a new instance of service, and returns at once;
 // wait on in.ready for the outcome. The caller has checked the service.
 func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string, onDemand bool) (*instance, error) {
+	if err := a.failures.check(service); err != nil {
+		a.metrics.refused("start_backoff")
+		return nil, err
+	}
 	if err := a.res.reserve(info.CpuReq, info.MemoryReq); err != nil {
 		a.metrics.refused("no_capacity")
 		return nil, err
@@ -120,17 +124,35 @@ func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string,
 			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: onDemand, Started: time.Now().UTC(),
 		},
 	}
-	spec, err := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
-	if err != nil {
+	spec, specErr := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
+	if specErr != nil && !errors.Is(specErr, errCommandNotFound) {
 		a.res.release(info.CpuReq, info.MemoryReq)
 		a.ports.put(p)
-		return nil, wire.Errorf(wire.CodeRuntimeError, "%v", err)
+		return nil, wire.Errorf(wire.CodeRuntimeError, "%v", specErr)
+	}
+	if a.admitHook != nil {
+		a.admitHook()
 	}
 	a.mu.Lock()
+	if a.closed {
+		// Close has listed what to stop: an instance added now would
+		// outlive the allocator.
+		a.mu.Unlock()
+		a.res.release(info.CpuReq, info.MemoryReq)
+		a.ports.put(p)
+		a.metrics.refused("shutting_down")
+		return nil, wire.Errorf(wire.CodeUnavailable, "the allocator is shutting down")
+	}
 	a.instances[id] = in
 	a.mu.Unlock()
 	a.metrics.admitted()
 	a.publishNow()
+	if specErr != nil {
+		// A missing command is the service's problem on this node, not
+		// a refusal: the instance fails once, visibly, with the reason.
+		a.goLoop(func(ctx context.Context) { a.startFailed(ctx, in, specErr) })
+		return in, nil
+	}
 	// respec moves the instance to new ports when one was taken between
 	// our pick and its bind.
 	respec := func(p ports) (runtime.Spec, []string, error) {
@@ -166,20 +188,36 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 	in.mu.Lock()
 	stopping := in.stopping
 	in.mu.Unlock()
-	if err != nil && stopping {
-		return // stopped while starting: stop has released what it held
+	if stopping {
+		// Stopped while starting: stop has released what it held. It may
+		// have found nothing to stop if it came before the runtime's
+		// Start; stopping again after Start leaves nothing running.
+		if err == nil {
+			_ = in.rt.Stop(ctx, in.rec.ID, 10*time.Second)
+			_ = in.rt.Remove(ctx, in.rec.ID)
+		}
+		return
 	}
 	if err != nil {
-		log.Warn("instance failed to start", "err", err)
-		a.metrics.failed()
-		a.fail(ctx, in, fmt.Sprintf("start: %v", err))
-		a.cleanup(in)
+		a.startFailed(ctx, in, err)
 		return
 	}
 	log.Info("instance running", "runtime", in.rec.Runtime, "peer", in.rec.PeerID, "service_port", in.portsNow().Service)
+	a.failures.started(in.rec.Service)
 	a.metrics.started()
 	a.markRunning(ctx, in)
 	a.supervise(ctx, in)
+}
+
+// startFailed marks an instance that could not start failed, and backs
+// off its service on this node.
+func (a *Agent) startFailed(ctx context.Context, in *instance, err error) {
+	wait := a.failures.failed(in.rec.Service, err.Error())
+	a.log.Warn("instance failed to start", "instance", in.rec.ID, "service", in.rec.Service, "err", err,
+		"backoff", wait)
+	a.metrics.failed()
+	a.fail(ctx, in, fmt.Sprintf("start: %v", err))
+	a.cleanup(in)
 }
 
 // portAttempts bounds the starts of an instance whose ports keep being
@@ -281,17 +319,10 @@ func (a *Agent) fail(ctx context.Context, in *instance, msg string) {
 	}
 }
 
-// proxyStatus is what an instance's proxy reports on its local port.
-type proxyStatus struct {
-	Ready       bool      `json:"ready"`
-	LastRequest time.Time `json:"last_request"`
-	InFlight    int       `json:"in_flight"`
-}
-
 var statusClient = &http.Client{Timeout: 2 * time.Second}
 
-func (in *instance) status(ctx context.Context) (proxyStatus, error) {
-	var st proxyStatus
+func (in *instance) status(ctx context.Context) (instenv.Status, error) {
+	var st instenv.Status
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		"http://127.0.0.1:"+strconv.Itoa(in.portsNow().Proxy)+instenv.StatusPath, nil)
 	if err != nil {

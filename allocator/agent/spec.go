@@ -2,8 +2,11 @@ package agent
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -133,11 +136,39 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 				env[k] = instenv.Expand(v, env)
 			}
 		}
-		spec.Command = append([]string{a.cfg.ProxyPath, "-instance", "--", info.Exec.Command}, info.Exec.Args...)
+		command, err := resolveCommand(info.Exec.Command)
+		if err != nil {
+			return runtime.Spec{}, err
+		}
+		spec.Command = append([]string{a.cfg.ProxyPath, "-instance", "--", command}, info.Exec.Args...)
 	default:
 		return runtime.Spec{}, fmt.Errorf("unknown runtime %q", rtName)
 	}
 	return spec, nil
+}
+
+// errCommandNotFound: a process service's command is not on this node.
+var errCommandNotFound = errors.New("command not found on this node")
+
+// resolveCommand finds a process service's command as a shell would: a
+// bare name on the allocator's PATH (as Nomad's raw_exec does), a path as
+// it is. Finding it here, and not in the instance, makes a missing
+// command one clear failure instead of a crash loop of the instance.
+func resolveCommand(command string) (string, error) {
+	if strings.Contains(command, "/") {
+		if _, err := os.Stat(command); err != nil {
+			return "", fmt.Errorf("%w: %s: %w", errCommandNotFound, command, err)
+		}
+		return command, nil
+	}
+	path, err := exec.LookPath(command)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q is not on the allocator's PATH (%s)", errCommandNotFound, command, os.Getenv("PATH"))
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return path, nil
 }
 
 // listenIP is the one IPv4 address this node listens on, which its

@@ -6,6 +6,7 @@ package instenv
 import (
 	"encoding/hex"
 	"os"
+	"time"
 
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 )
@@ -63,9 +64,19 @@ func Expand(s string, env map[string]string) string {
 	return os.Expand(s, func(k string) string { return env[k] })
 }
 
-// Paths the proxy serves on its local port (PROXY_PORT) for the allocator.
-const (
-	// StatusPath answers JSON {"ready": bool, "last_request": time,
-	// "in_flight": n}; ready means the service accepts connections.
-	StatusPath = "/.physarum/status"
-)
+// StatusPath is what an instance's proxy answers on its local port
+// (PROXY_PORT) for the allocator: a Status as JSON, with 503 while the
+// service does not accept connections.
+const StatusPath = "/.physarum/status"
+
+// Status is what an instance's proxy reports at StatusPath: whether the
+// service answers, and when it last served (for idle culling).
+type Status struct {
+	// Ready means the service accepts connections on its port (a
+	// client-mode instance is ready as soon as it runs).
+	Ready bool `json:"ready"`
+	// LastRequest is when the proxy last served a request to the service.
+	LastRequest time.Time `json:"last_request"`
+	// InFlight is how many requests the service is serving now.
+	InFlight int `json:"in_flight"`
+}

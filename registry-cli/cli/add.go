@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 
 	"github.com/physarum-p2p/physarum/registry"
 )
@@ -27,7 +29,9 @@ this project's proxy inside as the entrypoint (it runs DockerConf.Cmd as its
 child), then registers it:
     registry-cli add [OPTIONS] <config> <image-name> <service-name>
 With Exec in the config, registers a process-runtime service (no Docker
-needed; Exec.Command must exist on the nodes that run it):
+needed; Exec.Command must exist on the nodes that run it: a path, or a
+bare name found on each allocator's PATH; add warns when it is not found
+on this machine):
     registry-cli add [OPTIONS] <config> <service-name>
 
 The config file (JSON; latencies in milliseconds, CPU in millicores, memory
@@ -92,7 +96,15 @@ func runAdd(ctx context.Context, s *session, args []string) error {
 		ctx, cancel = context.WithTimeout(s.parent, s.timeout)
 		defer cancel()
 	default:
-		info.ContentHash = execContentID(conf.Exec.Command)
+		path, err := exec.LookPath(conf.Exec.Command)
+		if err != nil {
+			// It may well exist on the nodes, which is what counts.
+			path = conf.Exec.Command
+			fmt.Fprintf(s.env.Stderr, "warning: command %q is not found on this machine (%v); "+
+				"every node that runs %s needs it, on its allocator's PATH when it is a bare name\n",
+				conf.Exec.Command, errors.Unwrap(err), name)
+		}
+		info.ContentHash = execContentID(path)
 	}
 	if s.add.contentID != "" {
 		info.ContentHash = s.add.contentID

@@ -12,10 +12,13 @@
 //	<Dir>/<id>/stdout.log   the process's stdout, appended to across restarts
 //	<Dir>/<id>/stderr.log   likewise stderr; both capped at Options.LogMaxBytes
 //
-// The process gets exactly Spec.Env as its environment, nothing of the
-// allocator's (no PATH: Spec.Command[0] must be an absolute path). It has
-// no parent-death signal, so it outlives the allocator. The instance is the
-// whole process group: when the leader exits, whatever is left of the group
+// The process gets Spec.Env as its environment plus, where Spec.Env does
+// not set them, a minimal standard one: PATH (the allocator's, or
+// DefaultPath), HOME (the instance's directory) and LANG (C.UTF-8).
+// Nothing else of the allocator's environment reaches it, and
+// Spec.Command[0] must be an absolute path. It has no parent-death
+// signal, so it outlives the allocator. The instance is the whole process
+// group: when the leader exits, whatever is left of the group
 // is killed before any restart.
 //
 // A runtime holds a lock on Options.Dir; a second one on the same
@@ -314,10 +317,11 @@ func (r *Runtime) spawn(inst *instance) (*proc, error) {
 		return nil, err
 	}
 	defer stderr.Close()
-	env := make([]string, 0, len(spec.Env)) // not nil: nil would pass on ours
+	env := make([]string, 0, len(spec.Env)+3) // not nil: nil would pass on ours
 	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 		env = append(env, k+"="+spec.Env[k])
 	}
+	env = append(env, standardEnv(spec.Env, inst.dir)...)
 	cmd := &exec.Cmd{
 		Path:        spec.Command[0],
 		Args:        spec.Command,
@@ -339,6 +343,27 @@ func (r *Runtime) spawn(inst *instance) (*proc, error) {
 		return nil, fmt.Errorf("watch %s: %w", spec.Command[0], err)
 	}
 	return p, nil
+}
+
+// DefaultPath is the PATH instances get when the allocator has none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// standardEnv is what a program expects of any environment, for the
+// variables spec does not set: the allocator's PATH (so that a service
+// can run the programs a shell on the node would find), HOME in the
+// instance's own directory, and a UTF-8 locale.
+func standardEnv(spec map[string]string, dir string) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = DefaultPath
+	}
+	var out []string
+	for _, kv := range [][2]string{{"PATH", path}, {"HOME", dir}, {"LANG", "C.UTF-8"}} {
+		if _, set := spec[kv[0]]; !set {
+			out = append(out, kv[0]+"="+kv[1])
+		}
+	}
+	return out
 }
 
 // supervise watches inst until it is down for good or the runtime closes.

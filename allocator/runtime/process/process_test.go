@@ -23,6 +23,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
@@ -195,32 +196,51 @@ func pidOf(t *testing.T, st runtime.Status) int {
 	return pid
 }
 
-func TestEnvIsExactlySpecEnvAndLogged(t *testing.T) {
+func TestEnvIsSpecEnvPlusAStandardOneAndLogged(t *testing.T) {
 	dir := t.TempDir()
 	rt := newRuntime(t, dir)
 	cleanup(t, rt)
-	env := map[string]string{runtimetest.EnvTask: runtimetest.ModeEnv, "ZETA": "last", "ALPHA": "a=b c"}
-	spec := taskSpec(env)
-	spec.ID = "env"
-	if _, err := rt.Start(t.Context(), spec); err != nil {
-		t.Fatal(err)
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = process.DefaultPath
 	}
-	st, err := rt.Wait(t.Context(), spec.ID)
-	if err != nil || st.ExitCode != 0 {
-		t.Fatalf("wait: %+v, %v; want exit 0", st, err)
-	}
-	out, err := os.ReadFile(filepath.Join(dir, spec.ID, "stdout.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	got := lines[1:] // after the task's "pid N" line
-	want := []string{"ALPHA=a=b c", "GORACE=atexit_sleep_ms=0", "PHYSARUM_TESTTASK=env", "ZETA=last"}
-	if !slices.Equal(got, want) {
-		t.Errorf("environment = %q; want exactly %q", got, want)
-	}
-	if _, err := os.Stat(filepath.Join(dir, spec.ID, "stderr.log")); err != nil {
-		t.Errorf("stderr.log: %v", err)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"standard", map[string]string{"ZETA": "last", "ALPHA": "a=b c"}, []string{
+			"ALPHA=a=b c", "GORACE=atexit_sleep_ms=0", "HOME=" + filepath.Join(dir, "standard"), "LANG=C.UTF-8",
+			"PATH=" + path, "PHYSARUM_TESTTASK=env", "ZETA=last"}},
+		// The service's own values win over the standard ones.
+		{"own", map[string]string{"PATH": "/opt/x/bin", "HOME": "/h", "LANG": "de_DE.UTF-8"}, []string{
+			"GORACE=atexit_sleep_ms=0", "HOME=/h", "LANG=de_DE.UTF-8", "PATH=/opt/x/bin", "PHYSARUM_TESTTASK=env"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{runtimetest.EnvTask: runtimetest.ModeEnv}
+			maps.Copy(env, tc.env)
+			spec := taskSpec(env)
+			spec.ID = tc.name
+			if _, err := rt.Start(t.Context(), spec); err != nil {
+				t.Fatal(err)
+			}
+			st, err := rt.Wait(t.Context(), spec.ID)
+			if err != nil || st.ExitCode != 0 {
+				t.Fatalf("wait: %+v, %v; want exit 0", st, err)
+			}
+			out, err := os.ReadFile(filepath.Join(dir, spec.ID, "stdout.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			got := lines[1:] // after the task's "pid N" line
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("environment = %q; want exactly %q", got, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, spec.ID, "stderr.log")); err != nil {
+				t.Errorf("stderr.log: %v", err)
+			}
+		})
 	}
 }
 
@@ -299,7 +319,7 @@ func TestStopKillsTheProcessGroup(t *testing.T) {
 	if err := rt.Stop(t.Context(), spec.ID, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	runtimetest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if running(child) {
 			return fmt.Errorf("child %d of the stopped instance still runs", child)
 		}
@@ -311,7 +331,7 @@ func TestStopKillsTheProcessGroup(t *testing.T) {
 func childPid(t *testing.T, dir string) int {
 	t.Helper()
 	var pid int
-	runtimetest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(dir, runtimetest.ChildPidFile))
 		if err != nil {
 			return err
@@ -340,7 +360,7 @@ func TestLeaderDeathKillsTheGroupAndRestarts(t *testing.T) {
 	if err := syscall.Kill(pidOf(t, st), syscall.SIGKILL); err != nil { // the leader alone
 		t.Fatal(err)
 	}
-	runtimetest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		got, err := rt.Inspect(t.Context(), spec.ID)
 		if err != nil {
 			return err
@@ -381,7 +401,7 @@ func TestAdoptAfterOwnerKilled(t *testing.T) {
 			_ = owner.Wait()
 		}
 	})
-	runtimetest.Eventually(t, 20*time.Second, func() error {
+	eventually.Succeeds(t, 20*time.Second, func() error {
 		if owner.ProcessState != nil {
 			return errors.New("owner exited")
 		}
@@ -412,7 +432,7 @@ func TestAdoptAfterOwnerKilled(t *testing.T) {
 	if err := syscall.Kill(pidOf(t, st), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	runtimetest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		got, err := rt.Inspect(t.Context(), ownedID)
 		if err != nil {
 			return err
@@ -504,7 +524,7 @@ func TestLogsAreCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, spec.ID, "stdout.log")
-	runtimetest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		rotated, err := os.Stat(log + ".1")
 		if err != nil {
 			return err
