@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/physarum-p2p/physarum/allocator/agent"
 	"github.com/physarum-p2p/physarum/allocator/runtime"
@@ -31,7 +34,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), stdout)
+	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), log, stdout)
 	if err != nil {
 		return err
 	}
@@ -55,23 +58,29 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "allocator ready: %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
 		c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
-	go base.Serve(ctx)
-	<-ctx.Done()
-	if c.keepInstances {
-		fmt.Fprintln(stdout, "shutting down; instances keep running (-keep-instances)")
-	} else {
-		fmt.Fprintln(stdout, "shutting down: stopping instances")
-	}
-	a.Close()
-	return nil
+	// The daemon's parts, supervised as one: the first to fail stops the
+	// rest, and its error is the daemon's.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return base.Serve(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		if c.keepInstances {
+			fmt.Fprintln(stdout, "shutting down; instances keep running (-keep-instances)")
+		} else {
+			fmt.Fprintln(stdout, "shutting down: stopping instances")
+		}
+		a.Close()
+		return nil
+	})
+	return g.Wait()
 }
 
 // openRuntimes opens what -runtime asks for. auto offers Docker when a
 // daemon answers, and processes always.
-func openRuntimes(ctx context.Context, c *config, node string, stdout io.Writer) ([]runtime.Runtime, error) {
+func openRuntimes(ctx context.Context, c *config, node string, log *slog.Logger, stdout io.Writer) ([]runtime.Runtime, error) {
 	var rts []runtime.Runtime
 	if c.runtime != registry.RuntimeProcess {
-		d, err := docker.New(ctx, docker.Options{Node: node, ConnectTimeout: 2 * time.Second})
+		d, err := docker.New(ctx, docker.Options{Node: node, ConnectTimeout: 2 * time.Second, Logger: log})
 		switch {
 		case err == nil:
 			rts = append(rts, d)
@@ -84,7 +93,7 @@ func openRuntimes(ctx context.Context, c *config, node string, stdout io.Writer)
 		}
 	}
 	if c.runtime != registry.RuntimeDocker {
-		p, err := process.New(process.Options{Dir: filepath.Join(c.dataDir, "instances")})
+		p, err := process.New(process.Options{Dir: filepath.Join(c.dataDir, "instances"), Logger: log})
 		if err != nil {
 			for _, rt := range rts {
 				_ = rt.Close()

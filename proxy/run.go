@@ -11,6 +11,7 @@ import (
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/physarum-p2p/physarum/common/daemon"
 	"github.com/physarum-p2p/physarum/common/p2p"
@@ -76,35 +77,56 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 		return 1, fmt.Errorf("listen on local port: %w", err)
 	}
 	httpSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-	defer shutdown(httpSrv)
 	fmt.Fprintf(stdout, "proxy ready: http://%s/<service>/<path>\n", ln.Addr())
-	go base.Serve(ctx)
 
 	var ch *child
-	var childExited <-chan struct{} // nil (never ready) without a child
 	if len(c.child) > 0 {
 		if ch, err = startChild(c.child, stdout, stderr); err != nil {
+			ln.Close()
 			return 1, err
 		}
-		childExited = ch.exited
 		defer ch.stop(10 * time.Second)
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-		return 0, nil
-	case <-childExited:
-		log.Info("service exited; proxy exits with it", "code", ch.code, "err", ch.err)
-		return ch.code, nil
-	case err := <-serveErr:
-		if errors.Is(err, http.ErrServerClosed) {
-			return 0, nil
+	// The proxy's parts, supervised as one: the first to end (a failure,
+	// or the child's exit in instance mode) stops the rest.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return base.Serve(gctx) })
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("local HTTP server: %w", err)
 		}
-		return 1, fmt.Errorf("local HTTP server: %w", err)
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdown(httpSrv)
+		return nil
+	})
+	if ch != nil {
+		g.Go(func() error {
+			select {
+			case <-gctx.Done():
+			case <-ch.exited:
+				log.Info("service exited; proxy exits with it", "code", ch.code, "err", ch.err)
+				return errChildExited
+			}
+			return nil
+		})
 	}
+	err = g.Wait()
+	switch {
+	case errors.Is(err, errChildExited):
+		return ch.code, nil
+	case err != nil:
+		return 1, err
+	}
+	log.Info("shutting down")
+	return 0, nil
 }
+
+// errChildExited ends the proxy's group when its child exits; the proxy
+// then exits with the child's code.
+var errChildExited = errors.New("service exited")
 
 func shutdown(s *http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

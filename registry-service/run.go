@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/physarum-p2p/physarum/common/backoff"
 	"github.com/physarum-p2p/physarum/common/daemon"
@@ -65,14 +66,21 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "registry ready (%s)\n", role)
 	log.Info("registry ready", "role", role, "data_dir", c.dataDir)
 
-	go base.Serve(ctx)
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-		return nil
-	case err := <-member.Err():
-		return fmt.Errorf("etcd stopped: %w", err)
-	}
+	// The daemon's parts, supervised as one: the first to fail stops the
+	// rest, and its error is the daemon's.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return base.Serve(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case err := <-member.Err():
+			return fmt.Errorf("etcd stopped: %w", err)
+		}
+	})
+	err = g.Wait()
+	log.Info("shutting down")
+	return err
 }
 
 // startMember restarts from the data dir, starts a new cluster, or joins

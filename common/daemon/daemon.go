@@ -97,14 +97,15 @@ func (b *Base) Join(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// Serve runs the metrics endpoint until ctx ends (a no-op without one).
-func (b *Base) Serve(ctx context.Context) {
+// Serve runs the metrics endpoint until ctx ends (without one, it just
+// waits for ctx). It is one of the daemon's parts: an endpoint that fails
+// returns its error, which stops the daemon.
+func (b *Base) Serve(ctx context.Context) error {
 	if b.Endpoint == nil {
-		return
+		<-ctx.Done()
+		return nil
 	}
-	if err := b.Endpoint.Serve(ctx); err != nil {
-		b.Log.Error("metrics endpoint failed", "err", err)
-	}
+	return b.Endpoint.Serve(ctx)
 }
 
 // Close stops the metrics endpoint and the node.
