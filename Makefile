@@ -8,6 +8,7 @@ BINARIES := $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}'
 TEST_TIMEOUT ?= 45m
 FUZZTIME ?= 20s
 STATICCHECK_VERSION ?= v0.8.2
+GOLANGCI_VERSION ?= v2.15.0
 
 .PHONY: help build test test-short lint fmt bench fuzz demo clean
 
@@ -27,12 +28,17 @@ test: build ## run every test with -race (what CI runs)
 test-short: ## unit tests only, no -race (quick feedback)
 	$(GO) test -short ./...
 
-lint: ## gofmt check, go vet, and staticcheck when it installs
+lint: ## gofmt, a tidy go.mod, go vet, then staticcheck and golangci-lint (.golangci.yml) when they install
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@echo "go mod tidy -diff"; if ! $(GO) mod tidy -diff >/dev/null; then \
+		echo "go.mod or go.sum is not tidy; run go mod tidy. It would change:"; $(GO) mod tidy -diff; exit 1; fi
 	$(GO) vet ./...
 	@if $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -version >/dev/null 2>&1; then \
 		echo "staticcheck ./..."; $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...; \
 	else echo "staticcheck did not install from the module proxy; skipped"; fi
+	@if $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION) version >/dev/null 2>&1; then \
+		echo "golangci-lint run ./..."; $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION) run ./...; \
+	else echo "golangci-lint did not install from the module proxy; skipped"; fi
 
 fmt: ## format the tree
 	gofmt -w $$(git ls-files '*.go')
