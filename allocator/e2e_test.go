@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
@@ -129,7 +130,7 @@ func TestThreeAllocatorsAreListedWithCapacityAndRTT(t *testing.T) {
 		n.allocator(fmt.Sprintf("alloc%d", i), "-cpus", strconv.Itoa(i), "-memory", strconv.Itoa(512*i), "-labels", "rack="+strconv.Itoa(i))
 	}
 	var nodes []nodeView
-	p2ptest.Eventually(t, 15*time.Second, func() error {
+	eventually.Succeeds(t, 15*time.Second, func() error {
 		n.cliJSON(&nodes, "nodes")
 		if len(nodes) != 3 {
 			return fmt.Errorf("%d nodes listed", len(nodes))
@@ -172,7 +173,7 @@ func TestKilledAllocatorsInstancesLiveOnAndAreAdopted(t *testing.T) {
 	alloc.Restart()
 	alloc.WaitOutput("1 instances adopted", 30*time.Second)
 	var after []registry.Instance
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		n.cliJSON(&after, "instances", "hello")
 		if len(after) != 1 || after[0].State != registry.StateRunning {
 			return fmt.Errorf("instances %+v", after)
@@ -195,7 +196,7 @@ func TestDeadNodeLeavesTheRegistryWithinItsLease(t *testing.T) {
 	n := startNet(t)
 	alloc := n.allocator("alloc", "-lease-ttl", "3s")
 	var nodes []nodeView
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		n.cliJSON(&nodes, "nodes")
 		if len(nodes) != 1 {
 			return fmt.Errorf("%d nodes", len(nodes))
@@ -204,7 +205,7 @@ func TestDeadNodeLeavesTheRegistryWithinItsLease(t *testing.T) {
 	})
 	alloc.Kill()
 	killed := time.Now()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		n.cliJSON(&nodes, "nodes")
 		if len(nodes) != 0 {
 			return fmt.Errorf("%d nodes", len(nodes))

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/instenv"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
@@ -97,7 +98,7 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	if _, err := cli.ContainerStart(t.Context(), created.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p2ptest.Eventually(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d%s", ports[instenv.ProxyPort], instenv.StatusPath))
 		if err != nil || !strings.Contains(body, `"ready":true`) {
 			return fmt.Errorf("proxy status %q %v", body, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
@@ -116,7 +117,7 @@ func testService(i int) registry.ServiceInfo {
 func waitMembers(t *testing.T, n *p2ptest.Node, at *member, voters, clients int) []registry.Member {
 	t.Helper()
 	var last []registry.Member
-	p2ptest.Eventually(t, 60*time.Second, func() error {
+	eventually.Succeeds(t, 60*time.Second, func() error {
 		resp, err := callAt(t, n, at, registry.Request{Op: registry.OpMembers})
 		if err != nil {
 			return err
@@ -185,7 +186,7 @@ func TestKilledMemberLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
-	p2ptest.Eventually(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		if count() < 20 {
 			return fmt.Errorf("%d writes", count())
 		}
@@ -194,7 +195,7 @@ func TestKilledMemberLosesNoAcknowledgedWrite(t *testing.T) {
 	victim := rn.members[1]
 	victim.Kill()
 	before := count()
-	p2ptest.Eventually(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		if count() < before+20 {
 			return fmt.Errorf("%d writes since the kill", count()-before)
 		}
@@ -222,7 +223,7 @@ func TestKilledMemberLosesNoAcknowledgedWrite(t *testing.T) {
 	if !strings.Contains(victim.Stdout(), "restarting etcd member from") {
 		t.Fatalf("the member did not restart from its data dir:\n%s", victim.Stdout())
 	}
-	p2ptest.Eventually(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		resp, err := callAt(t, n, victim, registry.Request{Op: registry.OpList})
 		if err != nil {
 			return err
@@ -367,7 +368,7 @@ func TestMemberThatLostItsDataDirRejoinsAfresh(t *testing.T) {
 	if _, err := c.AddService(t.Context(), "after", testService(2)); err != nil {
 		t.Fatal(err)
 	}
-	p2ptest.Eventually(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		resp, err := callAt(t, n, lost, registry.Request{Op: registry.OpList})
 		if err != nil {
 			return err

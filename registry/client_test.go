@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry/registrytest"
@@ -84,7 +85,7 @@ func TestNodeAndInstanceRecordsLiveUnderTheNodeLease(t *testing.T) {
 		t.Fatalf("nodes: %v %v", ns, err)
 	}
 	// Without heartbeats, the lease (2s TTL) takes node and instance away.
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		ns, err := other.ListNodes(ctx)
 		if err != nil {
 			return err
@@ -125,7 +126,7 @@ func TestWatchSeesInstancesComeAndGo(t *testing.T) {
 	}
 	<-changed
 	t.Logf("new instance seen %s after the write began", time.Since(start))
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		if got := w.Instances(); len(got) != 1 || got[0].ID != "i-1" {
 			return fmt.Errorf("instances %v", got)
 		}
@@ -134,7 +135,7 @@ func TestWatchSeesInstancesComeAndGo(t *testing.T) {
 	if err := alloc.DeleteInstance(ctx, "hello", "i-1"); err != nil {
 		t.Fatal(err)
 	}
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		if got := w.Instances(); len(got) != 0 {
 			return fmt.Errorf("instances %v", got)
 		}
@@ -150,7 +151,7 @@ func TestClientFailsOverToAnotherRegistry(t *testing.T) {
 	second := registrytest.Serve(t, nodes[1], first.Member)
 	c := registrytest.Client(t, nodes[2])
 	ctx := t.Context()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if n := len(registry.Candidates(c)); n < 2 {
 			return fmt.Errorf("%d registries known", n)
 		}

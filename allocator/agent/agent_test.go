@@ -21,6 +21,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
@@ -177,7 +178,7 @@ func TestDeployStartsAnInstanceThatAnswersThroughItsProxy(t *testing.T) {
 	if err != nil || body != "hello from hello" {
 		t.Fatalf("through the proxy: %q %v", body, err)
 	}
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		if rec, ok := w.record(inst.ID); !ok || rec.State != registry.StateRunning {
 			return fmt.Errorf("record %+v (found %v)", rec, ok)
 		}
@@ -237,7 +238,7 @@ func TestStoppedWhileStartingReleasesOnce(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := w.deploy(node, "slow", false); done <- err }()
 	var id string
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		insts := a.Instances()
 		if len(insts) == 0 || insts[0].State != registry.StateStarting {
 			return fmt.Errorf("no starting instance yet: %+v", insts)
@@ -339,7 +340,7 @@ func TestCrashingInstanceIsRestartedThenMarkedFailed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an instance that crashes twice then runs: %v", err)
 	}
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if rec, _ := w.record(resp.Instance.ID); rec.Restarts != 2 {
 			return fmt.Errorf("record shows %d restarts", rec.Restarts)
 		}
@@ -374,7 +375,7 @@ func TestIdleOnDemandInstanceIsCulled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if _, ok := w.record(onDemand.Instance.ID); ok {
 			return fmt.Errorf("idle on-demand instance still there")
 		}
@@ -419,7 +420,7 @@ func TestStartingInstanceIsNeverCulled(t *testing.T) {
 		runtimetest.EnvPort: strconv.Itoa(freeport.T(t))})
 	done := make(chan error, 1)
 	go func() { _, err := w.deploy(node, "slow", true); done <- err }()
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		if insts := a.Instances(); len(insts) == 0 || insts[0].State != registry.StateStarting {
 			return fmt.Errorf("no starting instance yet: %+v", insts)
 		}
@@ -503,7 +504,7 @@ func TestBadRequestsAreRefusedAndTheAllocatorKeepsServing(t *testing.T) {
 
 func waitNodes(t *testing.T, w *world, n int) {
 	t.Helper()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		nodes, err := w.rc.ListNodes(t.Context())
 		if err != nil {
 			return err

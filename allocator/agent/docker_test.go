@@ -14,6 +14,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
@@ -166,7 +167,7 @@ func TestDockerCrashingContainerIsRestartedThenMarkedFailed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a container that crashes twice then runs: %v", err)
 	}
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if rec, _ := w.record(resp.Instance.ID); rec.Restarts != 2 {
 			return fmt.Errorf("record shows %d restarts", rec.Restarts)
 		}
@@ -193,7 +194,7 @@ func TestDockerContainersAreAdoptedAfterARestart(t *testing.T) {
 	}
 	first.Close() // as after a crash: the container keeps running
 	second := w.dockerAllocator(n, agent.Config{})
-	p2ptest.Eventually(t, 20*time.Second, func() error {
+	eventually.Succeeds(t, 20*time.Second, func() error {
 		insts := second.Instances()
 		if len(insts) != 1 || insts[0].ID != resp.Instance.ID || insts[0].State != registry.StateRunning {
 			return fmt.Errorf("adopted %+v", insts)

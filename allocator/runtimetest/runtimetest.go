@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/runtime"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 )
 
@@ -227,7 +228,7 @@ func (s *suite) httpAnswers(t *testing.T) {
 	start(t, rt, spec)
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	Eventually(t, waitTimeout, func() error {
+	eventually.Succeeds(t, waitTimeout, func() error {
 		resp, err := client.Get(url)
 		if err != nil {
 			return err
@@ -287,7 +288,7 @@ func (s *suite) crashRestarted(t *testing.T) {
 	spec := s.spec(ModeCrash, map[string]string{EnvCrashes: "2", EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 5
 	start(t, rt, spec)
-	Eventually(t, waitTimeout, func() error {
+	eventually.Succeeds(t, waitTimeout, func() error {
 		st, err := rt.Inspect(t.Context(), spec.ID)
 		if err != nil {
 			return err
@@ -330,7 +331,7 @@ func (s *suite) stopGraceful(t *testing.T) {
 	spec := s.spec(ModeSleep, map[string]string{EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 3
 	start(t, rt, spec)
-	Eventually(t, waitTimeout, func() error { return dial(port) }) // handles SIGTERM now
+	eventually.Succeeds(t, waitTimeout, func() error { return dial(port) }) // handles SIGTERM now
 	stop(t, rt, spec.ID, 20*time.Second)
 	wantState(t, inspect(t, rt, spec.ID), runtime.StateExited, 0, exitCode(0))
 	stop(t, rt, spec.ID, 20*time.Second) // stopping an exited instance is fine
@@ -343,7 +344,7 @@ func (s *suite) stopIgnoringTerm(t *testing.T) {
 	spec := s.spec(ModeIgnoreTerm, map[string]string{EnvPort: strconv.Itoa(port)})
 	spec.MaxRestarts = 3
 	start(t, rt, spec)
-	Eventually(t, waitTimeout, func() error { return dial(port) }) // ignores SIGTERM now
+	eventually.Succeeds(t, waitTimeout, func() error { return dial(port) }) // ignores SIGTERM now
 	const timeout = 500 * time.Millisecond
 	began := time.Now()
 	stop(t, rt, spec.ID, timeout)
@@ -360,7 +361,7 @@ func (s *suite) stopCrashLoop(t *testing.T) {
 	spec := s.spec(ModeExit, map[string]string{EnvCode: "3"})
 	spec.MaxRestarts = 1000
 	start(t, rt, spec)
-	Eventually(t, waitTimeout, func() error {
+	eventually.Succeeds(t, waitTimeout, func() error {
 		st, err := rt.Inspect(t.Context(), spec.ID)
 		if err == nil && st.Restarts < 2 {
 			err = fmt.Errorf("%d restarts; want 2 or more", st.Restarts)
@@ -399,14 +400,14 @@ func (s *suite) remove(t *testing.T) {
 	port := freeport.T(t)
 	running := s.spec(ModeIgnoreTerm, map[string]string{EnvPort: strconv.Itoa(port)})
 	start(t, rt, running)
-	Eventually(t, waitTimeout, func() error { return dial(port) })
+	eventually.Succeeds(t, waitTimeout, func() error { return dial(port) })
 	if err := rt.Remove(t.Context(), running.ID); err != nil {
 		t.Fatalf("remove a running instance: %v", err)
 	}
 	if _, err := rt.Inspect(t.Context(), running.ID); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("Inspect after Remove: %v; want ErrNotFound", err)
 	}
-	Eventually(t, waitTimeout, func() error {
+	eventually.Succeeds(t, waitTimeout, func() error {
 		if dial(port) == nil {
 			return fmt.Errorf("port %d still answers after Remove", port)
 		}
@@ -424,7 +425,7 @@ func (s *suite) adopt(t *testing.T) {
 	live.Labels = map[string]string{runtime.LabelService: "svc-adopted"}
 	live.MaxRestarts = 2
 	liveSt := start(t, first, live)
-	Eventually(t, waitTimeout, func() error { return dial(port) })
+	eventually.Succeeds(t, waitTimeout, func() error { return dial(port) })
 	dead := s.spec(ModeExit, map[string]string{EnvCode: "3"})
 	start(t, first, dead)
 	wait(t, first, dead.ID)
@@ -460,7 +461,7 @@ func (s *suite) adopt(t *testing.T) {
 
 	stop(t, second, live.ID, 10*time.Second)
 	wantState(t, inspect(t, second, live.ID), runtime.StateExited, 0, nil)
-	Eventually(t, waitTimeout, func() error {
+	eventually.Succeeds(t, waitTimeout, func() error {
 		if dial(port) == nil {
 			return fmt.Errorf("port %d still answers after Stop", port)
 		}
@@ -517,30 +518,6 @@ func dial(port int) error {
 		return err
 	}
 	return c.Close()
-}
-
-// Eventually polls cond every 20 ms until it returns nil, or fails the
-// test with cond's last error once timeout has passed or the test's
-// context ends.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		case <-t.Context().Done():
-			t.Fatalf("test ended before condition was met: %v", err)
-		case <-tick.C:
-		}
-	}
 }
 
 // Logger returns a logger that writes to the test log when

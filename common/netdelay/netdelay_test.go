@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 )
@@ -51,7 +52,7 @@ func TestDelayAddsToMeasuredRTTAndCanChange(t *testing.T) {
 		t.Fatalf("RTT after raising the delay to 45ms = %s", d)
 	}
 	delay.Set(0)
-	p2ptest.Eventually(t, 5*time.Second, func() error {
+	eventually.Succeeds(t, 5*time.Second, func() error {
 		if d := minPing(t, nodes[0], nodes[1]); d > 10*time.Millisecond {
 			return fmt.Errorf("RTT %s after removing the delay", d)
 		}

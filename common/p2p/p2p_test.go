@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/rtt"
@@ -101,14 +102,14 @@ func TestRestartedBootstrapIsRejoinedAndRecordsRenewed(t *testing.T) {
 	boot := p2ptest.Start(t, p2ptest.Spec{})
 	member := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{boot.AddrInfo()}})
 	member.Advertise(rendezvous)
-	p2ptest.Eventually(t, 10*time.Second, func() error { return providedBy(boot, member) })
+	eventually.Succeeds(t, 10*time.Second, func() error { return providedBy(boot, member) })
 
 	boot = boot.Restart(t) // same key and port, empty DHT
 	if err := providedBy(boot, member); err == nil {
 		t.Fatal("restarted bootstrap still holds the record; the test proves nothing")
 	}
 	// The member reconnects and advertises again without being asked.
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if c := member.Host().Network().Connectedness(boot.ID()); c != network.Connected {
 			return fmt.Errorf("member not reconnected (%v)", c)
 		}
@@ -116,7 +117,7 @@ func TestRestartedBootstrapIsRejoinedAndRecordsRenewed(t *testing.T) {
 	})
 	// And a newcomer that knows only the bootstrap finds it.
 	newcomer := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{boot.AddrInfo()}})
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		found, err := newcomer.FindPeers(t.Context(), rendezvous)
 		if err != nil {
 			return err

@@ -19,6 +19,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/keys"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2p"
@@ -159,21 +160,13 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// Eventually polls cond every 10 ms until it returns nil or timeout
-// passes, then fails the test with cond's last error.
+// Eventually is eventually.Succeeds, kept for the tests that still call
+// it by this name.
+//
+// Deprecated: use eventually.Succeeds.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.Succeeds(t, timeout, cond)
 }
 
 // IgnoreLeaks lists goroutines that libp2p and its dependencies start once

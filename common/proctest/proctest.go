@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/eventually"
 )
 
 var (
@@ -154,6 +157,27 @@ func (p *Proc) WaitOutput(s string, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// WaitHTTP waits until a GET of url answers 200 OK, failing the test at
+// once if the process exits first, or once timeout has passed.
+func (p *Proc) WaitHTTP(url string, timeout time.Duration) {
+	p.t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	eventually.Succeeds(p.t, timeout, func() error {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		if !p.Running() {
+			p.t.Fatalf("%s exited before answering %s:\n%s", p.Name, url, p.Stderr())
+		}
+		return err
+	})
 }
 
 // Running reports whether the process has not exited.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,32 +103,6 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 }
 
-// waitHealthy polls base/healthz until it answers 200, failing when p
-// exits or 15 s pass.
-func waitHealthy(t *testing.T, base string, p *proctest.Proc) {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if !p.Running() {
-			t.Fatalf("%s exited before answering /healthz:\n%s", p.Name, p.Stderr())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer /healthz within 15s (last error %v)", p.Name, err)
-		}
-		<-tick.C
-	}
-}
-
 // TestBinary runs the built binary as the allocator would: with
 // SERVICE_PORT and PROXY_PORT set, until SIGTERM.
 func TestBinary(t *testing.T) {
@@ -137,7 +110,7 @@ func TestBinary(t *testing.T) {
 	port := strconv.Itoa(freeport.T(t))
 	p := proctest.Start(t, "aggregator", bin, nil, []string{"SERVICE_PORT=" + port, "PROXY_PORT=1", "WINDOW=4"})
 	base := "http://127.0.0.1:" + port
-	waitHealthy(t, base, p)
+	p.WaitHTTP(base+"/healthz", 15*time.Second)
 	if code, body := call(t, "GET", base+"/stats", ""); code != 200 || strings.TrimSpace(string(body)) != `{"count":0,"window":4}` {
 		t.Errorf("GET /stats: %d %s", code, body)
 	}

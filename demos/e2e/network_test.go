@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
@@ -122,7 +123,7 @@ func (n *network) instances(service string) []registry.Instance {
 func hello(t *testing.T, base string, timeout time.Duration) string {
 	t.Helper()
 	var body string
-	p2ptest.Eventually(t, timeout, func() error {
+	eventually.Succeeds(t, timeout, func() error {
 		resp, err := http.Get(base + "/hello/")
 		if err != nil {
 			return err

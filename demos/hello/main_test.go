@@ -122,32 +122,6 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 }
 
-// waitHealthy polls base/healthz until it answers 200, failing when p
-// exits or 15 s pass.
-func waitHealthy(t *testing.T, base string, p *proctest.Proc) {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if !p.Running() {
-			t.Fatalf("%s exited before answering /healthz:\n%s", p.Name, p.Stderr())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer /healthz within 15s (last error %v)", p.Name, err)
-		}
-		<-tick.C
-	}
-}
-
 // TestBinary runs the built binary as the allocator would: with
 // SERVICE_PORT set, until SIGTERM.
 func TestBinary(t *testing.T) {
@@ -155,7 +129,7 @@ func TestBinary(t *testing.T) {
 	port := strconv.Itoa(freeport.T(t))
 	p := proctest.Start(t, "hello", bin, nil, []string{"SERVICE_PORT=" + port, "PHYSARUM_INSTANCE_ID=bin-1"})
 	base := "http://127.0.0.1:" + port
-	waitHealthy(t, base, p)
+	p.WaitHTTP(base+"/healthz", 15*time.Second)
 
 	resp, body := do(t, "GET", base+"/", nil, nil)
 	wantStatus(t, resp, body, 200)

@@ -70,7 +70,7 @@ func startStage(t *testing.T, name, proxyPort string, env ...string) (*proctest.
 	port := strconv.Itoa(freeport.T(t))
 	addr := "127.0.0.1:" + port
 	p := proctest.Start(t, name, bin, nil, append(env, "SERVICE_PORT="+port, "PROXY_PORT="+proxyPort))
-	waitHealthy(t, "http://"+addr, p)
+	p.WaitHTTP("http://"+addr+"/healthz", 15*time.Second)
 	return p, addr
 }
 

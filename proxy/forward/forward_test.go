@@ -22,6 +22,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/wire"
 )
@@ -535,7 +536,7 @@ func TestUpgradePassThrough(t *testing.T) {
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after half-close: %q, %v; want a clean end", rest, err)
 	}
-	waitFor(t, 5*time.Second, "tunnel to end on the service proxy", func() bool { return p.srv.InFlight() == 0 })
+	eventually.True(t, 5*time.Second, "tunnel to end on the service proxy", func() bool { return p.srv.InFlight() == 0 })
 }
 
 func TestUpgradeRefusedIsAPlainResponse(t *testing.T) {
@@ -699,7 +700,7 @@ func TestStalledPeerIsDropped(t *testing.T) {
 		if took := time.Since(start); took > 5*time.Second {
 			t.Errorf("dropped after %s, header timeout 200ms", took)
 		}
-		waitFor(t, 5*time.Second, "the stream to be let go", func() bool { return p.srv.InFlight() == 0 })
+		eventually.True(t, 5*time.Second, "the stream to be let go", func() bool { return p.srv.InFlight() == 0 })
 	})
 	t.Run("half a body", func(t *testing.T) {
 		st := p.rawStream(t)
@@ -718,7 +719,7 @@ func TestStalledPeerIsDropped(t *testing.T) {
 		if _, err := io.ReadAll(st); err == nil {
 			t.Error("the stream of a stalled body ended cleanly; want a reset")
 		}
-		waitFor(t, 5*time.Second, "the stream to be let go", func() bool { return p.srv.InFlight() == 0 })
+		eventually.True(t, 5*time.Second, "the stream to be let go", func() bool { return p.srv.InFlight() == 0 })
 	})
 }
 
@@ -794,7 +795,7 @@ func TestLastRequestAndInFlight(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "in flight to drop", func() bool { return p.srv.InFlight() == 0 })
+	eventually.True(t, 5*time.Second, "in flight to drop", func() bool { return p.srv.InFlight() == 0 })
 }
 
 func TestCloseCutsRequestsAfterGrace(t *testing.T) {

@@ -170,18 +170,3 @@ func (p *pattern) Read(b []byte) (int, error) {
 	p.off += int64(len(b))
 	return len(b), nil
 }
-
-// waitFor polls cond every 10ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	p2ptest.Eventually(t, timeout, func() error {
-		if cond() {
-			return nil
-		}
-		return errNotYet(what)
-	})
-}
-
-type errNotYet string
-
-func (e errNotYet) Error() string { return "still waiting: " + string(e) }

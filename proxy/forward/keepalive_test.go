@@ -16,6 +16,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/wire"
 )
@@ -63,12 +64,12 @@ func TestStreamsAreReused(t *testing.T) {
 		t.Errorf("20 requests one after another used %d streams, want 1 (2 on a busy machine)", n)
 	}
 	// The last stream goes back to the pool just after its body is read.
-	waitFor(t, 5*time.Second, "the last stream back in the pool", func() bool { return p.tr.idleStreams() >= 1 })
+	eventually.True(t, 5*time.Second, "the last stream back in the pool", func() bool { return p.tr.idleStreams() >= 1 })
 	if n := p.tr.idleStreams(); n > 2 {
 		t.Errorf("the Transport keeps %d streams, want 1 (2 on a busy machine)", n)
 	}
 	p.tr.CloseIdle()
-	waitFor(t, 5*time.Second, "the Server to let the stream go", func() bool { return p.srv.openStreams() == 0 })
+	eventually.True(t, 5*time.Second, "the Server to let the stream go", func() bool { return p.srv.openStreams() == 0 })
 }
 
 func TestStreamNotKeptAfterUnreadBody(t *testing.T) {
@@ -85,7 +86,7 @@ func TestStreamNotKeptAfterUnreadBody(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
 		t.Errorf("got %d (close %v), want 413 with the stream closed", resp.StatusCode, resp.Close)
 	}
-	waitFor(t, 5*time.Second, "the stream to be closed", func() bool { return p.srv.openStreams() == 0 })
+	eventually.True(t, 5*time.Second, "the stream to be closed", func() bool { return p.srv.openStreams() == 0 })
 	if n := p.tr.idleStreams(); n != 0 {
 		t.Errorf("the Transport kept %d streams the Server closed", n)
 	}
@@ -107,7 +108,7 @@ func TestStaleStreamRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 		decodeSeen(t, resp)
-		waitFor(t, 5*time.Second, "the Server to close the kept stream", func() bool { return p.srv.openStreams() == 0 })
+		eventually.True(t, 5*time.Second, "the Server to close the kept stream", func() bool { return p.srv.openStreams() == 0 })
 		if p.tr.idleStreams() != 1 {
 			t.Fatal("no stream kept")
 		}
@@ -236,7 +237,7 @@ func TestClientGoneCancelsService(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the service kept serving a client that left")
 	}
-	waitFor(t, 5*time.Second, "the request to end", func() bool { return p.srv.InFlight() == 0 })
+	eventually.True(t, 5*time.Second, "the request to end", func() bool { return p.srv.InFlight() == 0 })
 }
 
 // TestForwardRetryKeepsBody: after a not-sent failure, Forward can be

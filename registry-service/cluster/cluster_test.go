@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/registry"
@@ -78,7 +79,7 @@ func TestJoinAsLearnerPromoteAndClientBeyondCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	waitFor(t, 30*time.Second, func() error {
+	eventually.Succeeds(t, 30*time.Second, func() error {
 		ms, err := a.Members(ctx)
 		if err != nil {
 			return err
@@ -109,7 +110,7 @@ func TestJoinAsLearnerPromoteAndClientBeyondCap(t *testing.T) {
 	if _, err := a.KV().Put(ctx, "/k2", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		got, err := b.KV().Get(ctx, "/k2")
 		if err != nil || len(got.Kvs) != 1 {
 			return fmt.Errorf("read /k2 through b: %v %v", got, err)
@@ -145,20 +146,5 @@ func TestWrongPSKCannotReachEtcd(t *testing.T) {
 	defer ccancel()
 	if _, err := Connect(cctx, testConfig(t, "x", "other net"), a.Config().ClientURLs()); err == nil {
 		t.Fatal("a client with another PSK reached etcd")
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
