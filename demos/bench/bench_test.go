@@ -91,6 +91,92 @@ func TestWriteResults(t *testing.T) {
 	}
 }
 
+// TestUnmeasuredFigureNeverMeetsItsTarget: a figure that could not be
+// taken (no sample, 0/0, a ratio to nothing) is "not measured" in
+// results.json and results.md, and misses its target; as a 0 it met
+// every "<" target.
+func TestUnmeasuredFigureNeverMeetsItsTarget(t *testing.T) {
+	zero := 0.0
+	yes := true
+	r := &run{s: &suite{}, sc: &Scenario{Name: "registry", Title: "registry", Status: "ok"}}
+	r.fig(Figure{Name: "get p50", Value: notMeasured, Unit: "ms", Target: lt(1, "< 1 ms median"),
+		Baseline: &Baseline{Name: "etcd get p50", Value: notMeasured, Unit: "ms"}})
+	r.fig(Figure{Name: "pair / direct", Value: 100 * 5 / zero, Unit: "%", Target: lt(200, "< 2x direct")})
+	r.fig(Figure{Name: "rss mean", N: 10, Value: zero / zero, Unit: "MB", Target: lt(35, "< 35 MB")})
+	r.fig(Figure{Name: "rss mean", N: 25, Value: 26, Unit: "MB", Target: lt(35, "< 35 MB")})
+	r.fig(Figure{Name: "get p99", Value: 2, Unit: "ms", Target: lt(3, "< 3 ms p99")})
+	for _, f := range r.sc.Figures {
+		if f.Measured() != (f.Name == "get p99" || f.N == 25) {
+			t.Errorf("figure %q (N=%d) = %v: measured %v", f.Name, f.N, f.Value, f.Measured())
+		}
+		if f.Met == nil || *f.Met != f.Measured() {
+			t.Errorf("figure %q (N=%d) = %v, target %s: met %v, want %v", f.Name, f.N, f.Value, f.Target.Text,
+				f.Met != nil && *f.Met, f.Measured())
+		}
+	}
+	// Built by hand, claiming a verdict it cannot have.
+	r.sc.Figures = append(r.sc.Figures, Figure{Name: "add p50", Value: notMeasured, Unit: "ms",
+		Target: lt(10, "< 10 ms median"), Met: &yes})
+
+	dir := t.TempDir()
+	if err := writeResults(dir, &Results{Scenarios: []*Scenario{r.sc}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Scenarios []struct {
+			Figures []map[string]any `json:"figures"`
+		} `json:"scenarios"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if len(raw.Scenarios) != 1 || len(raw.Scenarios[0].Figures) != len(r.sc.Figures) {
+		t.Fatalf("results.json: %s", b)
+	}
+	for i, f := range raw.Scenarios[0].Figures {
+		want := r.sc.Figures[i]
+		switch v, ok := f["value"]; {
+		case !want.Measured() && (!ok || v != nil || f["measured"] != false || f["met"] != false):
+			t.Errorf("results.json, not measured: %v", f)
+		case want.Measured() && (v != want.Value || f["measured"] != nil):
+			t.Errorf("results.json, measured %v: %v", want.Value, f)
+		}
+	}
+	if bl, _ := raw.Scenarios[0].Figures[0]["baseline"].(map[string]any); bl == nil || bl["value"] != nil || bl["measured"] != false {
+		t.Errorf("results.json, baseline not measured: %v", bl)
+	}
+	var back Results
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Scenarios[0].Figures; got[0].Measured() || measured(got[0].Baseline.Value) || !got[4].Measured() {
+		t.Errorf("read back from results.json: get p50 %v (baseline %v), get p99 %v; want not measured twice, then 2",
+			got[0].Value, got[0].Baseline.Value, got[4].Value)
+	}
+
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| registry | get p50 | not measured | < 1 ms median | **no** |",
+		"| registry | pair / direct | not measured | < 2x direct | **no** |",
+		"| registry | N=10: rss mean | not measured | < 35 MB | **no** |",
+		"| registry | add p50 | not measured | < 10 ms median | **no** |",
+		"| get p50 | not measured | < 1 ms median | **no** | etcd get p50: not measured |",
+		"| rss mean (MB) | **not measured** (missed) | 26.0 | < 35 MB |",
+		"2 of 6 targets met",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 func TestPercentiles(t *testing.T) {
 	var d dist
 	for i := 1; i <= 100; i++ {
@@ -178,7 +264,7 @@ func TestQuickRegistryScenario(t *testing.T) {
 		t.Fatalf("results: %s", b)
 	}
 	for _, f := range res.Scenarios[0].Figures {
-		if f.Value <= 0 {
+		if !f.Measured() || f.Value <= 0 {
 			t.Errorf("figure %q = %v", f.Name, f.Value)
 		}
 	}

@@ -37,20 +37,20 @@ func markdown(r *Results) string {
 
 	w("## Targets\n\n")
 	w("| scenario | figure | value | target | met |\n|---|---|---|---|---|\n")
-	met, total := 0, 0
+	reached, total := 0, 0
 	for _, sc := range r.Scenarios {
 		for _, f := range sc.Figures {
 			if f.Target == nil {
 				continue
 			}
 			total++
-			if f.Met != nil && *f.Met {
-				met++
+			if _, met := verdict(f); met {
+				reached++
 			}
 			w("| %s | %s | %s | %s | %s |\n", sc.Name, figName(f), fmtVal(f.Value, f.Unit), f.Target.Text, fmtMet(f))
 		}
 	}
-	w("\n%d of %d targets met.\n\n", met, total)
+	w("\n%d of %d targets met.\n\n", reached, total)
 	if failed := failedScenarios(r); len(failed) > 0 {
 		w("Scenarios with failures: %s (details in their sections).\n\n", strings.Join(failed, ", "))
 	}
@@ -149,7 +149,7 @@ func sizedTable(figs []Figure) string {
 				continue
 			}
 			v := strings.TrimSuffix(fmtVal(f.Value, f.Unit), " "+f.Unit)
-			if f.Met != nil && !*f.Met {
+			if judged, met := verdict(f); judged && !met {
 				v = "**" + v + "** (missed)"
 			}
 			fmt.Fprintf(&b, " %s |", v)
@@ -187,19 +187,32 @@ func baselineText(f Figure) string {
 	return fmt.Sprintf("%s: %s", mdEscape(f.Baseline.Name), fmtVal(f.Baseline.Value, f.Baseline.Unit))
 }
 
+// verdict says whether f was held to a target, and whether it met it: a
+// figure that was not measured never does, whatever Met says.
+func verdict(f Figure) (judged, met bool) {
+	if f.Met == nil {
+		return false, false
+	}
+	return true, *f.Met && f.Measured()
+}
+
 func fmtMet(f Figure) string {
-	switch {
-	case f.Met == nil:
+	switch judged, met := verdict(f); {
+	case !judged:
 		return ""
-	case *f.Met:
+	case met:
 		return "yes"
 	default:
 		return "**no**"
 	}
 }
 
-// fmtVal prints v with about three significant digits, and its unit.
+// fmtVal prints v with about three significant digits, and its unit, or
+// "not measured".
 func fmtVal(v float64, unit string) string {
+	if !measured(v) {
+		return "not measured"
+	}
 	var s string
 	switch a := math.Abs(v); {
 	case unit == "count" || unit == "instances" || unit == "nodes":

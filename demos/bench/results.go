@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -63,7 +64,9 @@ type Scenario struct {
 
 // Figure is one measured number.
 type Figure struct {
-	Name  string  `json:"name"`
+	Name string `json:"name"`
+	// Value is notMeasured when the figure could not be taken:
+	// results.json then has "value": null and "measured": false.
 	Value float64 `json:"value"`
 	Unit  string  `json:"unit"`
 	// N is the network size, for figures measured at several sizes.
@@ -71,7 +74,8 @@ type Figure struct {
 	// Samples is how many measurements the value summarizes.
 	Samples int     `json:"samples,omitempty"`
 	Target  *Target `json:"target,omitempty"`
-	// Met says whether Value meets Target.
+	// Met says whether Value meets Target; never when it was not
+	// measured.
 	Met *bool `json:"met,omitempty"`
 	// Baseline is the direct way measured in the same run.
 	Baseline *Baseline `json:"baseline,omitempty"`
@@ -92,16 +96,101 @@ type Target struct {
 
 // Baseline is the direct way to do what a figure measures, in the same run.
 type Baseline struct {
-	Name  string  `json:"name"`
+	Name string `json:"name"`
+	// Value is notMeasured when the baseline could not be taken, as in
+	// Figure.
 	Value float64 `json:"value"`
 	Unit  string  `json:"unit"`
+}
+
+// notMeasured is the value of a figure that could not be taken. A 0 in
+// its place would read as a measurement, and meet every "<" target.
+var notMeasured = math.NaN()
+
+// measured says whether v is a measurement: NaN (notMeasured, 0/0) and
+// infinities (a ratio to nothing) are not.
+func measured(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// Measured says whether f's value was taken.
+func (f Figure) Measured() bool { return measured(f.Value) }
+
+// MarshalJSON writes a value that was not measured as null, with
+// "measured": false beside it (JSON has no NaN) and, when it has a
+// target, "met": false. A measured figure is written as the plain struct.
+func (f Figure) MarshalJSON() ([]byte, error) {
+	type plain Figure
+	if f.Measured() {
+		return json.Marshal(plain(f))
+	}
+	if f.Met != nil {
+		f.Met = new(bool)
+	}
+	return json.Marshal(struct {
+		plain
+		Value    *float64 `json:"value"`
+		Measured bool     `json:"measured"`
+	}{plain: plain(f)})
+}
+
+// UnmarshalJSON reads a null value back as notMeasured.
+func (f *Figure) UnmarshalJSON(b []byte) error {
+	type plain Figure
+	var v struct {
+		plain
+		Value *float64 `json:"value"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = Figure(v.plain)
+	f.Value = valueOf(v.Value)
+	return nil
+}
+
+// MarshalJSON writes a baseline as Figure.MarshalJSON writes a figure.
+func (b Baseline) MarshalJSON() ([]byte, error) {
+	type plain Baseline
+	if measured(b.Value) {
+		return json.Marshal(plain(b))
+	}
+	return json.Marshal(struct {
+		plain
+		Value    *float64 `json:"value"`
+		Measured bool     `json:"measured"`
+	}{plain: plain(b)})
+}
+
+// UnmarshalJSON reads a null value back as notMeasured.
+func (b *Baseline) UnmarshalJSON(data []byte) error {
+	type plain Baseline
+	var v struct {
+		plain
+		Value *float64 `json:"value"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*b = Baseline(v.plain)
+	b.Value = valueOf(v.Value)
+	return nil
+}
+
+func valueOf(v *float64) float64 {
+	if v == nil {
+		return notMeasured
+	}
+	return *v
 }
 
 func lt(v float64, text string) *Target { return &Target{Op: "<", Value: v, Text: text} }
 func ge(v float64, text string) *Target { return &Target{Op: ">=", Value: v, Text: text} }
 
-// meets says whether v meets t.
+// meets says whether v meets t. A value that was not measured meets no
+// target.
 func (t *Target) meets(v float64) bool {
+	if !measured(v) {
+		return false
+	}
 	switch t.Op {
 	case "<":
 		return v < t.Value
@@ -111,10 +200,12 @@ func (t *Target) meets(v float64) bool {
 	return false
 }
 
-// finite replaces NaN and infinities (which JSON cannot carry) with 0.
+// finite keeps a finite v and turns NaN and infinities (0/0, a ratio to
+// nothing) into notMeasured: they say the figure could not be taken, not
+// that it is 0.
 func finite(v float64) float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0
+	if !measured(v) {
+		return notMeasured
 	}
 	return v
 }
@@ -133,7 +224,7 @@ func writeResults(dir string, r *Results) error {
 	}
 	var plotErrs []string
 	for _, sc := range r.Scenarios {
-		files, err := drawPlots(dir, sc)
+		files, err := drawPlots(dir, plotted(sc))
 		sc.Plots = files
 		if err != nil {
 			plotErrs = append(plotErrs, err.Error())
@@ -153,6 +244,14 @@ func writeResults(dir string, r *Results) error {
 		return fmt.Errorf("plots: %s", strings.Join(plotErrs, "; "))
 	}
 	return nil
+}
+
+// plotted is sc without the figures that were not measured, which have
+// no point on a plot.
+func plotted(sc *Scenario) *Scenario {
+	c := *sc
+	c.Figures = slices.DeleteFunc(slices.Clone(sc.Figures), func(f Figure) bool { return !f.Measured() })
+	return &c
 }
 
 // machineInfo describes this machine.
