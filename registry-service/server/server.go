@@ -45,13 +45,63 @@ const maxRequest = 256 << 10
 // maxResponse bounds a response: a list of many services or instances.
 const maxResponse = 16 << 20
 
+// records is what the server reads and writes: service definitions,
+// node and instance records, and registry-services' own records. *Store
+// implements it over etcd. Errors the caller can act on are *wire.Error
+// (not_found, conflict, unavailable, timeout). Safe for concurrent use;
+// every method returns when ctx ends.
+type records interface {
+	// AddService writes a service definition and reports whether it
+	// replaced one.
+	AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error)
+	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
+	ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error)
+	DeleteService(ctx context.Context, name string) (rev int64, err error)
+	// PutNode keeps a node record under its lease (ttl seconds, 0 for
+	// the default) and reports whether the lease was granted anew.
+	PutNode(ctx context.Context, node registry.Node, ttl int) (granted bool, err error)
+	// DeleteNode removes a node's record and its instances.
+	DeleteNode(ctx context.Context, id string) error
+	ListNodes(ctx context.Context) ([]registry.Node, error)
+	// PutInstance writes an instance record under its node's lease.
+	PutInstance(ctx context.Context, inst registry.Instance) error
+	DeleteInstance(ctx context.Context, service, id string) error
+	// ListInstances lists one service's instances ("" for all) and the
+	// revision read.
+	ListInstances(ctx context.Context, service string) ([]registry.Instance, int64, error)
+	// ListAnnounced reads the records registry-services keep alive about
+	// themselves.
+	ListAnnounced(ctx context.Context) ([]announceRecord, error)
+}
+
+// membership is what the server needs from the etcd cluster member it
+// runs with. *cluster.Member implements it.
+type membership interface {
+	// Admit decides how the registry-service named name joins; it
+	// returns an error matching cluster.ErrBusy while another join is in
+	// progress.
+	Admit(ctx context.Context, name string, req registry.JoinRequest, voterCap int) (registry.JoinResponse, error)
+	// Members lists etcd's voters and learners.
+	Members(ctx context.Context) ([]registry.Member, error)
+	// IsClient reports whether this registry-service runs no etcd member.
+	IsClient() bool
+	// Client is the etcd client for watches and this registry-service's
+	// own record.
+	Client() *clientv3.Client
+}
+
+var (
+	_ records    = (*Store)(nil)
+	_ membership = (*cluster.Member)(nil)
+)
+
 // Server serves the registry on a libp2p host.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	host    host.Host
-	member  *cluster.Member
-	store   *Store
+	member  membership
+	store   records
 	rpc     *wire.Server
 	metrics *metrics
 
@@ -76,6 +126,27 @@ func (s *Server) track() bool {
 
 // New starts serving on h with the cluster member m.
 func New(h host.Host, m *cluster.Member, cfg Config) *Server {
+	s := newServer(m, NewStore(m.KV()), cfg)
+	s.host = h
+	s.rpc = wire.NewServer(h, s.log, nil)
+	s.rpc.Handle(registry.Protocol, s.handle, wire.HandleOptions{
+		MaxRequest: maxRequest, MaxResponse: maxResponse, Timeout: s.cfg.RequestTimeout,
+	})
+	s.rpc.Handle(registry.JoinProtocol, s.handleJoin, wire.HandleOptions{
+		MaxRequest: 16 << 10, Timeout: 60 * time.Second,
+	})
+	h.SetStreamHandler(registry.WatchProtocol, s.serveWatch)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.announce(s.ctx)
+	}()
+	return s
+}
+
+// newServer returns a Server that decides requests over st and m but
+// serves nothing yet: New puts it on a host.
+func newServer(m membership, st records, cfg Config) *Server {
 	if cfg.VoterCap <= 0 {
 		cfg.VoterCap = 3
 	}
@@ -86,28 +157,17 @@ func New(h host.Host, m *cluster.Member, cfg Config) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
-		cfg: cfg, log: cfg.Logger, host: h, member: m, store: NewStore(m.KV()),
+	return &Server{
+		cfg: cfg, log: cfg.Logger, member: m, store: st,
 		metrics: newMetrics(cfg.Registerer), ctx: ctx, cancel: cancel,
 	}
-	s.rpc = wire.NewServer(h, cfg.Logger, nil)
-	s.rpc.Handle(registry.Protocol, s.handle, wire.HandleOptions{
-		MaxRequest: maxRequest, MaxResponse: maxResponse, Timeout: cfg.RequestTimeout,
-	})
-	s.rpc.Handle(registry.JoinProtocol, s.handleJoin, wire.HandleOptions{
-		MaxRequest: 16 << 10, Timeout: 60 * time.Second,
-	})
-	h.SetStreamHandler(registry.WatchProtocol, s.serveWatch)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.announce(ctx)
-	}()
-	return s
 }
 
 // Store is the server's record store (for the daemon and tests).
-func (s *Server) Store() *Store { return s.store }
+func (s *Server) Store() *Store {
+	st, _ := s.store.(*Store)
+	return st
+}
 
 // Close stops serving and waits for requests and watches in flight.
 func (s *Server) Close() {
@@ -355,14 +415,13 @@ func (s *Server) members(ctx context.Context) ([]registry.Member, error) {
 	if err != nil {
 		return nil, unavailable("list members", err)
 	}
-	resp, err := s.member.Client().Get(ctx, prefixMembers, clientv3.WithPrefix())
+	recs, err := s.store.ListAnnounced(ctx)
 	if err != nil {
-		return nil, unavailable("list members", err)
+		return nil, err
 	}
-	for _, kv := range resp.Kvs {
-		var rec announceRecord
-		if json.Unmarshal(kv.Value, &rec) != nil || rec.Role != registry.RoleClient {
-			continue
+	for _, rec := range recs {
+		if rec.Role != registry.RoleClient {
+			continue // voters and learners are in etcd's list
 		}
 		ms = append(ms, registry.Member{Name: rec.Name, Role: registry.RoleClient, Started: true, Healthy: true})
 	}

@@ -307,6 +307,23 @@ func (s *Store) ListInstances(ctx context.Context, service string) ([]registry.I
 	return out, resp.Header.Revision, nil
 }
 
+// ListAnnounced reads the records registry-services keep alive about
+// themselves (see Server.announce), skipping any it cannot decode.
+func (s *Store) ListAnnounced(ctx context.Context) ([]announceRecord, error) {
+	resp, err := s.cli.Get(ctx, prefixMembers, clientv3.WithPrefix())
+	if err != nil {
+		return nil, unavailable("list members", err)
+	}
+	out := make([]announceRecord, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var rec announceRecord
+		if json.Unmarshal(kv.Value, &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
 func instancePrefix(service string) string {
 	if service == "" {
 		return prefixInstances

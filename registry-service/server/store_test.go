@@ -1,0 +1,175 @@
+package server
+
+import (
+	"context"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/physarum-p2p/physarum/common/psk"
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/cluster"
+)
+
+// These tests are about the Store itself, so they run it on a real
+// single-member embedded etcd: one for the package, started by the first
+// test that needs it (a few hundred ms) and stopped by TestMain; each test
+// starts from an empty registry.
+
+var shared struct {
+	once sync.Once
+	dir  string
+	m    *cluster.Member
+	err  error
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startShared() (*cluster.Member, error) {
+	key, err := psk.Derive("store-test")
+	if err != nil {
+		return nil, err
+	}
+	if shared.dir, err = os.MkdirTemp("", "server-store-test-"); err != nil {
+		return nil, err
+	}
+	client, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return cluster.StartNew(ctx, cluster.Config{
+		Name: "store-test", DataDir: shared.dir, IP: "127.0.0.1",
+		ClientPort: client, PeerPort: peerPort, PSK: key, UnsafeNoFsync: true,
+	})
+}
+
+// stopShared stops the shared etcd, if a test started it.
+func stopShared() {
+	if shared.m != nil {
+		shared.m.Close()
+	}
+	if shared.dir != "" {
+		_ = os.RemoveAll(shared.dir)
+	}
+}
+
+// emptyEtcd returns the client a Store would use, on the shared etcd
+// with every registry key deleted.
+func emptyEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	shared.once.Do(func() { shared.m, shared.err = startShared() })
+	if shared.err != nil {
+		t.Fatalf("start etcd: %v", shared.err)
+	}
+	cli := shared.m.KV()
+	if _, err := cli.Delete(t.Context(), "/physarum/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+func modRevision(t *testing.T, cli *clientv3.Client, key string) int64 {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("read %s: %v (%d keys)", key, err, len(resp.Kvs))
+	}
+	return resp.Kvs[0].ModRevision
+}
+
+func TestStoreHeartbeatThatChangesNothingOnlyRenews(t *testing.T) {
+	cli := emptyEtcd(t)
+	st, ctx := NewStore(cli), t.Context()
+	n := registry.Node{PeerID: "node-a", CPU: 1000, FreeCPU: 1000, Updated: time.Unix(1, 0)}
+	if granted, err := st.PutNode(ctx, n, 10); err != nil || !granted {
+		t.Fatalf("first heartbeat: granted %v, %v; want a new lease", granted, err)
+	}
+	written := modRevision(t, cli, nodeKey(n.PeerID))
+
+	n.Updated = time.Unix(2, 0) // only the time moved
+	if granted, err := st.PutNode(ctx, n, 10); err != nil || granted {
+		t.Fatalf("second heartbeat: granted %v, %v; want the same lease", granted, err)
+	}
+	if got := modRevision(t, cli, nodeKey(n.PeerID)); got != written {
+		t.Fatalf("a heartbeat that changed nothing rewrote the record (revision %d -> %d)", written, got)
+	}
+
+	n.FreeCPU = 500
+	if granted, err := st.PutNode(ctx, n, 10); err != nil || granted {
+		t.Fatalf("changed heartbeat: granted %v, %v; want the same lease", granted, err)
+	}
+	if got := modRevision(t, cli, nodeKey(n.PeerID)); got == written {
+		t.Fatal("a heartbeat that changed the record did not write it")
+	}
+
+	// Another registry-service (no cache) finds the live lease in etcd.
+	if granted, err := NewStore(cli).PutNode(ctx, n, 10); err != nil || granted {
+		t.Fatalf("heartbeat through another store: granted %v, %v; want the live lease reused", granted, err)
+	}
+}
+
+func TestStoreInstanceRecordsGoWithTheirNode(t *testing.T) {
+	st, ctx := NewStore(emptyEtcd(t)), t.Context()
+	inst := registry.Instance{ID: "i-1", Service: "svc", Node: "node-a", State: registry.StateRunning}
+	if err := st.PutInstance(ctx, inst); wire.CodeOf(err) != wire.CodeConflict {
+		t.Fatalf("instance of a node without a record: %v, want conflict", err)
+	}
+	if _, err := st.PutNode(ctx, registry.Node{PeerID: "node-a"}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutInstance(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := st.ListInstances(ctx, "svc"); err != nil || len(got) != 1 || got[0].ID != "i-1" {
+		t.Fatalf("instances %+v, %v", got, err)
+	}
+	if err := st.DeleteNode(ctx, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := st.ListNodes(ctx)
+	if err != nil || len(nodes) != 0 {
+		t.Fatalf("nodes after delete %+v, %v", nodes, err)
+	}
+	if got, _, err := st.ListInstances(ctx, ""); err != nil || len(got) != 0 {
+		t.Fatalf("instances outlived their node: %+v, %v", got, err)
+	}
+}
+
+func TestStoreListAnnouncedSkipsRecordsItCannotRead(t *testing.T) {
+	cli := emptyEtcd(t)
+	ctx := t.Context()
+	for k, v := range map[string]string{
+		"a": `{"Name":"a","Role":"voter"}`,
+		"b": `{"Name":"b","Role":"client","Addrs":["/ip4/127.0.0.1/tcp/1"]}`,
+		"c": `not json`,
+	} {
+		if _, err := cli.Put(ctx, prefixMembers+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := NewStore(cli).ListAnnounced(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].Name != "a" || recs[1].Name != "b" || recs[1].Role != registry.RoleClient {
+		t.Fatalf("announced %+v, want a and b", recs)
+	}
+}
