@@ -153,6 +153,7 @@ type world struct {
 }
 
 func newWorld(t *testing.T, info registry.ServiceInfo) *world {
+	t.Helper()
 	return &world{
 		self:  testID(t, 0),
 		reg:   &fakeRegistry{info: info},
@@ -164,6 +165,7 @@ func newWorld(t *testing.T, info registry.ServiceInfo) *world {
 
 // node adds allocator i, at d from here (d < 0: it does not answer pings).
 func (w *world) node(t *testing.T, i int, d time.Duration) peer.ID {
+	t.Helper()
 	id := testID(t, i)
 	w.reg.nodes = append(w.reg.nodes, testNode(id))
 	if d >= 0 {
@@ -173,10 +175,12 @@ func (w *world) node(t *testing.T, i int, d time.Duration) peer.ID {
 }
 
 func (w *world) placer(t *testing.T) *Placer {
+	t.Helper()
 	return newPlacer(w.self, w.reg, w.addrs, w.rtt, w.ask, slog.New(slog.NewTextHandler(t.Output(), nil)))
 }
 
 func (w *world) place(t *testing.T, opts PlaceOptions) (*Response, error) {
+	t.Helper()
 	return w.placer(t).Place(t.Context(), "svc", nil, opts)
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -31,19 +30,20 @@ import (
 // itself on etcd.
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	stopShared() // the Store tests' etcd
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-			// etcd's gRPC keeps a few resolver goroutines process-wide.
-			goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(stopEtcdAfterRun{m},
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		// etcd's gRPC keeps a few resolver goroutines process-wide.
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+	)
+}
+
+// stopEtcdAfterRun stops the Store tests' etcd once the tests have run,
+// before goleak looks for goroutines left behind.
+type stopEtcdAfterRun struct{ m *testing.M }
+
+func (r stopEtcdAfterRun) Run() int {
+	defer stopShared()
+	return r.m.Run()
 }
 
 // testID returns the peer ID of the i-th test peer; the same i always

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
@@ -28,15 +28,6 @@ var shared struct {
 	err  error
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startShared() (*cluster.Member, error) {
 	key, err := psk.Derive("store-test")
 	if err != nil {
@@ -45,11 +36,7 @@ func startShared() (*cluster.Member, error) {
 	if shared.dir, err = os.MkdirTemp("", "server-store-test-"); err != nil {
 		return nil, err
 	}
-	client, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	peerPort, err := freePort()
+	ports, err := freeport.Take("127.0.0.1", 2, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +44,7 @@ func startShared() (*cluster.Member, error) {
 	defer cancel()
 	return cluster.StartNew(ctx, cluster.Config{
 		Name: "store-test", DataDir: shared.dir, IP: "127.0.0.1",
-		ClientPort: client, PeerPort: peerPort, PSK: key, UnsafeNoFsync: true,
+		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
 	})
 }
 
