@@ -101,7 +101,7 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	eventually.Succeeds(t, 30*time.Second, func() error {
 		body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d%s", ports[instenv.ProxyPort], instenv.StatusPath))
 		if err != nil || !strings.Contains(body, `"ready":true`) {
-			return fmt.Errorf("proxy status %q %v", body, err)
+			return fmt.Errorf("proxy status %q %w", body, err)
 		}
 		return nil
 	})

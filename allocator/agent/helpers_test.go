@@ -24,6 +24,9 @@ func peerInfo(id peer.ID, addr string) peer.AddrInfo {
 	return ai
 }
 
-func registryClient(t *testing.T, n *p2ptest.Node) *registry.Client { return registrytest.Client(t, n) }
+func registryClient(t *testing.T, n *p2ptest.Node) *registry.Client {
+	t.Helper()
+	return registrytest.Client(t, n)
+}
 
 func bootOf(w *world) []peer.AddrInfo { return []peer.AddrInfo{w.reg.Node.AddrInfo()} }

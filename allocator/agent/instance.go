@@ -367,7 +367,7 @@ func (a *Agent) waitHealthy(ctx context.Context, in *instance) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not healthy within %s: %v", a.cfg.StartTimeout, last)
+			return fmt.Errorf("not healthy within %s: %w", a.cfg.StartTimeout, last)
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 200*time.Millisecond)

@@ -120,7 +120,7 @@ func TestBareCommandIsFoundOnThePath(t *testing.T) {
 	p2ptest.Eventually(t, 10*time.Second, func() error {
 		got, err := w.get(*resp.Instance)
 		if err != nil || got != "found" {
-			return fmt.Errorf("GET: %q, %v", got, err)
+			return fmt.Errorf("GET: %q, %w", got, err)
 		}
 		return nil
 	})

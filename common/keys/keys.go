@@ -63,7 +63,7 @@ func Load(path string) (crypto.PrivKey, error) {
 	}
 	priv, err := crypto.UnmarshalPrivateKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v (move it away to create a new identity, or restore it from a backup)", ErrCorrupt, path, err)
+		return nil, fmt.Errorf("%w %s: %w (move it away to create a new identity, or restore it from a backup)", ErrCorrupt, path, err)
 	}
 	return priv, nil
 }

@@ -26,7 +26,10 @@ func parse(t *testing.T, args []string, env map[string]string) (*Flags, error) {
 }
 
 func TestResolve(t *testing.T) {
-	key := func(t *testing.T) string { return "-keyfile=" + filepath.Join(t.TempDir(), "k") }
+	key := func(t *testing.T) string {
+		t.Helper()
+		return "-keyfile=" + filepath.Join(t.TempDir(), "k")
+	}
 	cases := []struct {
 		name    string
 		args    []string

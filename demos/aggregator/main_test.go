@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -90,7 +89,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	a := newAggregator(3, demoservice.NewStage("http://127.0.0.1:1", "analytics", "/analyze", time.Second))
 	done := make(chan error, 1)
 	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(a.handler(), logger), ln, logger) }()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -75,7 +74,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	done := make(chan error, 1)
 	go func() {
 		done <- demoservice.Serve(ctx, demoservice.NewServer(newAnalytics(defaultK), logger), ln, logger)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -74,7 +73,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	done := make(chan error, 1)
 	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(newCalculator(), logger), ln, logger) }()
 	if code, body := get(t, "http://"+ln.Addr().String()+"/add?a=1&b=1"); code != 200 || strings.TrimSpace(string(body)) != `{"result":2}` {

@@ -138,7 +138,7 @@ func TestServeFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	if err := Serve(t.Context(), NewServer(http.NotFoundHandler(), logger), ln, logger); err == nil || !strings.Contains(err.Error(), "serve on "+ln.Addr().String()) {
 		t.Fatalf("Serve on a closed listener: %v", err)
 	}

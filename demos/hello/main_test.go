@@ -93,7 +93,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	h := newHello("test-1")
 	srv := demoservice.NewServer(h, logger)
 	srv.RegisterOnShutdown(h.shutdown)

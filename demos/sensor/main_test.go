@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -81,7 +80,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	s := newSensor("s1", demoservice.NewStage("http://127.0.0.1:1", "aggregator", "/ingest", time.Second))
 	done := make(chan error, 1)
 	go func() { done <- demoservice.Serve(ctx, demoservice.NewServer(s.handler(), logger), ln, logger) }()

@@ -49,6 +49,7 @@ func newBenchEnv(b *testing.B, upstream http.Handler) *benchEnv {
 
 // do sends one request the given way and reads the whole answer.
 func (e *benchEnv) do(b *testing.B, way, method, path string, body []byte) {
+	b.Helper()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -81,6 +82,7 @@ func (e *benchEnv) do(b *testing.B, way, method, path string, body []byte) {
 // run calls one b.N times from clients goroutines and reports latency
 // percentiles.
 func run(b *testing.B, clients int, one func()) {
+	b.Helper()
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -109,6 +111,7 @@ func run(b *testing.B, clients int, one func()) {
 }
 
 func reportLatency(b *testing.B, prefix string, lat []time.Duration) {
+	b.Helper()
 	if len(lat) == 0 {
 		return
 	}
@@ -213,6 +216,7 @@ type streamEcho struct {
 }
 
 func startStreamEcho(b *testing.B, e *benchEnv) *streamEcho {
+	b.Helper()
 	h := e.p.server.Host()
 	h.SetStreamHandler(benchEchoProtocol, func(st network.Stream) {
 		defer st.Close()
@@ -237,6 +241,7 @@ func startStreamEcho(b *testing.B, e *benchEnv) *streamEcho {
 }
 
 func (se *streamEcho) echo(b *testing.B, msg []byte) {
+	b.Helper()
 	se.mu.Lock()
 	var st network.Stream
 	if len(se.idle) > 0 {

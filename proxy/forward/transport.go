@@ -541,7 +541,7 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.reading.Store(false)
 	switch {
-	case err == io.EOF:
+	case errors.Is(err, io.EOF):
 		b.eof.Store(true)
 		b.cs.done(sideRead, true)
 	case err != nil:
@@ -567,7 +567,7 @@ func (b *responseBody) WriteTo(w io.Writer) (int64, error) {
 				return total, werr
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {

@@ -32,7 +32,7 @@ func (s *session) buildImage(ctx context.Context, conf *serviceConfig, image str
 	}
 	defer docker.Close()
 	if _, err := docker.Ping(ctx, client.PingOptions{}); err != nil {
-		return "", false, fmt.Errorf("no Docker daemon answers (%v); a DockerConf service needs Docker, an Exec one does not", err)
+		return "", false, fmt.Errorf("no Docker daemon answers (%w); a DockerConf service needs Docker, an Exec one does not", err)
 	}
 	if s.add.useExistingImage {
 		res, err := docker.ImageInspect(ctx, image)

@@ -138,6 +138,7 @@ func buildTestImage(t *testing.T, cli *client.Client) string {
 // removeNodeContainers is the safety net behind the suite's own cleanup:
 // it force-removes whatever containers node still has.
 func removeNodeContainers(t *testing.T, cli *client.Client, node string) {
+	t.Helper()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -166,6 +167,7 @@ func TestDocker(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		var nodes sync.Map // *testing.T -> node ID
 		nodeOf := func(t *testing.T) string {
+			t.Helper()
 			if n, ok := nodes.Load(t); ok {
 				return n.(string)
 			}
@@ -175,12 +177,14 @@ func TestDocker(t *testing.T) {
 			return n
 		}
 		runtimetest.Run(t, func(t *testing.T) runtime.Runtime {
+			t.Helper()
 			return newRuntime(t, nodeOf(t))
 		}, runtimetest.Workload{
 			Spec: func(env map[string]string) runtime.Spec {
 				return runtime.Spec{Image: image, Env: env}
 			},
 			CheckApplied: func(t *testing.T, spec runtime.Spec, st runtime.Status) {
+				t.Helper()
 				checkContainer(t, cli, nodeOf(t), spec, st)
 			},
 		})

@@ -80,6 +80,7 @@ type harness struct {
 }
 
 func (h *harness) dir(t *testing.T) string {
+	t.Helper()
 	if d, ok := h.dirs.Load(t); ok {
 		return d.(string)
 	}
@@ -109,6 +110,7 @@ func newRuntime(t *testing.T, dir string) *process.Runtime {
 
 // cleanup removes everything rt lists and closes it when t ends.
 func cleanup(t *testing.T, rt *process.Runtime) {
+	t.Helper()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -135,10 +137,12 @@ func TestConformanceWithoutPidfd(t *testing.T) {
 }
 
 func runConformance(t *testing.T) {
+	t.Helper()
 	h := &harness{}
 	runtimetest.Run(t, h.newRuntime, runtimetest.Workload{
 		Spec: taskSpec,
 		CheckApplied: func(t *testing.T, spec runtime.Spec, st runtime.Status) {
+			t.Helper()
 			rec := readState(t, filepath.Join(h.dir(t), spec.ID))
 			if rec.Spec.CPU != spec.CPU || rec.Spec.Memory != spec.Memory || rec.Spec.MaxRestarts != spec.MaxRestarts {
 				t.Errorf("state.json spec: cpu %d, memory %d, max restarts %d; want %d, %d, %d",
