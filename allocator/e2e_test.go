@@ -15,6 +15,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -44,13 +45,9 @@ func startNet(t *testing.T) *world {
 	}
 	n.env = []string{"P2P_PSK=" + p2ptest.DefaultPassphrase, nodeflags.EnvFastTiming + "=1"}
 	dir := t.TempDir()
-	reg := proctest.Start(t, "registry", n.bins["registry-service"], []string{
-		"-new-etcd-cluster", "-ephemeral", "-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-unsafe-no-fsync",
-		"-etcd-client-port", strconv.Itoa(freeport.T(t)), "-etcd-peer-port", strconv.Itoa(freeport.T(t)),
-	}, n.env)
-	reg.WaitOutput("registry ready", time.Minute)
-	n.boot = proctest.ReadLines(t, filepath.Join(dir, "addr"), time.Second)[0]
+	r := launch.Registry{Node: launch.Node{AddrFile: filepath.Join(dir, "addr")}, DataDir: filepath.Join(dir, "data"), UnsafeNoFsync: true}
+	reg := proctest.Start(t, "registry", n.bins["registry-service"], r.Args(), n.env)
+	n.boot = reg.Ready(launch.RegistryReady, time.Minute, r.AddrFile)
 	n.env = append(n.env, nodeflags.EnvBootstraps+"="+n.boot)
 	return n
 }
@@ -59,13 +56,11 @@ func startNet(t *testing.T) *world {
 func (n *world) allocator(name string, extra ...string) *proctest.Proc {
 	n.t.Helper()
 	dir := n.t.TempDir()
-	args := append([]string{
-		"-keyfile", filepath.Join(dir, "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-runtime", "process",
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-proxy", n.bins["proxy"],
-		"-log-level", "debug",
-	}, extra...)
-	p := proctest.Start(n.t, name, n.bins["allocator"], args, n.env)
-	p.WaitOutput("allocator ready", 30*time.Second)
+	p := proctest.Start(n.t, name, n.bins["allocator"], launch.Allocator{
+		Node:    launch.Node{KeyFile: filepath.Join(dir, "key"), LogLevel: "debug"},
+		DataDir: filepath.Join(dir, "data"), Runtime: "process", Proxy: n.bins["proxy"], Extra: extra,
+	}.Args(), n.env)
+	p.WaitOutput(launch.AllocatorReady, 30*time.Second)
 	return p
 }
 
@@ -102,9 +97,8 @@ func (n *world) addService(name string) {
 func (n *world) proxy() string {
 	n.t.Helper()
 	port := freeport.T(n.t)
-	p := proctest.Start(n.t, "proxy", n.bins["proxy"], []string{"-ephemeral", "-listen", "/ip4/127.0.0.1/tcp/0",
-		"-prom-listen-addr", "", strconv.Itoa(port)}, n.env)
-	p.WaitOutput("proxy ready", 30*time.Second)
+	p := proctest.Start(n.t, "proxy", n.bins["proxy"], launch.ClientProxy{HTTPPort: port}.Args(), n.env)
+	p.WaitOutput(launch.ProxyReady, 30*time.Second)
 	return "http://127.0.0.1:" + strconv.Itoa(port)
 }
 

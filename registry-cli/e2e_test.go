@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -33,16 +32,12 @@ func startRegistry(t *testing.T, extra ...string) *cliNet {
 	svc := proctest.Build(t, "./registry-service", "./registry-cli")
 	cli := proctest.Build(t, "./registry-cli")
 	dir := t.TempDir()
-	args := append([]string{
-		"-new-etcd-cluster", "-psk", p2ptest.DefaultPassphrase, "-ephemeral",
-		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(freeport.T(t)), "-etcd-peer-port", strconv.Itoa(freeport.T(t)),
-		"-unsafe-no-fsync",
-	}, extra...)
-	p := proctest.Start(t, "registry", svc, args, nil)
-	p.WaitOutput("registry ready", time.Minute)
-	return &cliNet{t: t, cli: cli, boot: proctest.ReadLines(t, filepath.Join(dir, "addr"), time.Second)[0],
+	r := launch.Registry{
+		Node:    launch.Node{PSK: p2ptest.DefaultPassphrase, AddrFile: filepath.Join(dir, "addr")},
+		DataDir: filepath.Join(dir, "data"), UnsafeNoFsync: true, Extra: extra,
+	}
+	p := proctest.Start(t, "registry", svc, r.Args(), nil)
+	return &cliNet{t: t, cli: cli, boot: p.Ready(launch.RegistryReady, time.Minute, r.AddrFile),
 		key: filepath.Join(t.TempDir(), "cli.key")}
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -53,25 +53,20 @@ func (rn *registryNet) start(extra ...string) *member {
 	t.Helper()
 	dir := t.TempDir()
 	name := fmt.Sprintf("registry%d", len(rn.members)+1)
-	args := []string{
-		"-psk", p2ptest.DefaultPassphrase, "-keyfile", filepath.Join(dir, "key"),
-		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(dir, "addr"),
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(freeport.T(t)),
-		"-etcd-peer-port", strconv.Itoa(freeport.T(t)),
-		"-unsafe-no-fsync", "-log-level", "debug",
+	r := launch.Registry{
+		Node: launch.Node{
+			PSK: p2ptest.DefaultPassphrase, KeyFile: filepath.Join(dir, "key"),
+			AddrFile: filepath.Join(dir, "addr"), LogLevel: "debug",
+		},
+		DataDir: filepath.Join(dir, "data"), UnsafeNoFsync: true, Extra: extra,
 	}
-	if len(rn.members) == 0 {
-		args = append(args, "-new-etcd-cluster")
-	} else {
-		args = append(args, "-bootstrap", rn.members[0].addr)
+	if len(rn.members) > 0 {
+		r.Bootstrap = rn.members[0].addr // joins the cluster the first started
 	}
-	args = append(args, extra...)
-	p := proctest.Start(t, name, rn.bin, args, []string{nodeflags.EnvFastTiming + "=1"})
+	p := proctest.Start(t, name, rn.bin, r.Args(), []string{nodeflags.EnvFastTiming + "=1"})
 	started := time.Now()
-	p.WaitOutput("registry ready", 60*time.Second)
+	addr := p.Ready(launch.RegistryReady, 60*time.Second, r.AddrFile)
 	t.Logf("%s ready in %s", name, time.Since(started))
-	addr := proctest.ReadLines(t, filepath.Join(dir, "addr"), time.Second)[0]
 	info, err := nodeflags.ParseBootstraps([]string{addr})
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +214,7 @@ func TestKilledMemberLosesNoAcknowledgedWrite(t *testing.T) {
 	}
 	// The member restarted from its data dir catches up.
 	victim.Restart()
-	victim.WaitOutput("registry ready", 60*time.Second)
+	victim.WaitOutput(launch.RegistryReady, 60*time.Second)
 	if !strings.Contains(victim.Stdout(), "restarting etcd member from") {
 		t.Fatalf("the member did not restart from its data dir:\n%s", victim.Stdout())
 	}
@@ -352,7 +347,7 @@ func TestMemberThatLostItsDataDirRejoinsAfresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost.Restart() // same key, so the same member name
-	lost.WaitOutput("registry ready", 90*time.Second)
+	lost.WaitOutput(launch.RegistryReady, 90*time.Second)
 	if !strings.Contains(lost.Stdout(), "joining the registry cluster") {
 		t.Fatalf("did not rejoin:\n%s", lost.Stdout())
 	}

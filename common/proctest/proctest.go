@@ -2,7 +2,9 @@
 // tests, the way a user runs them: built once per test binary, started with
 // real flags and environment, their output kept in files, killed or
 // stopped and restarted at will, and cleaned up when the test ends (their
-// logs are shown when it fails).
+// logs are shown when it fails). It is a testing.TB wrapper over package
+// launch, which the demo and the bench use; the flags that start a local
+// network's daemons are launch's Registry, Allocator and ClientProxy.
 package proctest
 
 import (
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
+	"github.com/physarum-p2p/physarum/common/launch"
 )
 
 var (
@@ -73,20 +76,17 @@ func moduleRoot(t testing.TB) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
-// Proc is a running (or finished) process.
+// Proc is a running (or finished) process; its run is the launch.Proc
+// of its last start.
 type Proc struct {
 	Name string
 	Bin  string
 	Args []string
 	Env  []string
 
-	t       testing.TB
-	dir     string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	outPath string
-	errPath string
+	t   testing.TB
+	dir string
+	run *launch.Proc
 }
 
 // Start runs bin with args, and env on top of a minimal environment
@@ -109,54 +109,43 @@ func Start(t testing.TB, name, bin string, args, env []string) *Proc {
 func (p *Proc) start() {
 	p.t.Helper()
 	stamp := time.Now().Format("150405.000")
-	p.outPath = filepath.Join(p.dir, p.Name+"-"+stamp+".out")
-	p.errPath = filepath.Join(p.dir, p.Name+"-"+stamp+".err")
-	out, err := os.Create(p.outPath)
+	run, err := launch.Start(launch.Cmd{
+		Name: p.Name, Path: p.Bin, Args: p.Args,
+		Env:     append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + p.dir}, p.Env...),
+		OutFile: filepath.Join(p.dir, p.Name+"-"+stamp+".out"),
+		ErrFile: filepath.Join(p.dir, p.Name+"-"+stamp+".err"),
+	})
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	errf, err := os.Create(p.errPath)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cmd := exec.Command(p.Bin, p.Args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + p.dir}, p.Env...)
-	cmd.Stdout, cmd.Stderr = out, errf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.Name, err)
-	}
-	p.cmd, p.done = cmd, make(chan struct{})
-	go func() {
-		p.waitErr = cmd.Wait()
-		out.Close()
-		errf.Close()
-		close(p.done)
-	}()
+	p.run = run
 }
 
 // Stdout returns everything the process wrote to stdout so far.
-func (p *Proc) Stdout() string { b, _ := os.ReadFile(p.outPath); return string(b) }
+func (p *Proc) Stdout() string { return p.run.Stdout() }
 
 // Stderr returns everything the process wrote to stderr so far.
-func (p *Proc) Stderr() string { b, _ := os.ReadFile(p.errPath); return string(b) }
+func (p *Proc) Stderr() string { return p.run.Stderr() }
 
 // WaitOutput waits until stdout contains s, failing the test if the
 // process exits first or timeout passes.
 func (p *Proc) WaitOutput(s string, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.Stdout(), s) {
-		select {
-		case <-p.done:
-			p.t.Fatalf("%s exited (%v) before printing %q\nstderr:\n%s", p.Name, p.waitErr, s, tail(p.Stderr(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not print %q within %s\nstderr:\n%s", p.Name, s, timeout, tail(p.Stderr(), 30))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := p.run.WaitOutput(p.t.Context(), s, timeout); err != nil {
+		p.t.Fatalf("%v\nstderr:\n%s", err, tail(p.Stderr(), 30))
 	}
+}
+
+// Ready waits until the process prints line within timeout, then
+// returns the address it wrote to addrFile (unless that is ""), failing
+// the test if either does not come.
+func (p *Proc) Ready(line string, timeout time.Duration, addrFile string) string {
+	p.t.Helper()
+	addr, err := p.run.Ready(p.t.Context(), line, timeout, addrFile)
+	if err != nil {
+		p.t.Fatalf("%v\nstderr:\n%s", err, tail(p.Stderr(), 30))
+	}
+	return addr
 }
 
 // WaitHTTP waits until a GET of url answers 200 OK, failing the test at
@@ -181,37 +170,19 @@ func (p *Proc) WaitHTTP(url string, timeout time.Duration) {
 }
 
 // Running reports whether the process has not exited.
-func (p *Proc) Running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *Proc) Running() bool { return !p.run.Exited() }
 
 // Kill sends SIGKILL to the process alone (children it started in their
 // own process groups live on, as after a crash) and waits for it.
-func (p *Proc) Kill() {
-	if p.cmd == nil || !p.Running() {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
+func (p *Proc) Kill() { p.run.Kill() }
 
 // Stop sends SIGTERM and waits up to timeout for the process to exit, then
 // kills it. It returns the exit code (-1 if killed).
 func (p *Proc) Stop(timeout time.Duration) int {
-	if p.Running() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(timeout):
-			p.t.Errorf("%s did not exit within %s of SIGTERM", p.Name, timeout)
-			p.Kill()
-			return -1
-		}
+	if !p.run.Terminate(timeout) {
+		p.t.Errorf("%s did not exit within %s of SIGTERM", p.Name, timeout)
+		p.Kill()
+		return -1
 	}
 	return p.ExitCode()
 }
@@ -221,7 +192,7 @@ func (p *Proc) Stop(timeout time.Duration) int {
 func (p *Proc) Wait(timeout time.Duration) int {
 	p.t.Helper()
 	select {
-	case <-p.done:
+	case <-p.run.Done():
 	case <-time.After(timeout):
 		p.t.Fatalf("%s still running after %s", p.Name, timeout)
 	}
@@ -229,16 +200,7 @@ func (p *Proc) Wait(timeout time.Duration) int {
 }
 
 // ExitCode is the exit status once the process has exited.
-func (p *Proc) ExitCode() int {
-	var ee *exec.ExitError
-	if errors.As(p.waitErr, &ee) {
-		return ee.ExitCode()
-	}
-	if p.waitErr != nil {
-		return -1
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
+func (p *Proc) ExitCode() int { return p.run.ExitCode() }
 
 // Restart starts the process again with the same arguments and
 // environment (after Kill or Stop).
@@ -277,22 +239,6 @@ func Run(t testing.TB, bin string, args, env []string, timeout time.Duration) (s
 		<-done
 		t.Fatalf("%s %v did not finish within %s\nstderr: %s", filepath.Base(bin), args, timeout, errb.String())
 		return "", "", -1
-	}
-}
-
-// ReadLines waits for path to exist and returns its non-empty lines.
-func ReadLines(t testing.TB, path string, timeout time.Duration) []string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		b, err := os.ReadFile(path)
-		if err == nil && len(bytes.TrimSpace(b)) > 0 {
-			return strings.Fields(string(b))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not written within %s", path, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/deploy"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/keys"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/common/psk"
@@ -38,7 +39,7 @@ type network struct {
 	fast bool
 	env  []string
 
-	reg      *proc
+	reg      *launch.Proc
 	regAddr  string
 	regData  string
 	etcdPort int
@@ -52,7 +53,7 @@ type network struct {
 // allocator is one allocator process.
 type allocator struct {
 	name    string
-	p       *proc
+	p       *launch.Proc
 	peer    peer.ID
 	addr    string
 	dataDir string
@@ -71,7 +72,7 @@ type allocSpec struct {
 
 // clientProxy is a proxy in client mode.
 type clientProxy struct {
-	p    *proc
+	p    *launch.Proc
 	port int
 	url  string // http://127.0.0.1:PORT
 }
@@ -109,20 +110,19 @@ func (n *network) bin(name string) string { return filepath.Join(n.s.o.bin, name
 func (n *network) startRegistry(ctx context.Context) error {
 	n.regData = filepath.Join(n.dir, "registry")
 	n.etcdPort = freeport.One("127.0.0.1")
-	p, err := n.s.procs.spawn(n.dir, "registry", n.bin("registry-service"), []string{
-		"-new-etcd-cluster", "-keyfile", filepath.Join(n.dir, "registry.key"), "-log-level", n.s.o.logLevel,
-		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(n.dir, "registry.addr"),
-		"-data-dir", n.regData, "-prom-listen-addr", "",
-		"-etcd-client-port", strconv.Itoa(n.etcdPort), "-etcd-peer-port", strconv.Itoa(freeport.One("127.0.0.1")),
-	}, n.env)
+	r := launch.Registry{
+		Node: launch.Node{
+			KeyFile: filepath.Join(n.dir, "registry.key"), AddrFile: filepath.Join(n.dir, "registry.addr"),
+			LogLevel: n.s.o.logLevel,
+		},
+		DataDir: n.regData, ClientPort: n.etcdPort,
+	}
+	p, err := n.s.procs.spawn(n.dir, "registry", n.bin("registry-service"), r.Args(), n.env)
 	if err != nil {
 		return err
 	}
 	n.reg = p
-	if err := p.waitFor(ctx, "registry ready", time.Minute); err != nil {
-		return err
-	}
-	if n.regAddr, err = firstLine(ctx, filepath.Join(n.dir, "registry.addr"), 5*time.Second); err != nil {
+	if n.regAddr, err = p.Ready(ctx, launch.RegistryReady, time.Minute, r.AddrFile); err != nil {
 		return err
 	}
 	n.env = append(n.env, "P2P_BOOTSTRAPS="+n.regAddr)
@@ -136,12 +136,14 @@ func (n *network) spawnAllocator(spec allocSpec) (*allocator, error) {
 	if spec.logLevel != "" {
 		level = spec.logLevel
 	}
-	p, err := n.s.procs.spawn(n.dir, spec.name, n.bin("allocator"), []string{
-		"-keyfile", filepath.Join(n.dir, spec.name+".key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-log-level", level,
-		"-addr-file", filepath.Join(n.dir, spec.name+".addr"), "-runtime", spec.runtime,
-		"-data-dir", a.dataDir, "-cpus", spec.cpus, "-memory", strconv.Itoa(spec.memory),
-		"-prom-listen-addr", "", "-proxy", n.bin("proxy"), "-idle-timeout", "30m",
-	}, n.env)
+	p, err := n.s.procs.spawn(n.dir, spec.name, n.bin("allocator"), launch.Allocator{
+		Node: launch.Node{
+			KeyFile: filepath.Join(n.dir, spec.name+".key"), AddrFile: filepath.Join(n.dir, spec.name+".addr"),
+			LogLevel: level,
+		},
+		DataDir: a.dataDir, Runtime: spec.runtime, CPUs: spec.cpus, MemoryMiB: spec.memory,
+		Proxy: n.bin("proxy"), IdleTimeout: 30 * time.Minute,
+	}.Args(), n.env)
 	if err != nil {
 		return nil, err
 	}
@@ -154,10 +156,7 @@ func (n *network) spawnAllocator(spec allocSpec) (*allocator, error) {
 
 // ready waits until the allocator says it is ready and reads its address.
 func (a *allocator) ready(ctx context.Context, dir string, timeout time.Duration) error {
-	if err := a.p.waitFor(ctx, "allocator ready", timeout); err != nil {
-		return err
-	}
-	addr, err := firstLine(ctx, filepath.Join(dir, a.name+".addr"), 5*time.Second)
+	addr, err := a.p.Ready(ctx, launch.AllocatorReady, timeout, filepath.Join(dir, a.name+".addr"))
 	if err != nil {
 		return err
 	}
@@ -195,21 +194,21 @@ func (n *network) startProxy(ctx context.Context, name string) (*clientProxy, er
 	var last error
 	for range 3 { // the free port may be taken in between
 		port := freeport.One("127.0.0.1")
-		p, err := n.s.procs.spawn(n.dir, name, n.bin("proxy"), []string{
-			"-keyfile", filepath.Join(n.dir, name+".key"), "-listen", "/ip4/127.0.0.1/tcp/0",
-			"-log-level", n.s.o.logLevel, "-prom-listen-addr", "", strconv.Itoa(port),
-		}, n.env)
+		p, err := n.s.procs.spawn(n.dir, name, n.bin("proxy"), launch.ClientProxy{
+			Node:     launch.Node{KeyFile: filepath.Join(n.dir, name+".key"), LogLevel: n.s.o.logLevel},
+			HTTPPort: port,
+		}.Args(), n.env)
 		if err != nil {
 			return nil, err
 		}
-		if last = p.waitFor(ctx, "proxy ready", 30*time.Second); last == nil {
+		if last = p.WaitOutput(ctx, launch.ProxyReady, 30*time.Second); last == nil {
 			cp := &clientProxy{p: p, port: port, url: "http://127.0.0.1:" + strconv.Itoa(port)}
 			n.mu.Lock()
 			n.proxies = append(n.proxies, cp)
 			n.mu.Unlock()
 			return cp, nil
 		}
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -312,11 +311,11 @@ func (n *network) close() {
 	n.mu.Lock()
 	cl := n.cl
 	n.cl = nil
-	var procs []*proc
+	var procs []*launch.Proc
 	for _, p := range n.proxies {
 		procs = append(procs, p.p)
 	}
-	var allocs []*proc
+	var allocs []*launch.Proc
 	for _, a := range n.allocs {
 		allocs = append(allocs, a.p)
 	}
@@ -326,16 +325,16 @@ func (n *network) close() {
 	}
 	killed := stopAll(procs, 10*time.Second)
 	killed = append(killed, stopAll(allocs, 30*time.Second)...)
-	if n.reg != nil && n.reg.stop(15*time.Second) {
+	if n.reg != nil && n.reg.Stop(15*time.Second) {
 		killed = append(killed, n.reg)
 	}
 	if len(killed) > 0 {
 		var names []string
 		for _, p := range killed {
-			names = append(names, p.name)
+			names = append(names, p.Name)
 		}
 		n.r.failf("%d processes did not exit within their grace period after SIGTERM and were killed: %s; last log lines of %s: %s",
-			len(killed), strings.Join(names, ", "), killed[0].name, killed[0].tail(4))
+			len(killed), strings.Join(names, ", "), killed[0].Name, killed[0].Tail(4))
 	}
 	if k := sweepInstances(n.dir, n.s.o.bin); k > 0 {
 		n.r.failf("%d instance processes outlived their allocators and were killed", k)

@@ -55,7 +55,7 @@ func runAllocator(ctx context.Context, r *run) error {
 		return err
 	}
 	time.Sleep(2 * time.Second)
-	if rss, _, err := memOf(a.p.pid()); err == nil {
+	if rss, _, err := memOf(a.p.Pid()); err == nil {
 		r.fig(Figure{Name: "allocator RSS, idle", Value: mb(rss), Unit: "MB", Target: lt(35, "< 35 MB"),
 			Anchor: "Nomad agent -dev 125 MB idle"})
 	} else {
@@ -168,7 +168,7 @@ func runAllocator(ctx context.Context, r *run) error {
 		r.fig(Figure{Name: "one deploy among 50 at once, p99", Value: msec(each.p99()), Unit: "ms", Samples: len(each)})
 		runningSpread(r, fmt.Sprintf("%d at once", concurrentDeploys), start, ins, answered, allocs)
 	}
-	if rss, _, err := memOf(a.p.pid()); err == nil {
+	if rss, _, err := memOf(a.p.Pid()); err == nil {
 		r.fig(Figure{Name: fmt.Sprintf("allocator RSS with %d instances", len(ins)), Value: mb(rss), Unit: "MB"})
 	}
 	if err := c.stopInstances(ctx, ins); err != nil {
@@ -189,7 +189,7 @@ func directProcess(ctx context.Context, n *network, i int) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
-	defer p.stop(5 * time.Second)
+	defer p.Stop(5 * time.Second)
 	if err := waitHealthy(ctx, port, 10*time.Second); err != nil {
 		return 0, err
 	}
@@ -247,7 +247,7 @@ var instanceID = regexp.MustCompile(`(hello|tiny)-[0-9a-f]{8}`)
 func registryWriteErrors(a *allocator) (int, []string) {
 	counts := map[string]int{}
 	n := 0
-	for _, l := range readLines(a.p.errLog) {
+	for _, l := range readLines(a.p.ErrFile) {
 		if !strings.Contains(l, `msg="publish instance record"`) && !strings.Contains(l, `msg="publish node record"`) {
 			continue
 		}

@@ -60,7 +60,7 @@ func runProxy(ctx context.Context, r *run) error {
 		return fmt.Errorf("instance %s has no SERVICE_PORT in its state.json", ins[0].ID)
 	}
 	direct := "http://127.0.0.1:" + sp + "/"
-	r.say("hello instance %s: service port %s, its proxy pid %d; client proxy pid %d", ins[0].ID, sp, instProxy, cp.p.pid())
+	r.say("hello instance %s: service port %s, its proxy pid %d; client proxy pid %d", ins[0].ID, sp, instProxy, cp.p.Pid())
 	for _, u := range []string{direct, through} {
 		if code, body, err := get(ctx, hc, u); err != nil || code != http.StatusOK || !strings.Contains(body, "hello from") {
 			return fmt.Errorf("GET %s: %d %q %v", u, code, body, err)
@@ -81,7 +81,7 @@ func runProxy(ctx context.Context, r *run) error {
 		}
 		r.fig(Figure{Name: name, Value: mb(v), Unit: "MB", Target: target, Anchor: anchor})
 	}
-	memFig("client proxy RSS, idle", cp.p.pid(), false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
+	memFig("client proxy RSS, idle", cp.p.Pid(), false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
 	memFig("instance's proxy RSS, idle", instProxy, false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
 
 	small := func(url string) func() (time.Duration, error) {
@@ -177,8 +177,8 @@ func runProxy(ctx context.Context, r *run) error {
 			Value: 100 * ts.rate() / ds.rate(), Unit: "%", Target: ge(25, ">= 25% of direct"), Baseline: base, Anchor: anchor})
 	}
 
-	memFig("client proxy RSS after 1 MiB bodies", cp.p.pid(), false, nil, "")
-	memFig("client proxy peak RSS (VmHWM) under 1 MiB bodies", cp.p.pid(), true, lt(40, "< 40 MB under 1 MiB bodies"), "PhysarumSM up to ≈ 60 MB")
+	memFig("client proxy RSS after 1 MiB bodies", cp.p.Pid(), false, nil, "")
+	memFig("client proxy peak RSS (VmHWM) under 1 MiB bodies", cp.p.Pid(), true, lt(40, "< 40 MB under 1 MiB bodies"), "PhysarumSM up to ≈ 60 MB")
 	memFig("instance's proxy RSS after 1 MiB bodies", instProxy, false, nil, "")
 	memFig("instance's proxy peak RSS (VmHWM) under 1 MiB bodies", instProxy, true, lt(40, "< 40 MB under 1 MiB bodies"), "PhysarumSM up to ≈ 60 MB")
 	if after, err := c.reg.ListInstances(ctx, "hello"); err == nil && len(after) != 1 {

@@ -35,7 +35,7 @@ func runRegistry(ctx context.Context, r *run) error {
 		return err
 	}
 	time.Sleep(2 * time.Second)
-	rss, _, err := memOf(n.reg.pid())
+	rss, _, err := memOf(n.reg.Pid())
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func runRegistry(ctx context.Context, r *run) error {
 		r.fig(Figure{Name: fmt.Sprintf("registry %s throughput, %d clients on one node", op.name, clients), Value: pa.rate(), Unit: "ops/s",
 			Samples: len(pa.lat), Baseline: &Baseline{Name: "etcd direct", Value: pb.rate(), Unit: "ops/s"}})
 	}
-	if rss, hwm, err := memOf(n.reg.pid()); err == nil {
+	if rss, hwm, err := memOf(n.reg.Pid()); err == nil {
 		r.fig(Figure{Name: "registry-service RSS after the load", Value: mb(rss), Unit: "MB"})
 		r.fig(Figure{Name: "registry-service peak RSS (VmHWM)", Value: mb(hwm), Unit: "MB"})
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/launch"
 )
 
 // Names of the scale scenario's figures, which its plots draw against N.
@@ -196,16 +198,16 @@ func scaleOnce(ctx context.Context, r *run, size int) error {
 	}
 	var pids []int
 	for _, a := range n.allocs {
-		if !a.p.exited() {
-			pids = append(pids, a.p.pid())
+		if !a.p.Exited() {
+			pids = append(pids, a.p.Pid())
 		}
 	}
-	before := snapshot(append(pids, n.reg.pid()))
+	before := snapshot(append(pids, n.reg.Pid()))
 	wstart := time.Now()
 	if err := sleepCtx(ctx, r.s.o.scaleIdle); err != nil {
 		return err
 	}
-	after := snapshot(append(pids, n.reg.pid()))
+	after := snapshot(append(pids, n.reg.Pid()))
 	window := time.Since(wstart).Seconds()
 	var cpu, io, rss []float64
 	for _, pid := range pids {
@@ -223,7 +225,7 @@ func scaleOnce(ctx context.Context, r *run, size int) error {
 	if len(cpu) < size {
 		r.failf("N=%d: %d allocators were measured; the others had exited", size, len(cpu))
 	}
-	rb, ra := before[n.reg.pid()], after[n.reg.pid()]
+	rb, ra := before[n.reg.Pid()], after[n.reg.Pid()]
 	r.fig(Figure{Name: figRSSMean, N: size, Value: mean(rss), Unit: "MB", Target: lt(35, "< 35 MB")})
 	r.fig(Figure{Name: figRSSMax, N: size, Value: slices.Max(rss), Unit: "MB", Target: lt(35, "< 35 MB")})
 	r.fig(Figure{Name: figCPUMean, N: size, Value: mean(cpu), Unit: "% of a core"})
@@ -276,22 +278,22 @@ func scaleOnce(ctx context.Context, r *run, size int) error {
 	}
 
 	peak := samp.stop()
-	r.fig(Figure{Name: figFDs, N: size, Value: float64(peak.fds), Unit: "count"})
-	r.fig(Figure{Name: figRegFDs, N: size, Value: float64(peak.regFDs), Unit: "count"})
-	r.fig(Figure{Name: figMemUsed, N: size, Value: mb(peak.rssKiB), Unit: "MB"})
-	r.notef("N=%d: lowest MemAvailable during the run %.1f GiB; most file handles allocated system-wide %d",
-		size, float64(peak.minAvailKiB)/(1<<20), peak.sysFDs)
-	var ps []*proc
+	r.fig(Figure{Name: figFDs, N: size, Value: peak.fds, Unit: "count"})
+	r.fig(Figure{Name: figRegFDs, N: size, Value: peak.regFDs, Unit: "count"})
+	r.fig(Figure{Name: figMemUsed, N: size, Value: peak.rssMB, Unit: "MB"})
+	r.notef("N=%d: lowest MemAvailable during the run %s; most file handles allocated system-wide %s",
+		size, fmtVal(peak.minAvailGiB, "GiB"), fmtVal(peak.sysFDs, ""))
+	var ps []*launch.Proc
 	for _, a := range n.allocs {
 		ps = append(ps, a.p)
-		if a.p.exited() {
-			r.failf("N=%d: %s exited during the run (%v): %s", size, a.name, a.p.waitErr, a.p.tail(3))
+		if a.p.Exited() {
+			r.failf("N=%d: %s exited during the run (%v): %s", size, a.name, a.p.Err(), a.p.Tail(3))
 		}
 	}
 	if k, top := problemSummary(ps, 4); k > 0 {
 		r.notef("N=%d: the allocators logged %d error and warning lines (before shutdown): %s", size, k, strings.Join(top, "; "))
 	}
-	if k, top := problemSummary([]*proc{n.reg}, 4); k > 0 {
+	if k, top := problemSummary([]*launch.Proc{n.reg}, 4); k > 0 {
 		r.notef("N=%d: registry-service logged %d error and warning lines: %s", size, k, strings.Join(top, "; "))
 	}
 	return nil
@@ -324,11 +326,27 @@ func snapshot(pids []int) map[int]*procUsage {
 	return out
 }
 
-// peaks is what the sampler saw.
+// peaks is what the sampler saw: each stays notMeasured until a read of
+// it succeeds.
 type peaks struct {
-	fds, regFDs, sysFDs int
-	rssKiB              uint64
-	minAvailKiB         uint64
+	fds, regFDs, sysFDs float64 // counts
+	rssMB               float64 // sum over the network's processes
+	minAvailGiB         float64
+}
+
+// higher returns the larger of peak and v, and v when peak is
+// notMeasured.
+func higher(peak, v float64) float64 {
+	return max(peak, v)
+}
+
+// lower returns the smaller of peak and v, and v when peak is
+// notMeasured.
+func lower(peak, v float64) float64 {
+	if !measured(peak) || v < peak {
+		return v
+	}
+	return peak
 }
 
 // sampler watches the file descriptors and memory of a network's
@@ -342,25 +360,38 @@ type sampler struct {
 
 func startSampler(n *network) *sampler {
 	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
-	s.p.minAvailKiB = ^uint64(0)
+	s.p = peaks{fds: notMeasured, regFDs: notMeasured, sysFDs: notMeasured, rssMB: notMeasured, minAvailGiB: notMeasured}
 	go func() {
 		defer close(s.done)
 		for {
+			// A process whose counts cannot be read (it is gone) adds
+			// nothing to the sums; a sum of none is not taken.
 			pids := n.livePIDs()
-			fds := 0
+			fds, fdsRead := 0, false
 			var rss uint64
+			rssRead := false
 			for _, pid := range pids {
-				fds += fdsOf(pid)
+				if k, err := fdsOf(pid); err == nil {
+					fds, fdsRead = fds+k, true
+				}
 				if v, _, err := memOf(pid); err == nil {
-					rss += v
+					rss, rssRead = rss+v, true
 				}
 			}
-			s.p.fds = max(s.p.fds, fds)
-			s.p.regFDs = max(s.p.regFDs, fdsOf(pids[0]))
-			s.p.sysFDs = max(s.p.sysFDs, systemFDs())
-			s.p.rssKiB = max(s.p.rssKiB, rss)
+			if fdsRead {
+				s.p.fds = higher(s.p.fds, float64(fds))
+			}
+			if rssRead {
+				s.p.rssMB = higher(s.p.rssMB, mb(rss))
+			}
+			if k, err := fdsOf(pids[0]); err == nil {
+				s.p.regFDs = higher(s.p.regFDs, float64(k))
+			}
+			if k, err := systemFDs(); err == nil {
+				s.p.sysFDs = higher(s.p.sysFDs, float64(k))
+			}
 			if avail := meminfo()["MemAvailable"]; avail > 0 {
-				s.p.minAvailKiB = min(s.p.minAvailKiB, avail)
+				s.p.minAvailGiB = lower(s.p.minAvailGiB, float64(avail)/(1<<20))
 			}
 			select {
 			case <-s.quit:
@@ -385,11 +416,11 @@ var logNoise = regexp.MustCompile(`^time=\S+ |<peer\.ID [^>]*>|12D3Koo\w+|(hello
 
 // problemSummary counts the error and warning lines the processes
 // logged, grouped by message, and returns the total and the most common.
-func problemSummary(ps []*proc, top int) (int, []string) {
+func problemSummary(ps []*launch.Proc, top int) (int, []string) {
 	counts := map[string]int{}
 	total := 0
 	for _, p := range ps {
-		for _, l := range p.problems(1000) {
+		for _, l := range problems(p, 1000) {
 			counts[logNoise.ReplaceAllString(l, "")]++
 			total++
 		}
@@ -414,11 +445,11 @@ func problemSummary(ps []*proc, top int) (int, []string) {
 // and warning lines, the most common first.
 func whatBroke(allocs []*allocator) string {
 	var exited []string
-	var ps []*proc
+	var ps []*launch.Proc
 	for _, a := range allocs {
 		ps = append(ps, a.p)
-		if a.p.exited() {
-			exited = append(exited, fmt.Sprintf("%s exited (%v): %s", a.name, a.p.waitErr, a.p.tail(2)))
+		if a.p.Exited() {
+			exited = append(exited, fmt.Sprintf("%s exited (%v): %s", a.name, a.p.Err(), a.p.Tail(2)))
 		}
 	}
 	var parts []string
@@ -437,9 +468,10 @@ func whatBroke(allocs []*allocator) string {
 	return strings.Join(parts, "; ")
 }
 
+// mean is the mean of v, notMeasured when v is empty.
 func mean(v []float64) float64 {
 	if len(v) == 0 {
-		return 0
+		return notMeasured
 	}
 	s := 0.0
 	for _, x := range v {

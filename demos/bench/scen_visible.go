@@ -187,7 +187,7 @@ func sizePrefix(size int) string {
 // time= of its "instance running" line (millisecond precision, so the
 // lag measured from it is at most 1 ms long).
 func runningLogged(a *allocator, id string) (time.Time, bool) {
-	for _, l := range readLines(a.p.errLog) {
+	for _, l := range readLines(a.p.ErrFile) {
 		if !strings.Contains(l, `msg="instance running"`) || !strings.Contains(l, " instance="+id+" ") {
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 )
 
 type options struct {
@@ -56,7 +57,7 @@ type demo struct {
 	dir     string
 	env     []string
 	runtime string
-	procs   []*proc
+	procs   []*launch.Proc
 	boot    string
 	regProm int
 	proxy   string // client proxy base URL
@@ -163,19 +164,18 @@ func dockerAnswers() error {
 func (d *demo) startRegistry(ctx context.Context) error {
 	start := time.Now()
 	d.regProm = d.o.metricsPort(0)
-	p, err := d.spawn("registry", "registry-service", []string{
-		"-new-etcd-cluster", "-keyfile", filepath.Join(d.dir, "registry.key"),
-		"-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", filepath.Join(d.dir, "registry.addr"),
-		"-data-dir", filepath.Join(d.dir, "registry"), "-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.regProm),
-		"-etcd-client-port", strconv.Itoa(freeport.One("127.0.0.1")), "-etcd-peer-port", strconv.Itoa(freeport.One("127.0.0.1")),
-	})
+	r := launch.Registry{
+		Node: launch.Node{
+			KeyFile: filepath.Join(d.dir, "registry.key"), AddrFile: filepath.Join(d.dir, "registry.addr"),
+			Metrics: "127.0.0.1:" + strconv.Itoa(d.regProm),
+		},
+		DataDir: filepath.Join(d.dir, "registry"),
+	}
+	p, err := d.spawn("registry", "registry-service", r.Args())
 	if err != nil {
 		return err
 	}
-	if err := p.waitFor(ctx, "registry ready", time.Minute); err != nil {
-		return err
-	}
-	if d.boot, err = firstLine(filepath.Join(d.dir, "registry.addr"), 5*time.Second); err != nil {
+	if d.boot, err = p.Ready(ctx, launch.RegistryReady, time.Minute, r.AddrFile); err != nil {
 		return err
 	}
 	d.env = append(d.env, "P2P_BOOTSTRAPS="+d.boot)
@@ -191,26 +191,24 @@ func (d *demo) startAllocators(ctx context.Context) error {
 	}
 	say("starting 3 allocators: %s", strings.Join(names, ", "))
 	say("(distances between sites are simulated in user space; within a site there is none)")
-	var procs []*proc
+	var procs []*launch.Proc
 	for i, s := range sites {
 		s.prom = d.o.metricsPort(1 + i)
-		p, err := d.spawn(s.name, "allocator", []string{
-			"-keyfile", filepath.Join(d.dir, s.name+".key"), "-listen", "/ip4/" + s.ip + "/tcp/0",
-			"-addr-file", filepath.Join(d.dir, s.name+".addr"), "-runtime", d.runtime,
-			"-data-dir", filepath.Join(d.dir, s.name), "-cpus", s.cpus, "-memory", "1024",
-			"-labels", "site=" + s.name, "-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(s.prom),
-			"-proxy", filepath.Join(d.o.bin, "proxy"), "-idle-timeout", "10m",
-		}, "PHYSARUM_NET_DELAY="+s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1")
+		p, err := d.spawn(s.name, "allocator", launch.Allocator{
+			Node: launch.Node{
+				KeyFile: filepath.Join(d.dir, s.name+".key"), IP: s.ip, AddrFile: filepath.Join(d.dir, s.name+".addr"),
+				Metrics: "127.0.0.1:" + strconv.Itoa(s.prom),
+			},
+			DataDir: filepath.Join(d.dir, s.name), Runtime: d.runtime, CPUs: s.cpus, MemoryMiB: 1024,
+			Labels: "site=" + s.name, Proxy: filepath.Join(d.o.bin, "proxy"), IdleTimeout: 10 * time.Minute,
+		}.Args(), "PHYSARUM_NET_DELAY="+s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1")
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 	}
 	for i, p := range procs {
-		if err := p.waitFor(ctx, "allocator ready", time.Minute); err != nil {
-			return err
-		}
-		addr, err := firstLine(filepath.Join(d.dir, sites[i].name+".addr"), 5*time.Second)
+		addr, err := p.Ready(ctx, launch.AllocatorReady, time.Minute, filepath.Join(d.dir, sites[i].name+".addr"))
 		if err != nil {
 			return err
 		}
@@ -267,7 +265,7 @@ func (d *demo) cli(ctx context.Context, args ...string) (string, error) {
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("registry-cli %s: %v: %s", args[0], err, strings.TrimSpace(lastLine(errb.String())))
+		return out.String(), fmt.Errorf("registry-cli %s: %w: %s", args[0], err, strings.TrimSpace(lastLine(errb.String())))
 	}
 	return out.String(), nil
 }
@@ -283,14 +281,16 @@ func (d *demo) cliJSON(ctx context.Context, v any, args ...string) error {
 func (d *demo) startProxy(ctx context.Context) error {
 	port := freeport.Prefer("127.0.0.1", d.o.port)
 	d.proxyP = d.o.metricsPort(4)
-	p, err := d.spawn("proxy", "proxy", []string{
-		"-keyfile", filepath.Join(d.dir, "proxy.key"), "-listen", "/ip4/127.0.0.1/tcp/0",
-		"-prom-listen-addr", "127.0.0.1:" + strconv.Itoa(d.proxyP), strconv.Itoa(port),
-	})
+	p, err := d.spawn("proxy", "proxy", launch.ClientProxy{
+		Node: launch.Node{
+			KeyFile: filepath.Join(d.dir, "proxy.key"), Metrics: "127.0.0.1:" + strconv.Itoa(d.proxyP),
+		},
+		HTTPPort: port,
+	}.Args())
 	if err != nil {
 		return err
 	}
-	if err := p.waitFor(ctx, "proxy ready", 30*time.Second); err != nil {
+	if err := p.WaitOutput(ctx, launch.ProxyReady, 30*time.Second); err != nil {
 		return err
 	}
 	d.proxy = "http://127.0.0.1:" + strconv.Itoa(port)
@@ -306,7 +306,7 @@ func (d *demo) teardown() {
 	}
 	say("stopping the network")
 	for i := len(d.procs) - 1; i >= 0; i-- {
-		d.procs[i].stop(30 * time.Second)
+		d.procs[i].Stop(30 * time.Second)
 	}
 	if d.runtime == "docker" {
 		removeImages()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/registry"
 )
@@ -42,7 +43,7 @@ func TestUserFlowSurvivesEveryKindOfProcessDying(t *testing.T) {
 	t.Run("client proxy", func(t *testing.T) {
 		proxy.Kill()
 		proxy.Restart()
-		proxy.WaitOutput("proxy ready", 30*time.Second)
+		proxy.WaitOutput(launch.ProxyReady, 30*time.Second)
 		hello(t, base, 30*time.Second)
 	})
 
@@ -75,7 +76,7 @@ func TestUserFlowSurvivesEveryKindOfProcessDying(t *testing.T) {
 		// Routing goes on from what the proxy already knows.
 		hello(t, base, 10*time.Second)
 		reg.Restart()
-		reg.WaitOutput("registry ready", time.Minute)
+		reg.WaitOutput(launch.RegistryReady, time.Minute)
 		if !strings.Contains(reg.Stdout(), "restarting etcd member from") {
 			t.Fatal("the registry did not restart from its data dir")
 		}

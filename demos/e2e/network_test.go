@@ -14,6 +14,7 @@ import (
 
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -50,14 +51,13 @@ func newNetwork(t *testing.T) *network {
 func (n *network) registry() *proctest.Proc {
 	n.t.Helper()
 	dir := n.t.TempDir()
-	n.reg = proctest.Start(n.t, "registry", n.bin["registry-service"], []string{
-		"-new-etcd-cluster", "-keyfile", filepath.Join(dir, "key"),
-		"-listen", "/ip4/127.0.0.1/tcp/" + strconv.Itoa(freeport.T(n.t)), "-addr-file", filepath.Join(dir, "addr"),
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-unsafe-no-fsync",
-		"-etcd-client-port", strconv.Itoa(freeport.T(n.t)), "-etcd-peer-port", strconv.Itoa(freeport.T(n.t)),
-	}, n.env)
-	n.reg.WaitOutput("registry ready", time.Minute)
-	n.boot = proctest.ReadLines(n.t, filepath.Join(dir, "addr"), time.Second)[0]
+	r := launch.Registry{
+		// A fixed port, so that a restart keeps the address the others bootstrap from.
+		Node:    launch.Node{KeyFile: filepath.Join(dir, "key"), Port: freeport.T(n.t), AddrFile: filepath.Join(dir, "addr")},
+		DataDir: filepath.Join(dir, "data"), UnsafeNoFsync: true,
+	}
+	n.reg = proctest.Start(n.t, "registry", n.bin["registry-service"], r.Args(), n.env)
+	n.boot = n.reg.Ready(launch.RegistryReady, time.Minute, r.AddrFile)
 	n.env = append(n.env, nodeflags.EnvBootstraps+"="+n.boot)
 	return n.reg
 }
@@ -65,23 +65,23 @@ func (n *network) registry() *proctest.Proc {
 func (n *network) allocator(name string) *proctest.Proc {
 	n.t.Helper()
 	dir := n.t.TempDir()
-	p := proctest.Start(n.t, name, n.bin["allocator"], []string{
-		"-keyfile", filepath.Join(dir, "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-runtime", "process",
-		"-data-dir", filepath.Join(dir, "data"), "-prom-listen-addr", "", "-lease-ttl", "3s",
-	}, n.env)
-	p.WaitOutput("allocator ready", 30*time.Second)
+	p := proctest.Start(n.t, name, n.bin["allocator"], launch.Allocator{
+		Node:    launch.Node{KeyFile: filepath.Join(dir, "key")},
+		DataDir: filepath.Join(dir, "data"), Runtime: "process", LeaseTTL: 3 * time.Second,
+	}.Args(), n.env)
+	p.WaitOutput(launch.AllocatorReady, 30*time.Second)
 	return p
 }
 
 // proxy starts a client proxy on a fixed port (so a restart keeps it).
 func (n *network) proxy() (*proctest.Proc, string) {
 	n.t.Helper()
-	port := strconv.Itoa(freeport.T(n.t))
-	p := proctest.Start(n.t, "proxy", n.bin["proxy"], []string{
-		"-keyfile", filepath.Join(n.t.TempDir(), "key"), "-listen", "/ip4/127.0.0.1/tcp/0", "-prom-listen-addr", "", port,
-	}, n.env)
-	p.WaitOutput("proxy ready", 30*time.Second)
-	return p, "http://127.0.0.1:" + port
+	port := freeport.T(n.t)
+	p := proctest.Start(n.t, "proxy", n.bin["proxy"], launch.ClientProxy{
+		Node: launch.Node{KeyFile: filepath.Join(n.t.TempDir(), "key")}, HTTPPort: port,
+	}.Args(), n.env)
+	p.WaitOutput(launch.ProxyReady, 30*time.Second)
+	return p, "http://127.0.0.1:" + strconv.Itoa(port)
 }
 
 func (n *network) cli(args ...string) (string, string, int) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/proctest"
 )
 
@@ -13,10 +14,11 @@ import (
 func TestEveryBinaryStopsAtOnceWithoutAPSK(t *testing.T) {
 	n := newNetwork(t)
 	boot := "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWLVwJAVcT5MhQwKbx8yibxxKZo1YZwqTvRuAG7W6JsBn1"
+	registry := launch.Registry{DataDir: t.TempDir()}
 	runs := map[string][]string{
-		"registry-service": {"-new-etcd-cluster", "-ephemeral", "-data-dir", t.TempDir(), "-prom-listen-addr", ""},
-		"allocator":        {"-ephemeral", "-bootstrap", boot, "-data-dir", t.TempDir(), "-prom-listen-addr", ""},
-		"proxy":            {"-ephemeral", "-bootstrap", boot, "-prom-listen-addr", "", "0"},
+		"registry-service": registry.Args(),
+		"allocator":        launch.Allocator{Node: launch.Node{Bootstrap: boot}, DataDir: t.TempDir()}.Args(),
+		"proxy":            launch.ClientProxy{Node: launch.Node{Bootstrap: boot}}.Args(),
 		"registry-cli":     {"-ephemeral", "-bootstrap", boot, "list"},
 	}
 	for bin, args := range runs {
