@@ -182,11 +182,78 @@ func TestPercentiles(t *testing.T) {
 	for i := 1; i <= 100; i++ {
 		d = append(d, time.Duration(i)*time.Millisecond)
 	}
-	if d.p50() != 50*time.Millisecond || d.p99() != 99*time.Millisecond || d.at(100) != 100*time.Millisecond {
-		t.Errorf("p50 %s p99 %s max %s", d.p50(), d.p99(), d.at(100))
+	if msec(d.p50()) != 50 || msec(d.p99()) != 99 || msec(d.at(100)) != 100 || us(d.at(1)) != 1000 || secs(d.at(100)) != 0.1 {
+		t.Errorf("p50 %v ms, p99 %v ms, max %v ms, min %v µs", msec(d.p50()), msec(d.p99()), msec(d.at(100)), us(d.at(1)))
 	}
-	if (dist{}).p50() != 0 || (dist{7}).p99() != 7 {
-		t.Error("empty or single-sample percentiles")
+	if got := (dist{7}).p99(); got != 7 {
+		t.Errorf("the p99 of one sample of 7 ns = %v", got)
+	}
+}
+
+// TestNothingSampledIsNotMeasured: a percentile of no samples, a rate
+// over no time, a mean of nothing and the change over a soak that every
+// process left are not measured: each was a 0, and met its "<" target.
+func TestNothingSampledIsNotMeasured(t *testing.T) {
+	var empty dist
+	for _, tt := range []struct {
+		name string
+		v    float64
+	}{
+		{"p50 of no samples, ms", msec(empty.p50())},
+		{"p99 of no samples, µs", us(empty.p99())},
+		{"max of no samples, s", secs(empty.at(100))},
+		{"difference of the p50s of no samples, µs", us(empty.p50() - empty.p50())},
+		{"rate before any phase", (&phases{}).rate()},
+		{"rate of samples over no time", (&phases{lat: dist{time.Millisecond}}).rate()},
+		{"mean of nothing", mean(nil)},
+		{"soak, RSS change when every process exited", soakChange([]int{7, 8}, nil, map[int]*soakSample{8: {rss: 9}}).rss},
+		{"soak, descriptor change when every process exited", soakChange([]int{7}, nil, nil).fds},
+		{"soak, thread change when every process exited", soakChange([]int{7}, nil, nil).threads},
+		{"soak, largest RSS growth when every process exited", soakChange([]int{7}, nil, nil).maxGrowth},
+	} {
+		r := &run{s: &suite{}, sc: &Scenario{Name: "unit"}}
+		r.fig(Figure{Name: tt.name, Value: tt.v, Unit: "ms", Target: lt(1, "< 1")})
+		f := r.sc.Figures[0]
+		if f.Measured() || *f.Met || fmtVal(f.Value, f.Unit) != "not measured" {
+			t.Errorf("%s = %v (%s), met %v; want not measured, missed", tt.name, f.Value, fmtVal(f.Value, f.Unit), *f.Met)
+		}
+	}
+}
+
+// TestPeaks: the sampler's peaks start not measured and take the first
+// value read (max and min keep a NaN).
+func TestPeaks(t *testing.T) {
+	hi, lo := notMeasured, notMeasured
+	for _, v := range []float64{3, 5, 2} {
+		hi, lo = higher(hi, v), lower(lo, v)
+	}
+	if hi != 5 || lo != 2 || measured(higher(notMeasured, notMeasured)) {
+		t.Errorf("peaks of 3, 5, 2: highest %v, lowest %v", hi, lo)
+	}
+}
+
+// TestSoakChange: the changes over a soak are taken from the processes
+// that ran through it; the others count as exited.
+func TestSoakChange(t *testing.T) {
+	first := map[int]*soakSample{
+		1: {rss: 10000, fds: 10, threads: 5},
+		2: {rss: 30000, fds: 20, threads: 7},
+		3: {rss: 50000, fds: 30, threads: 9}, // exits
+	}
+	last := map[int]*soakSample{
+		1: {rss: 12000, fds: 11, threads: 5},
+		2: {rss: 29000, fds: 20, threads: 8},
+		4: {rss: 99999, fds: 99, threads: 99}, // started after the first snapshot
+	}
+	c := soakChange([]int{1, 2, 3, 4}, first, last)
+	if c.exited != 2 || c.fds != 1 || c.threads != 1 || c.rss != 2.5 || c.worst != 1 || c.maxGrowth != mb(2000) {
+		t.Errorf("soak change: %+v; want 2 exited, +1 descriptor, +1 thread, +2.5%% RSS, pid 1 grew most by %v MB", c, mb(2000))
+	}
+	// Every process that ran through shrank: the largest growth is the
+	// smallest shrink, not 0.
+	c = soakChange([]int{1}, map[int]*soakSample{1: {rss: 2000}}, map[int]*soakSample{1: {rss: 1000}})
+	if c.exited != 0 || c.rss != -50 || c.worst != 1 || c.maxGrowth != -mb(1000) {
+		t.Errorf("soak change of a shrinking process: %+v", c)
 	}
 }
 

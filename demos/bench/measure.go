@@ -17,25 +17,32 @@ import (
 // dist is a set of latency samples.
 type dist []time.Duration
 
+// A quantile is a duration read from a dist, in nanoseconds, or
+// notMeasured when the dist has no samples: a time.Duration would have to
+// say 0, which reads as a measurement and meets every "<" target.
+type quantile float64
+
 // at returns the p-th percentile (0 < p <= 100) by the nearest-rank
 // method: the smallest sample with at least p% of the samples at or below
-// it.
-func (d dist) at(p float64) time.Duration {
+// it; notMeasured when d is empty.
+func (d dist) at(p float64) quantile {
 	if len(d) == 0 {
-		return 0
+		return quantile(notMeasured)
 	}
 	s := slices.Clone(d)
 	slices.Sort(s)
 	i := int(float64(len(s))*p/100+0.999999) - 1
-	return s[max(0, min(len(s)-1, i))]
+	return quantile(s[max(0, min(len(s)-1, i))])
 }
 
-func (d dist) p50() time.Duration { return d.at(50) }
-func (d dist) p99() time.Duration { return d.at(99) }
+func (d dist) p50() quantile { return d.at(50) }
+func (d dist) p99() quantile { return d.at(99) }
 
-func us(d time.Duration) float64   { return float64(d) / float64(time.Microsecond) }
-func msec(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-func secs(d time.Duration) float64 { return d.Seconds() }
+// us, msec and secs convert a duration, or a quantile (which stays
+// notMeasured), to a figure's unit.
+func us[D time.Duration | quantile](d D) float64   { return float64(d) / float64(time.Microsecond) }
+func msec[D time.Duration | quantile](d D) float64 { return float64(d) / float64(time.Millisecond) }
+func secs[D time.Duration | quantile](d D) float64 { return float64(d) / float64(time.Second) }
 
 // mb converts KiB (what /proc reports) to MB (10^6 bytes).
 func mb(kib uint64) float64 { return float64(kib) * 1024 / 1e6 }
@@ -119,26 +126,30 @@ func ioOf(pid int) (rchar, wchar uint64, err error) {
 }
 
 // fdsOf counts pid's open file descriptors.
-func fdsOf(pid int) int {
+func fdsOf(pid int) (int, error) {
 	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	return len(es)
+	return len(es), nil
 }
 
 // systemFDs reads the number of file handles allocated system-wide.
-func systemFDs() int {
-	b, err := os.ReadFile("/proc/sys/fs/file-nr")
+func systemFDs() (int, error) {
+	const path = "/proc/sys/fs/file-nr"
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return 0
+		return 0, fmt.Errorf("parse %s: empty", path)
 	}
-	n, _ := strconv.Atoi(f[0])
-	return n
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // newHTTPClient returns a client that keeps connections to every host it
@@ -214,9 +225,11 @@ type phases struct {
 	firstErr error
 }
 
+// rate is the successful requests per second, notMeasured when no time
+// has passed (no phase ran).
 func (s *phases) rate() float64 {
 	if s.elapsed <= 0 {
-		return 0
+		return notMeasured
 	}
 	return float64(len(s.lat)) / s.elapsed.Seconds()
 }

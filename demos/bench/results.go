@@ -200,10 +200,10 @@ func (t *Target) meets(v float64) bool {
 	return false
 }
 
-// finite keeps a finite v and turns NaN and infinities (0/0, a ratio to
-// nothing) into notMeasured: they say the figure could not be taken, not
-// that it is 0.
-func finite(v float64) float64 {
+// orNotMeasured keeps a finite v and turns NaN and infinities (0/0, a
+// ratio to nothing) into notMeasured: they say the figure could not be
+// taken, not that it is 0.
+func orNotMeasured(v float64) float64 {
 	if !measured(v) {
 		return notMeasured
 	}

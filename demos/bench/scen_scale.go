@@ -278,11 +278,11 @@ func scaleOnce(ctx context.Context, r *run, size int) error {
 	}
 
 	peak := samp.stop()
-	r.fig(Figure{Name: figFDs, N: size, Value: float64(peak.fds), Unit: "count"})
-	r.fig(Figure{Name: figRegFDs, N: size, Value: float64(peak.regFDs), Unit: "count"})
-	r.fig(Figure{Name: figMemUsed, N: size, Value: mb(peak.rssKiB), Unit: "MB"})
-	r.notef("N=%d: lowest MemAvailable during the run %.1f GiB; most file handles allocated system-wide %d",
-		size, float64(peak.minAvailKiB)/(1<<20), peak.sysFDs)
+	r.fig(Figure{Name: figFDs, N: size, Value: peak.fds, Unit: "count"})
+	r.fig(Figure{Name: figRegFDs, N: size, Value: peak.regFDs, Unit: "count"})
+	r.fig(Figure{Name: figMemUsed, N: size, Value: peak.rssMB, Unit: "MB"})
+	r.notef("N=%d: lowest MemAvailable during the run %s; most file handles allocated system-wide %s",
+		size, fmtVal(peak.minAvailGiB, "GiB"), fmtVal(peak.sysFDs, ""))
 	var ps []*launch.Proc
 	for _, a := range n.allocs {
 		ps = append(ps, a.p)
@@ -326,11 +326,30 @@ func snapshot(pids []int) map[int]*procUsage {
 	return out
 }
 
-// peaks is what the sampler saw.
+// peaks is what the sampler saw: each stays notMeasured until a read of
+// it succeeds.
 type peaks struct {
-	fds, regFDs, sysFDs int
-	rssKiB              uint64
-	minAvailKiB         uint64
+	fds, regFDs, sysFDs float64 // counts
+	rssMB               float64 // sum over the network's processes
+	minAvailGiB         float64
+}
+
+// higher returns the larger of peak and v, and v when peak is
+// notMeasured.
+func higher(peak, v float64) float64 {
+	if !measured(peak) || v > peak {
+		return v
+	}
+	return peak
+}
+
+// lower returns the smaller of peak and v, and v when peak is
+// notMeasured.
+func lower(peak, v float64) float64 {
+	if !measured(peak) || v < peak {
+		return v
+	}
+	return peak
 }
 
 // sampler watches the file descriptors and memory of a network's
@@ -344,25 +363,38 @@ type sampler struct {
 
 func startSampler(n *network) *sampler {
 	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
-	s.p.minAvailKiB = ^uint64(0)
+	s.p = peaks{fds: notMeasured, regFDs: notMeasured, sysFDs: notMeasured, rssMB: notMeasured, minAvailGiB: notMeasured}
 	go func() {
 		defer close(s.done)
 		for {
+			// A process whose counts cannot be read (it is gone) adds
+			// nothing to the sums; a sum of none is not taken.
 			pids := n.livePIDs()
-			fds := 0
+			fds, fdsRead := 0, false
 			var rss uint64
+			rssRead := false
 			for _, pid := range pids {
-				fds += fdsOf(pid)
+				if k, err := fdsOf(pid); err == nil {
+					fds, fdsRead = fds+k, true
+				}
 				if v, _, err := memOf(pid); err == nil {
-					rss += v
+					rss, rssRead = rss+v, true
 				}
 			}
-			s.p.fds = max(s.p.fds, fds)
-			s.p.regFDs = max(s.p.regFDs, fdsOf(pids[0]))
-			s.p.sysFDs = max(s.p.sysFDs, systemFDs())
-			s.p.rssKiB = max(s.p.rssKiB, rss)
+			if fdsRead {
+				s.p.fds = higher(s.p.fds, float64(fds))
+			}
+			if rssRead {
+				s.p.rssMB = higher(s.p.rssMB, mb(rss))
+			}
+			if k, err := fdsOf(pids[0]); err == nil {
+				s.p.regFDs = higher(s.p.regFDs, float64(k))
+			}
+			if k, err := systemFDs(); err == nil {
+				s.p.sysFDs = higher(s.p.sysFDs, float64(k))
+			}
 			if avail := meminfo()["MemAvailable"]; avail > 0 {
-				s.p.minAvailKiB = min(s.p.minAvailKiB, avail)
+				s.p.minAvailGiB = lower(s.p.minAvailGiB, float64(avail)/(1<<20))
 			}
 			select {
 			case <-s.quit:
@@ -439,9 +471,10 @@ func whatBroke(allocs []*allocator) string {
 	return strings.Join(parts, "; ")
 }
 
+// mean is the mean of v, notMeasured when v is empty.
 func mean(v []float64) float64 {
 	if len(v) == 0 {
-		return 0
+		return notMeasured
 	}
 	s := 0.0
 	for _, x := range v {

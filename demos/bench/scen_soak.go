@@ -35,46 +35,29 @@ func soak(ctx context.Context, r *run, n *network, size int, d time.Duration) er
 	}
 	last := soakSnapshot(pids)
 
-	exited := 0
-	var fds0, fds1, thr0, thr1 int
-	var rss0, rss1 uint64
-	maxGrowth, worst := 0.0, 0
-	for _, pid := range pids {
-		a, b := first[pid], last[pid]
-		if a == nil || b == nil {
-			exited++
-			continue
-		}
-		fds0, fds1 = fds0+a.fds, fds1+b.fds
-		thr0, thr1 = thr0+a.threads, thr1+b.threads
-		rss0, rss1 = rss0+a.rss, rss1+b.rss
-		if g := mb(b.rss) - mb(a.rss); g > maxGrowth {
-			maxGrowth, worst = g, pid
-		}
-	}
-	r.fig(Figure{Name: "soak: processes that exited", N: size, Value: float64(exited), Unit: "count",
+	c := soakChange(pids, first, last)
+	r.fig(Figure{Name: "soak: processes that exited", N: size, Value: float64(c.exited), Unit: "count",
 		Target: lt(0.5, "0"), Note: fmt.Sprintf("%d processes, %s idle", len(pids), d.Round(time.Second))})
-	r.fig(Figure{Name: "soak: open file descriptors, change of the sum", N: size, Value: float64(fds1 - fds0), Unit: "count",
-		Note: fmt.Sprintf("%d to %d", fds0, fds1)})
-	r.fig(Figure{Name: "soak: OS threads, change of the sum", N: size, Value: float64(thr1 - thr0), Unit: "count",
-		Note: fmt.Sprintf("%d to %d", thr0, thr1)})
-	growth := 100 * (float64(rss1) - float64(rss0)) / max(1, float64(rss0))
-	r.fig(Figure{Name: "soak: RSS of every process, change of the sum", N: size, Value: growth, Unit: "%",
-		Target: lt(5, "< 5% (no leak)"), Note: fmt.Sprintf("%.0f MB to %.0f MB", mb(rss0), mb(rss1))})
-	r.fig(Figure{Name: "soak: largest RSS growth of one process", N: size, Value: maxGrowth, Unit: "MB",
-		Note: fmt.Sprintf("pid %d", worst)})
-	if exited > 0 {
-		r.failf("N=%d: %d processes exited during the idle soak", size, exited)
+	r.fig(Figure{Name: "soak: open file descriptors, change of the sum", N: size, Value: c.fds, Unit: "count",
+		Note: fmt.Sprintf("%d to %d", c.fds0, c.fds1)})
+	r.fig(Figure{Name: "soak: OS threads, change of the sum", N: size, Value: c.threads, Unit: "count",
+		Note: fmt.Sprintf("%d to %d", c.thr0, c.thr1)})
+	r.fig(Figure{Name: "soak: RSS of every process, change of the sum", N: size, Value: c.rss, Unit: "%",
+		Target: lt(5, "< 5% (no leak)"), Note: fmt.Sprintf("%.0f MB to %.0f MB", mb(c.rss0), mb(c.rss1))})
+	r.fig(Figure{Name: "soak: largest RSS growth of one process", N: size, Value: c.maxGrowth, Unit: "MB",
+		Note: fmt.Sprintf("pid %d", c.worst)})
+	if c.exited > 0 {
+		r.failf("N=%d: %d processes exited during the idle soak", size, c.exited)
 	}
 	// A leak of one descriptor per node would show as N; a few come and
 	// go with connection churn. Go's runtime keeps the OS threads it once
 	// needed (a blocking system call here and there), so threads may creep
 	// up by a few without a leak: only about one per process counts.
-	if fds1-fds0 > max(10, len(pids)/10) {
-		r.failf("N=%d: open file descriptors grew from %d to %d over the idle soak", size, fds0, fds1)
+	if c.fds1-c.fds0 > max(10, len(pids)/10) {
+		r.failf("N=%d: open file descriptors grew from %d to %d over the idle soak", size, c.fds0, c.fds1)
 	}
-	if thr1-thr0 > len(pids) {
-		r.failf("N=%d: OS threads grew from %d to %d over the idle soak", size, thr0, thr1)
+	if c.thr1-c.thr0 > len(pids) {
+		r.failf("N=%d: OS threads grew from %d to %d over the idle soak", size, c.thr0, c.thr1)
 	}
 	return nil
 }
@@ -99,7 +82,54 @@ func soakSnapshot(pids []int) map[int]*soakSample {
 		if err != nil {
 			continue // gone
 		}
-		out[pid] = &soakSample{rss: st["VmRSS"], fds: fdsOf(pid), threads: int(st["Threads"])}
+		fds, err := fdsOf(pid)
+		if err != nil {
+			continue // gone since
+		}
+		out[pid] = &soakSample{rss: st["VmRSS"], fds: fds, threads: int(st["Threads"])}
 	}
 	return out
+}
+
+// soakChanges is how the processes that ran through a soak changed
+// between its two snapshots.
+type soakChanges struct {
+	exited int // in the first snapshot or the last
+	// Sums over the processes that ran through, at the first snapshot
+	// and the last.
+	fds0, fds1, thr0, thr1 int
+	rss0, rss1             uint64 // KiB
+	// The changes: of the descriptor and thread sums, of the RSS sum in
+	// %, and the largest RSS growth of one process in MB (pid worst).
+	// Each is notMeasured when every process exited: there is nothing
+	// to compare, and a 0 would meet the "< 5%" target.
+	fds, threads, rss, maxGrowth float64
+	worst                        int
+}
+
+// soakChange compares the snapshots of pids taken at the soak's start
+// and end; a pid missing from either exited.
+func soakChange(pids []int, first, last map[int]*soakSample) soakChanges {
+	c := soakChanges{fds: notMeasured, threads: notMeasured, rss: notMeasured, maxGrowth: notMeasured}
+	for _, pid := range pids {
+		a, b := first[pid], last[pid]
+		if a == nil || b == nil {
+			c.exited++
+			continue
+		}
+		c.fds0, c.fds1 = c.fds0+a.fds, c.fds1+b.fds
+		c.thr0, c.thr1 = c.thr0+a.threads, c.thr1+b.threads
+		c.rss0, c.rss1 = c.rss0+a.rss, c.rss1+b.rss
+		if g := mb(b.rss) - mb(a.rss); c.worst == 0 || g > c.maxGrowth {
+			c.maxGrowth, c.worst = g, pid
+		}
+	}
+	if c.exited == len(pids) {
+		return c
+	}
+	c.fds = float64(c.fds1 - c.fds0)
+	c.threads = float64(c.thr1 - c.thr0)
+	// statusOf reads no process without RSS, so rss0 > 0.
+	c.rss = 100 * (float64(c.rss1) - float64(c.rss0)) / float64(c.rss0)
+	return c
 }

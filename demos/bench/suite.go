@@ -148,9 +148,9 @@ func (r *run) fig(f Figure) {
 	if r.ctx != nil && r.ctx.Err() != nil {
 		return
 	}
-	f.Value = finite(f.Value)
+	f.Value = orNotMeasured(f.Value)
 	if f.Baseline != nil {
-		f.Baseline.Value = finite(f.Baseline.Value)
+		f.Baseline.Value = orNotMeasured(f.Baseline.Value)
 	}
 	if f.Target != nil {
 		m := f.Target.meets(f.Value)
