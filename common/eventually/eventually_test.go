@@ -51,10 +51,12 @@ func TestFailureSaysWhatWasLastSeen(t *testing.T) {
 			want string
 		}{
 			{"Succeeds", func(tb testing.TB) {
+				tb.Helper()
 				n := 0
 				Succeeds(tb, time.Second, func() error { n++; return fmt.Errorf("attempt %d failed", n) })
 			}, "condition not met within 1s: attempt "},
 			{"True", func(tb testing.TB) {
+				tb.Helper()
 				True(tb, time.Second, "the door to open", func() bool { return false })
 			}, "condition not met within 1s: still waiting for the door to open"},
 		} {

@@ -146,7 +146,11 @@ func (p *Proc) WaitOutput(ctx context.Context, s string, timeout time.Duration) 
 	for !strings.Contains(p.Stdout(), s) {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited (%v) before printing %q; the last lines of %s: %s", p.Name, p.err, s, p.ErrFile, p.Tail(3))
+			how := p.err
+			if how == nil {
+				how = errors.New("exit status 0")
+			}
+			return fmt.Errorf("%s exited (%w) before printing %q; the last lines of %s: %s", p.Name, how, s, p.ErrFile, p.Tail(3))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(poll):

@@ -60,6 +60,9 @@ func TestWaitOutputSaysWhyItGaveUp(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exited (exit status 1)") || !strings.Contains(err.Error(), "no PSK given") {
 		t.Fatalf("WaitOutput on a process that exits: %v", err)
 	}
+	if err := sh(t, `exit 0`).WaitOutput(t.Context(), "ready", 10*time.Second); err == nil || !strings.Contains(err.Error(), "exited (exit status 0)") {
+		t.Fatalf("WaitOutput on a process that exits cleanly: %v", err)
+	}
 	q := sh(t, `sleep 10`)
 	if err := q.WaitOutput(t.Context(), "ready", 50*time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not print") {
 		t.Fatalf("WaitOutput past its timeout: %v", err)
