@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
 )
@@ -23,10 +24,11 @@ func TestEveryDaemonExitsWhenItsMetricsPortIsTaken(t *testing.T) {
 	// Unreachable: the metrics port is bound before the network is joined.
 	boot := "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWLVwJAVcT5MhQwKbx8yibxxKZo1YZwqTvRuAG7W6JsBn1"
 	env := []string{"P2P_PSK=" + p2ptest.DefaultPassphrase}
+	registry := launch.Registry{Node: launch.Node{Metrics: addr}, DataDir: t.TempDir()}
 	runs := map[string][]string{
-		"registry-service": {"-new-etcd-cluster", "-ephemeral", "-data-dir", t.TempDir(), "-prom-listen-addr", addr},
-		"allocator":        {"-ephemeral", "-bootstrap", boot, "-data-dir", t.TempDir(), "-prom-listen-addr", addr},
-		"proxy":            {"-ephemeral", "-bootstrap", boot, "-prom-listen-addr", addr, "0"},
+		"registry-service": registry.Args(),
+		"allocator":        launch.Allocator{Node: launch.Node{Bootstrap: boot, Metrics: addr}, DataDir: t.TempDir()}.Args(),
+		"proxy":            launch.ClientProxy{Node: launch.Node{Bootstrap: boot, Metrics: addr}}.Args(),
 	}
 	for bin, args := range runs {
 		t.Run(bin, func(t *testing.T) {
