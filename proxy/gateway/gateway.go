@@ -136,6 +136,12 @@ func (g *Gateway) pickError(w http.ResponseWriter, service string, err error) in
 	case errors.Is(err, router.ErrAllocation):
 		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, err.Error())
 		return http.StatusServiceUnavailable
+	case errors.Is(err, router.ErrClosed):
+		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "the proxy is shutting down")
+		return http.StatusServiceUnavailable
+	case errors.Is(err, router.ErrRegistry): // a deadline in its cause included
+		forward.WriteError(w, http.StatusBadGateway, wire.CodeUnavailable, err.Error())
+		return http.StatusBadGateway
 	case errors.Is(err, context.DeadlineExceeded):
 		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeTimeout, "no instance of "+service+" in time: "+err.Error())
 		return http.StatusServiceUnavailable

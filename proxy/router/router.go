@@ -10,6 +10,9 @@
 // instance is seen within milliseconds of its allocator publishing it);
 // RTTs to them are measured in parallel and refreshed while the service is
 // in use. An instance that fails a request is out of rotation for a while.
+//
+// The Router reads the registry, measures RTTs and asks for instances
+// through the small interfaces of Deps; New wires the real ones.
 package router
 
 import (
@@ -23,26 +26,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/physarum-p2p/physarum/allocator/deploy"
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/registry"
-)
-
-// Errors Pick returns; the proxy maps them to HTTP statuses.
-var (
-	// ErrUnknownService: no such service in the registry (404).
-	ErrUnknownService = errors.New("unknown service")
-	// ErrAllocation: no instance within reach and none could be started
-	// (503, with the reason).
-	ErrAllocation = errors.New("no instance available")
-	// ErrRegistry: the registry could not be asked (502).
-	ErrRegistry = errors.New("registry unavailable")
-	// ErrNotServing: the service runs its proxy in client mode: it calls
-	// other services and answers none (404).
-	ErrNotServing = errors.New("serves no requests")
 )
 
 // Config tunes a Router. Zero fields take the defaults.
@@ -93,41 +80,75 @@ func (c Config) withDefaults() Config {
 type Router struct {
 	cfg    Config
 	log    *slog.Logger
-	node   *p2p.Node
-	reg    *registry.Client
-	placer *deploy.Placer
+	reg    Registry
+	placer Placer
+	probe  Prober
+	dht    Discoverer
+	// now and rand are the clock and the source of the two choices
+	// (time.Now and rand.N); tests replace them before the first Pick.
+	now  func() time.Time
+	rand func(n int) int
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
+	closed   bool // no goroutine starts once set (see startGoroutine)
 	services map[string]*service
 }
 
-// New returns a Router measuring from n and reading the registry through
-// reg.
+// New returns a Router on NodeDeps(n, reg, cfg.Logger).
 func New(n *p2p.Node, reg *registry.Client, cfg Config) *Router {
+	return NewFrom(NodeDeps(n, reg, cfg.Logger), cfg)
+}
+
+// NewFrom returns a Router working with d.
+func NewFrom(d Deps, cfg Config) *Router {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Router{
-		cfg: cfg, log: cfg.Logger, node: n, reg: reg, placer: deploy.NewPlacer(n, reg, cfg.Logger),
+		cfg: cfg, log: cfg.Logger, reg: d.Registry, placer: d.Placer, probe: d.Prober, dht: d.Discoverer,
+		now: time.Now, rand: rand.N[int],
 		ctx: ctx, cancel: cancel, services: map[string]*service{},
 	}
 }
 
-// Close stops every watch and measurement loop.
+// Close stops every watch and measurement loop and waits for them. Pick
+// fails with ErrClosed from then on. Close may be called more than once.
 func (r *Router) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, s := range r.services {
+	services := r.services
+	r.services = map[string]*service{} // the next Close has none to close
+	r.mu.Unlock()
+	for _, s := range services {
 		if s.watch != nil {
 			s.watch.Close()
 			s.disc.Close()
 		}
 	}
+}
+
+// startGoroutine runs f in a goroutine Close waits for, unless the router is closed:
+// then it starts nothing and returns false. Callers may hold a service's
+// lock (never the other way round).
+func (r *Router) startGoroutine(f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // Target is a chosen instance. Call Done when the request is over.
@@ -138,15 +159,27 @@ type Target struct {
 	Instance registry.Instance
 	// RTT is the smoothed RTT to it.
 	RTT time.Duration
-	t   *target
+
+	t    *target
+	done func(failed bool) // instead of t, see NewTarget
+}
+
+// NewTarget returns a Target that no Router chose, whose Done calls done:
+// for other pickers of instances, such as the fakes in tests.
+func NewTarget(p peer.ID, in registry.Instance, done func(failed bool)) *Target {
+	return &Target{Peer: p, Instance: in, done: done}
 }
 
 // Done reports how the request went: a failed instance is taken out of
 // rotation for Config.DeadFor.
 func (t *Target) Done(failed bool) {
+	if t.done != nil {
+		t.done(failed)
+		return
+	}
 	t.t.inFlight.Add(-1)
 	if failed {
-		t.t.deadUntil.Store(time.Now().UnixNano() + int64(t.t.deadFor))
+		t.t.deadUntil.Store(t.t.now().UnixNano() + int64(t.t.deadFor))
 	}
 }
 
@@ -157,24 +190,25 @@ type target struct {
 	inFlight  atomic.Int64
 	deadUntil atomic.Int64 // unix ns
 	deadFor   time.Duration
+	now       func() time.Time
 }
 
 func (t *target) dead(now time.Time) bool { return t.deadUntil.Load() > now.UnixNano() }
 
-func newTarget(in registry.Instance, id peer.ID, deadFor time.Duration) *target {
-	t := &target{peer: id, deadFor: deadFor}
+func (r *Router) newTarget(in registry.Instance, id peer.ID) *target {
+	t := &target{peer: id, deadFor: r.cfg.DeadFor, now: r.now}
 	t.inst.Store(&in)
 	return t
 }
 
 // Pick chooses an instance of service for one request, starting one when
-// none is within reach.
+// none is within reach. It fails with ErrClosed once the router is closed.
 func (r *Router) Pick(ctx context.Context, name string) (*Target, error) {
 	s, err := r.service(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	s.touch()
+	s.touch(r.now())
 	if s.clientMode() {
 		return nil, fmt.Errorf("service %q %w: its proxy runs in client mode", name, ErrNotServing)
 	}
@@ -202,9 +236,13 @@ func (r *Router) Pick(ctx context.Context, name string) (*Target, error) {
 // them starts an instance that already exists.
 func (r *Router) service(ctx context.Context, name string) (*service, error) {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("look up %s: %w", name, ErrClosed)
+	}
 	s := r.services[name]
 	if s == nil {
-		s = newService(name)
+		s = newService(name, r.now())
 		r.services[name] = s
 		r.wg.Add(1)
 		go func() {
@@ -216,7 +254,7 @@ func (r *Router) service(ctx context.Context, name string) (*service, error) {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: look up %s: %v", ErrRegistry, name, ctx.Err())
+		return nil, fmt.Errorf("%w: look up %s: %w", ErrRegistry, name, ctx.Err())
 	}
 	if s.setupErr != nil {
 		return nil, s.setupErr
@@ -234,7 +272,7 @@ func (r *Router) setUp(s *service) {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrInvalid) {
 			s.setupErr = fmt.Errorf("%w %q", ErrUnknownService, s.name)
 		} else {
-			s.setupErr = fmt.Errorf("%w: %v", ErrRegistry, err)
+			s.setupErr = fmt.Errorf("%w: %w", ErrRegistry, err)
 		}
 		r.mu.Lock()
 		delete(r.services, s.name) // the next request tries again
@@ -242,9 +280,9 @@ func (r *Router) setUp(s *service) {
 		close(s.ready)
 		return
 	}
-	s.info, s.infoAt = info, time.Now()
+	s.info, s.infoAt = info, r.now()
 	s.watch = r.reg.WatchInstances(s.name)
-	s.disc = r.node.Discover(ServiceRendezvous(s.name))
+	s.disc = r.dht.Discover(ServiceRendezvous(s.name))
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = s.watch.Wait(wctx)
 	wcancel()
@@ -258,28 +296,22 @@ func (r *Router) setUp(s *service) {
 // measure pings every known instance of s in parallel.
 func (r *Router) measure(ctx context.Context, s *service) {
 	ts := s.targets()
-	ids := make([]peer.ID, len(ts))
+	peers := make([]peer.AddrInfo, len(ts))
 	for i, t := range ts {
-		ids[i] = t.peer
+		peers[i].ID = t.peer
 		for _, a := range t.inst.Load().Addrs {
 			if m, err := ma.NewMultiaddr(a); err == nil {
-				r.node.Host().Peerstore().AddAddr(t.peer, m, peerstore.RecentlyConnectedAddrTTL)
+				peers[i].Addrs = append(peers[i].Addrs, m)
 			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	r.node.RTT().Measure(ctx, ids)
+	r.probe.Measure(ctx, peers)
 }
 
 // rtt is the smoothed RTT to p, if measured.
-func (r *Router) rtt(p peer.ID) (time.Duration, bool) {
-	s, ok := r.node.RTT().Get(p)
-	return s.Smoothed, ok
-}
-
-// random is the source of the two choices; tests seed it.
-var random = rand.N[int]
+func (r *Router) rtt(p peer.ID) (time.Duration, bool) { return r.probe.RTT(p) }
 
 // Known reports whether service is set up (it exists in the registry and
 // was asked for recently).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +28,8 @@ type service struct {
 	// before it and never change after.
 	ready    chan struct{}
 	setupErr error
-	watch    *registry.InstanceWatch
-	disc     *p2p.Discovery
+	watch    InstanceWatch
+	disc     PeerSet
 
 	mu          sync.Mutex
 	info        registry.ServiceInfo
@@ -47,8 +49,8 @@ type allocation struct {
 	err  error
 }
 
-func newService(name string) *service {
-	return &service{name: name, ready: make(chan struct{}), byPeer: map[peer.ID]*target{}, lastUsed: time.Now()}
+func newService(name string, now time.Time) *service {
+	return &service{name: name, ready: make(chan struct{}), byPeer: map[peer.ID]*target{}, lastUsed: now}
 }
 
 func (s *service) clientMode() bool {
@@ -57,9 +59,9 @@ func (s *service) clientMode() bool {
 	return s.info.ProxyClientMode
 }
 
-func (s *service) touch() {
+func (s *service) touch(now time.Time) {
 	s.mu.Lock()
-	s.lastUsed = time.Now()
+	s.lastUsed = now
 	s.mu.Unlock()
 }
 
@@ -67,7 +69,7 @@ func (s *service) touch() {
 // one stays.
 func (s *service) refreshInfo(ctx context.Context, r *Router) error {
 	s.mu.Lock()
-	stale := time.Since(s.infoAt) > infoTTL
+	stale := r.now().Sub(s.infoAt) > infoTTL
 	s.mu.Unlock()
 	if !stale {
 		return nil
@@ -78,7 +80,7 @@ func (s *service) refreshInfo(ctx context.Context, r *Router) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.infoAt = time.Now()
+	s.infoAt = r.now()
 	if err == nil {
 		s.info = info
 	}
@@ -89,6 +91,7 @@ func (s *service) refreshInfo(ctx context.Context, r *Router) error {
 // proxies advertising the service on the DHT, and those this router just
 // allocated (until the watch reports them).
 func (s *service) sync(r *Router) {
+	now := r.now()
 	insts := s.watch.Instances()
 	notReady := map[string]bool{} // an allocator's instance still starting also advertises
 	for _, in := range insts {
@@ -105,7 +108,7 @@ func (s *service) sync(r *Router) {
 			addrs = append(addrs, a.String())
 		}
 		insts = append(insts, registry.Instance{ID: "dht-" + p2p.ShortID(p.ID), Service: s.name, State: registry.StateRunning,
-			PeerID: p.ID.String(), Addrs: addrs, Started: time.Now()})
+			PeerID: p.ID.String(), Addrs: addrs, Started: now})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -123,10 +126,10 @@ func (s *service) sync(r *Router) {
 			t.inst.Store(&in)
 			continue
 		}
-		s.byPeer[id] = newTarget(in, id, r.cfg.DeadFor)
+		s.byPeer[id] = r.newTarget(in, id)
 	}
 	for id, t := range s.byPeer {
-		if !seen[id] && time.Since(t.inst.Load().Started) > 5*time.Second {
+		if !seen[id] && now.Sub(t.inst.Load().Started) > 5*time.Second {
 			delete(s.byPeer, id) // gone from the registry (and not just added by us)
 		}
 	}
@@ -140,8 +143,8 @@ func (s *service) add(r *Router, in registry.Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byPeer[id] == nil {
-		in.Started = time.Now() // keep it until the watch catches up
-		s.byPeer[id] = newTarget(in, id, r.cfg.DeadFor)
+		in.Started = r.now() // keep it until the watch catches up
+		s.byPeer[id] = r.newTarget(in, id)
 	}
 }
 
@@ -162,7 +165,7 @@ func (s *service) targets() []*target {
 func (s *service) choose(r *Router) *Target {
 	s.mu.Lock()
 	soft, hard := s.info.NetworkSoftReq.Duration(), s.info.NetworkHardReq.Duration()
-	now := time.Now()
+	now := r.now()
 	var near, far []*target
 	for _, t := range s.byPeer {
 		if t.dead(now) {
@@ -189,10 +192,7 @@ func (s *service) choose(r *Router) *Target {
 			s.farSince = now
 		}
 		if now.Sub(s.farSince) > r.cfg.UpgradeAfter && now.After(s.nextUpgrade) && !s.upgrading && s.alloc == nil {
-			s.upgrading = true
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
+			s.upgrading = r.startGoroutine(func() {
 				err := r.upgrade(s)
 				s.mu.Lock()
 				defer s.mu.Unlock()
@@ -200,13 +200,15 @@ func (s *service) choose(r *Router) *Target {
 				if err != nil {
 					// No node within the soft RTT has room now: look again
 					// later, not on every request.
-					s.nextUpgrade = time.Now().Add(r.cfg.UpgradeBackoff)
+					s.nextUpgrade = r.now().Add(r.cfg.UpgradeBackoff)
 				}
-			}()
+			})
 		}
 	}
 	s.mu.Unlock()
-	t := twoChoices(pool)
+	// In a fixed order, so that the same draws make the same choice.
+	slices.SortFunc(pool, func(a, b *target) int { return strings.Compare(string(a.peer), string(b.peer)) })
+	t := twoChoices(pool, r.rand)
 	if t == nil {
 		return nil
 	}
@@ -215,18 +217,18 @@ func (s *service) choose(r *Router) *Target {
 	return &Target{Peer: t.peer, Instance: *t.inst.Load(), RTT: d, t: t}
 }
 
-// twoChoices picks two targets at random and returns the one with fewer
-// requests in flight: load stays within a small factor of even without
-// any coordination.
-func twoChoices(pool []*target) *target {
+// twoChoices picks two targets at random (rand(n) draws from [0, n)) and
+// returns the one with fewer requests in flight: load stays within a
+// small factor of even without any coordination.
+func twoChoices(pool []*target, rand func(n int) int) *target {
 	switch len(pool) {
 	case 0:
 		return nil
 	case 1:
 		return pool[0]
 	}
-	i := random(len(pool))
-	j := random(len(pool) - 1)
+	i := rand(len(pool))
+	j := rand(len(pool) - 1)
 	if j >= i {
 		j++
 	}
@@ -245,24 +247,26 @@ func (s *service) allocate(ctx context.Context, r *Router, why string) error {
 	a := s.alloc
 	if a == nil {
 		a = &allocation{done: make(chan struct{})}
-		s.alloc = a
 		info := s.info
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		started := r.startGoroutine(func() {
 			a.err = r.allocate(s, info, why, deploy.PlaceOptions{OnDemand: true})
 			s.mu.Lock()
 			s.alloc = nil
 			s.mu.Unlock()
 			close(a.done)
-		}()
+		})
+		if !started {
+			s.mu.Unlock()
+			return fmt.Errorf("%s: start an instance: %w", s.name, ErrClosed)
+		}
+		s.alloc = a
 	}
 	s.mu.Unlock()
 	select {
 	case <-a.done:
 		return a.err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: waiting for a new instance: %v", ErrAllocation, s.name, ctx.Err())
+		return fmt.Errorf("%w: %s: waiting for a new instance: %w", ErrAllocation, s.name, ctx.Err())
 	}
 }
 
@@ -279,17 +283,17 @@ func (r *Router) upgrade(s *service) error {
 func (r *Router) allocate(s *service, info registry.ServiceInfo, why string, opts deploy.PlaceOptions) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.AllocTimeout)
 	defer cancel()
-	start := time.Now()
+	start := r.now()
 	r.log.Info("asking for an instance", "service", s.name, "reason", why)
 	resp, err := r.placer.Place(ctx, s.name, &info, opts)
 	if err != nil {
 		r.outcome(s.name, "refused")
 		r.log.Warn("no instance could be started", "service", s.name, "err", err)
-		return fmt.Errorf("%w: %s: %v", ErrAllocation, s.name, err)
+		return fmt.Errorf("%w: %s: %w", ErrAllocation, s.name, err)
 	}
 	r.outcome(s.name, "ok")
 	r.log.Info("instance ready", "service", s.name, "instance", resp.Instance.ID,
-		"node", resp.Instance.Node, "reused", resp.Reused, "took", time.Since(start))
+		"node", resp.Instance.Node, "reused", resp.Reused, "took", r.now().Sub(start))
 	s.add(r, *resp.Instance)
 	r.measure(ctx, s)
 	return nil
@@ -316,7 +320,7 @@ func (s *service) loop(r *Router) {
 			r.measure(r.ctx, s)
 		case <-tick.C:
 			s.mu.Lock()
-			idle := time.Since(s.lastUsed) > r.cfg.IdleAfter
+			idle := r.now().Sub(s.lastUsed) > r.cfg.IdleAfter
 			s.mu.Unlock()
 			if idle {
 				r.forget(s)
