@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -38,17 +39,43 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// Picker chooses the instance each request goes to. *router.Router is
+// one. Methods are called concurrently.
+type Picker interface {
+	// Pick chooses an instance of service, or fails with an error wrapping
+	// one of router's sentinel errors (see Gateway for the statuses). The
+	// gateway calls the Target's Done once the request is over, with true
+	// when the instance failed it. Pick must return once ctx ends.
+	Pick(ctx context.Context, service string) (*router.Target, error)
+	// Known reports whether service is one Pick knows (it keeps request
+	// paths naming no service out of the metrics).
+	Known(service string) bool
+}
+
+// Forwarder sends a request to an instance's proxy and writes its answer,
+// with the contract of forward.Transport.Forward: an error for which
+// forward.Retryable holds means nothing was written and the request may
+// go to another instance. *forward.Transport is one.
+type Forwarder interface {
+	Forward(w http.ResponseWriter, r *http.Request, p peer.ID, uri string) error
+}
+
+var (
+	_ Picker    = (*router.Router)(nil)
+	_ Forwarder = (*forward.Transport)(nil)
+)
+
 // Gateway is an http.Handler.
 type Gateway struct {
 	cfg       Config
 	log       *slog.Logger
-	router    *router.Router
-	transport *forward.Transport
+	router    Picker
+	transport Forwarder
 	metrics   *metrics
 }
 
 // New returns a Gateway forwarding through t to instances r picks.
-func New(r *router.Router, t *forward.Transport, cfg Config) *Gateway {
+func New(r Picker, t Forwarder, cfg Config) *Gateway {
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 3
 	}

@@ -381,7 +381,7 @@ func TestAProxyRunByHandInServiceModeIsFoundOnTheDHT(t *testing.T) {
 	p2ptest.Eventually(t, 15*time.Second, func() error {
 		code, body, err := n.get("manual")
 		if err != nil || code != 200 || body != "served by hand" {
-			return fmt.Errorf("%d %q %v", code, body, err)
+			return fmt.Errorf("%d %q %w", code, body, err)
 		}
 		return nil
 	})
