@@ -48,6 +48,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
 	defer reg.Close()
+	if err := reg.RegisterMetrics(base.Metrics, "physarum_allocator"); err != nil {
+		return err
+	}
 	a, err := agent.New(ctx, base.Node, reg, rts, agent.Config{
 		CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
 		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout,

@@ -48,6 +48,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) (int, error) 
 	}
 	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
 	defer reg.Close()
+	if err := reg.RegisterMetrics(base.Metrics, "physarum_proxy"); err != nil {
+		return 1, err
+	}
 	var gw *gateway.Gateway // set below; the router reports allocations to it
 	rt := router.New(base.Node, reg, router.Config{AllocTimeout: c.allocTimeout, Logger: log,
 		OnAllocate: func(service, outcome string) { gw.Allocated(service, outcome) }})

@@ -75,6 +75,7 @@ type Client struct {
 	host   host.Host
 	find   finder
 	opts   Options
+	reach  *reachability
 	closer func()
 }
 
@@ -84,7 +85,8 @@ type Client struct {
 func NewClient(n *p2p.Node, opts Options) *Client {
 	f := &nodeFinder{n: n, stop: make(chan struct{}), done: make(chan struct{})}
 	go f.later(n.Config().Timing.RefreshJitter)
-	return &Client{host: n.Host(), find: f, opts: opts.withDefaults()}
+	opts = opts.withDefaults()
+	return &Client{host: n.Host(), find: f, opts: opts, reach: newReachability(opts.Logger)}
 }
 
 // Close stops the client's lookups.
@@ -243,10 +245,28 @@ func retryable(err error) bool {
 	return false
 }
 
+// unreachableWait bounds looking for a registry, and each attempt at
+// one, while none has answered lately: a caller with nothing cached gets
+// its answer ("no registry") within about a second instead of the full
+// FindTimeout, and the first call after the registry is back reaches it.
+const unreachableWait = time.Second
+
 // call sends req to the nearest registry, failing over as described on
 // Client.
 func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
-	wctx, cancel := context.WithTimeout(ctx, c.opts.FindTimeout)
+	resp, err := c.callOnce(ctx, req)
+	if ctx.Err() == nil {
+		c.reach.observe(err)
+	}
+	return resp, err
+}
+
+func (c *Client) callOnce(ctx context.Context, req Request) (*Response, error) {
+	find, timeout := c.opts.FindTimeout, c.opts.Timeout
+	if ok, _ := c.reach.state(); !ok {
+		find, timeout = min(find, unreachableWait), min(timeout, unreachableWait)
+	}
+	wctx, cancel := context.WithTimeout(ctx, find)
 	err := c.find.wait(wctx)
 	cancel()
 	if err != nil {
@@ -256,7 +276,7 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	var errs []error
 	for _, p := range cands[:min(len(cands), c.opts.Attempts)] {
 		var resp Response
-		err := wire.Call(ctx, c.host, p, Protocol, req, &resp, wire.CallOptions{Timeout: c.opts.Timeout, MaxResponse: 16 << 20})
+		err := wire.Call(ctx, c.host, p, Protocol, req, &resp, wire.CallOptions{Timeout: timeout, MaxResponse: 16 << 20})
 		if err == nil {
 			return &resp, nil
 		}

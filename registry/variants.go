@@ -126,7 +126,8 @@ func withTempClient(bootstraps []ma.Multiaddr, psk pnet.PSK, fn func(context.Con
 // NewRoutingClient returns a Client on an existing host that finds
 // registries among its connected peers and through rd.
 func NewRoutingClient(h host.Host, rd *drouting.RoutingDiscovery, opts Options) *Client {
-	return &Client{host: h, find: &routingFinder{h: h, rd: rd}, opts: opts.withDefaults()}
+	opts = opts.withDefaults()
+	return &Client{host: h, find: &routingFinder{h: h, rd: rd}, opts: opts, reach: newReachability(opts.Logger)}
 }
 
 type routingFinder struct {

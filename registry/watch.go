@@ -97,12 +97,22 @@ func (w *InstanceWatch) loop(ctx context.Context) {
 		err := w.c.find.wait(wctx)
 		cancel()
 		if err != nil {
+			if ctx.Err() == nil {
+				w.c.reach.observe(err)
+			}
 			return
 		}
 		cands := w.c.find.candidates()
 		p := cands[attempt%len(cands)]
-		err = w.stream(ctx, p)
+		synced, err := w.stream(ctx, p)
 		if ctx.Err() == nil {
+			// The set of instances stays as it was: it is replaced only
+			// by the next snapshot, once a registry answers again. A
+			// watch that was up says nothing of reachability: the next
+			// attempt, at once, does.
+			if !synced {
+				w.c.reach.observe(err)
+			}
 			w.c.opts.Logger.Debug("instance watch broke; reconnecting", "registry", p, "err", err)
 		}
 	})
@@ -138,32 +148,34 @@ func redial(ctx context.Context, watch func(attempt int)) {
 	}
 }
 
-// stream runs one watch stream until it fails.
-func (w *InstanceWatch) stream(ctx context.Context, p peer.ID) error {
+// stream runs one watch stream until it fails, and reports whether it
+// got as far as a snapshot.
+func (w *InstanceWatch) stream(ctx context.Context, p peer.ID) (synced bool, err error) {
 	sctx, cancel := context.WithTimeout(ctx, w.c.opts.Timeout)
 	st, err := w.c.host.NewStream(sctx, p, WatchProtocol)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
 	defer stop()
 	defer st.Reset()
 	_ = st.SetWriteDeadline(time.Now().Add(w.c.opts.Timeout))
 	if err := wire.WriteJSON(st, WatchRequest{Kind: WatchKindInstances, Service: w.service}, 0); err != nil {
-		return err
+		return false, err
 	}
 	// Our side stays open: the server takes our closing as goodbye.
 	for {
 		_ = st.SetReadDeadline(time.Now().Add(3 * WatchPingEvery))
 		var ev WatchEvent
 		if err := wire.ReadJSON(st, &ev, 16<<20); err != nil {
-			return err
+			return synced, err
 		}
 		if ev.Error != nil {
-			return ev.Error
+			return synced, ev.Error
 		}
 		w.apply(ev)
+		synced = synced || ev.Type == EventSnapshot
 	}
 }
 
@@ -172,6 +184,7 @@ func (w *InstanceWatch) apply(ev WatchEvent) {
 	defer w.mu.Unlock()
 	switch ev.Type {
 	case EventSnapshot:
+		w.c.reach.observe(nil)
 		w.insts = make(map[string]Instance, len(ev.Instances))
 		for _, in := range ev.Instances {
 			w.insts[in.ID] = in
