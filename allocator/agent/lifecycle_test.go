@@ -15,6 +15,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -54,7 +55,7 @@ func TestDeployDuringStopLeavesNoProcess(t *testing.T) {
 	<-reached // the deploy has passed every check and is about to admit
 	closed := make(chan struct{})
 	go func() { a.Close(); close(closed) }()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if !agent.Closing(a) {
 			return errors.New("Close has not begun")
 		}
@@ -117,7 +118,7 @@ func TestBareCommandIsFoundOnThePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		got, err := w.get(*resp.Instance)
 		if err != nil || got != "found" {
 			return fmt.Errorf("GET: %q, %w", got, err)
