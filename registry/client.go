@@ -245,10 +245,12 @@ func retryable(err error) bool {
 	return false
 }
 
-// unreachableWait bounds looking for a registry, and each attempt at
-// one, while none has answered lately: a caller with nothing cached gets
-// its answer ("no registry") within about a second instead of the full
-// FindTimeout, and the first call after the registry is back reaches it.
+// unreachableWait bounds looking for a registry once one has answered
+// (FindTimeout is for a node just started, still joining), and each
+// attempt at one while none has answered lately: a caller with nothing
+// cached gets its answer ("no registry") within about a second instead
+// of the full FindTimeout, and the first call after the registry is back
+// reaches it.
 const unreachableWait = time.Second
 
 // call sends req to the nearest registry, failing over as described on
@@ -263,8 +265,11 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 
 func (c *Client) callOnce(ctx context.Context, req Request) (*Response, error) {
 	find, timeout := c.opts.FindTimeout, c.opts.Timeout
+	if c.reach.impatient() {
+		find = min(find, unreachableWait)
+	}
 	if ok, _ := c.reach.state(); !ok {
-		find, timeout = min(find, unreachableWait), min(timeout, unreachableWait)
+		timeout = min(timeout, unreachableWait)
 	}
 	wctx, cancel := context.WithTimeout(ctx, find)
 	err := c.find.wait(wctx)

@@ -21,6 +21,9 @@ type reachability struct {
 	mu        sync.Mutex
 	reachable bool
 	since     time.Time // of the current state
+	// once is set at the first answer of a registry: from then on the
+	// network is known to have one, and finding none is news at once.
+	once bool
 }
 
 func newReachability(log *slog.Logger) *reachability {
@@ -35,6 +38,7 @@ func (r *reachability) observe(err error) {
 	reached := err == nil || !retryable(err) && !errors.Is(err, ErrNoRegistry)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.once = r.once || reached
 	if reached == r.reachable {
 		return
 	}
@@ -53,6 +57,15 @@ func (r *reachability) state() (reachable bool, since time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reachable, r.since
+}
+
+// impatient reports whether finding a registry should be quick: one has
+// answered before (the network has one: none found now means it is
+// down), or none answers lately.
+func (r *reachability) impatient() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.once || !r.reachable
 }
 
 // Reachable reports whether the client's last exchange with a registry

@@ -3,7 +3,8 @@
 // instance, forwards the request to it over libp2p, and retries on another
 // instance when that is safe. Errors it produces itself are JSON with the
 // status a client can act on: 404 unknown service, 502 no reachable
-// instance, 503 no instance could be started (with the reason), 504 the
+// instance, 503 no instance could be started or the registry cannot be
+// asked about a service it has not seen (with the reason), 504 the
 // instance took too long.
 package gateway
 
@@ -167,8 +168,8 @@ func (g *Gateway) pickError(w http.ResponseWriter, service string, err error) in
 		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "the proxy is shutting down")
 		return http.StatusServiceUnavailable
 	case errors.Is(err, router.ErrRegistry): // a deadline in its cause included
-		forward.WriteError(w, http.StatusBadGateway, wire.CodeUnavailable, err.Error())
-		return http.StatusBadGateway
+		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, err.Error())
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		forward.WriteError(w, http.StatusServiceUnavailable, wire.CodeTimeout, "no instance of "+service+" in time: "+err.Error())
 		return http.StatusServiceUnavailable

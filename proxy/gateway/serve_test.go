@@ -257,8 +257,8 @@ func TestPickErrorsBecomeStatuses(t *testing.T) {
 		{fmt.Errorf("%w: svc: no node can run service svc: no capacity", router.ErrAllocation), http.StatusServiceUnavailable, wire.CodeUnavailable, "no node can run service svc: no capacity"},
 		{fmt.Errorf("%w: svc: waiting for a new instance: %w", router.ErrAllocation, context.DeadlineExceeded), http.StatusServiceUnavailable, wire.CodeUnavailable, "waiting for a new instance"},
 		{fmt.Errorf("look up svc: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, wire.CodeTimeout, "no instance of svc in time"},
-		{fmt.Errorf("%w: no registry-service answered", router.ErrRegistry), http.StatusBadGateway, wire.CodeUnavailable, "no registry-service answered"},
-		{fmt.Errorf("%w: look up svc: %w", router.ErrRegistry, context.DeadlineExceeded), http.StatusBadGateway, wire.CodeUnavailable, "look up svc"},
+		{fmt.Errorf("%w: no registry-service answered", router.ErrRegistry), http.StatusServiceUnavailable, wire.CodeUnavailable, "no registry-service answered"},
+		{fmt.Errorf("%w: look up svc: %w", router.ErrRegistry, context.DeadlineExceeded), http.StatusServiceUnavailable, wire.CodeUnavailable, "look up svc"},
 		{fmt.Errorf("look up svc: %w", router.ErrClosed), http.StatusServiceUnavailable, wire.CodeUnavailable, "shutting down"},
 		{errors.New("something else"), http.StatusBadGateway, wire.CodeUnavailable, "something else"},
 	} {

@@ -9,7 +9,8 @@ var (
 	// ErrAllocation: no instance within reach and none could be started
 	// (503, with the reason).
 	ErrAllocation = errors.New("no instance available")
-	// ErrRegistry: the registry could not be asked (502).
+	// ErrRegistry: the registry could not be asked, and nothing is known
+	// of the service (503: the registry is down, not the service).
 	ErrRegistry = errors.New("registry unavailable")
 	// ErrNotServing: the service runs its proxy in client mode: it calls
 	// other services and answers none (404).

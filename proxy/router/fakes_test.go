@@ -72,6 +72,7 @@ type fakeRegistry struct {
 	mu      sync.Mutex
 	infos   map[string]registry.ServiceInfo
 	err     error // GetService fails with it when set
+	hang    bool  // GetService answers nothing until its context ends
 	watches map[string]*fakeWatch
 	gets    int // GetService calls
 	started int // WatchInstances calls
@@ -81,6 +82,12 @@ func (f *fakeRegistry) GetService(ctx context.Context, service string) (registry
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets++
+	if f.hang {
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		return registry.ServiceInfo{}, ctx.Err()
+	}
 	if f.err != nil {
 		return registry.ServiceInfo{}, f.err
 	}

@@ -259,7 +259,7 @@ func (r *Router) service(ctx context.Context, name string) (*service, error) {
 	if s.setupErr != nil {
 		return nil, s.setupErr
 	}
-	return s, s.refreshInfo(ctx, r)
+	return s, s.refreshInfo(r)
 }
 
 // setUp reads the definition, starts the watch and waits (briefly) for its

@@ -343,3 +343,47 @@ func TestCloseEndsAPickWaitingForAnInstance(t *testing.T) {
 		}
 	})
 }
+
+// Once a service is known, no request waits for the registry: its
+// definition is reread in the background (a registry that hangs costs a
+// request nothing), the instances known go on serving, and a service the
+// reread finds deleted is unknown from then on.
+func TestARequestNeverWaitsForTheRegistryOnceTheServiceIsKnown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTestRouter(t, Config{}, rtts(0, 0), map[string]time.Duration{"a": 2 * ms})
+		if got, _ := tr.pick(); got != "a" {
+			t.Fatalf("first pick: %s", got)
+		}
+		tr.freg.mu.Lock()
+		tr.freg.hang = true
+		tr.freg.mu.Unlock()
+		tr.clock.advance(infoTTL + time.Second) // the definition is stale
+		start := time.Now()                      // the bubble's clock: it moves only when everyone waits
+		if got, _ := tr.pick(); got != "a" {
+			t.Fatalf("pick while the registry hangs: %s", got)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Fatalf("the request waited %s for the registry", waited)
+		}
+		synctest.Wait() // the reread waits on the registry in the background
+		for range 3 {
+			tr.pick() // one reread at a time
+		}
+		if gets, _ := tr.freg.calls(); gets != 2 {
+			t.Fatalf("%d reads of the definition, want 2 (set-up, one reread)", gets)
+		}
+
+		// The registry answers again: the service was deleted meanwhile.
+		tr.freg.mu.Lock()
+		tr.freg.hang = false
+		delete(tr.freg.infos, svc)
+		tr.freg.mu.Unlock()
+		time.Sleep(11 * time.Second) // the hung reread gives up (bubble time)
+		tr.clock.advance(infoTTL + time.Second)
+		tr.pick() // starts the reread that finds it gone
+		synctest.Wait()
+		if _, err := tr.Pick(t.Context(), svc); !errors.Is(err, ErrUnknownService) {
+			t.Fatalf("after the reread found it deleted: %v", err)
+		}
+	})
+}

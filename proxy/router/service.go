@@ -34,6 +34,8 @@ type service struct {
 	mu          sync.Mutex
 	info        registry.ServiceInfo
 	infoAt      time.Time
+	rereading   bool // a reread of info is under way
+	deleted     bool // the last reread found no such service
 	byPeer      map[peer.ID]*target
 	lastUsed    time.Time
 	farSince    time.Time // best instance outside the soft RTT since then
@@ -65,26 +67,45 @@ func (s *service) touch(now time.Time) {
 	s.mu.Unlock()
 }
 
-// refreshInfo rereads the definition when it is old; on failure the old
-// one stays.
-func (s *service) refreshInfo(ctx context.Context, r *Router) error {
+// refreshInfo rereads the definition when it is old, in the background:
+// a request never waits for the registry while a definition is known
+// (with the registry down, it would wait for nothing). On failure the old
+// definition stays; a service deleted from the registry is unknown from
+// the next request on.
+func (s *service) refreshInfo(r *Router) error {
 	s.mu.Lock()
-	stale := r.now().Sub(s.infoAt) > infoTTL
+	stale := r.now().Sub(s.infoAt) > infoTTL && !s.rereading
+	deleted := s.deleted
+	s.rereading = s.rereading || stale
 	s.mu.Unlock()
-	if !stale {
-		return nil
-	}
-	info, err := r.reg.GetService(ctx, s.name)
-	if errors.Is(err, registry.ErrNotFound) {
+	if deleted {
 		return fmt.Errorf("%w %q", ErrUnknownService, s.name)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.infoAt = r.now()
-	if err == nil {
-		s.info = info
+	if stale && !r.startGoroutine(func() { s.reread(r) }) {
+		s.mu.Lock()
+		s.rereading = false
+		s.mu.Unlock()
 	}
 	return nil
+}
+
+// reread reads the definition again; on any outcome the next try is
+// infoTTL later.
+func (s *service) reread(r *Router) {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	info, err := r.reg.GetService(ctx, s.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rereading, s.infoAt = false, r.now()
+	switch {
+	case err == nil:
+		s.info, s.deleted = info, false
+	case errors.Is(err, registry.ErrNotFound):
+		s.deleted = true
+	default:
+		r.log.Debug("could not reread the service; going on with the one known", "service", s.name, "err", err)
+	}
 }
 
 // sync makes the targets follow the registry's running instances, the
