@@ -20,8 +20,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Default range: below Linux's default ephemeral range (32768-60999) and
@@ -49,9 +52,42 @@ func Range() (low, high int) {
 	return low, high
 }
 
+// handedOut remembers the ports this process handed out in the last
+// minute: until its child binds it, a port picked looks free, and two
+// picks in a row (an etcd member's client and peer ports) must not get the
+// same one.
+var handedOut = struct {
+	sync.Mutex
+	at map[int]time.Time
+}{at: map[int]time.Time{}}
+
+const handedOutFor = time.Minute
+
+// recent reports whether p was handed out lately; it forgets the old ones.
+func recent(p int, now time.Time) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for q, at := range handedOut.at {
+		if now.Sub(at) > handedOutFor {
+			delete(handedOut.at, q)
+		}
+	}
+	_, ok := handedOut.at[p]
+	return ok
+}
+
+func handOut(ports []int, now time.Time) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for _, p := range ports {
+		handedOut.at[p] = now
+	}
+}
+
 // Take returns n distinct ports that are free on host (e.g. "127.0.0.1",
-// or "" for every interface) and for which skip is false (skip may be
-// nil). Each one is held while the rest are picked.
+// or "" for every interface), not handed out by this process in the last
+// minute, and for which skip is false (skip may be nil). Each one is held
+// while the rest are picked.
 func Take(host string, n int, skip func(port int) bool) ([]int, error) {
 	low, high := Range()
 	var got []int
@@ -66,7 +102,7 @@ func Take(host string, n int, skip func(port int) bool) ([]int, error) {
 			return nil, fmt.Errorf("%w in %d-%d after %d attempts", ErrNone, low, high, attempt)
 		}
 		p := low + rand.IntN(high-low+1)
-		if skip != nil && skip(p) {
+		if skip != nil && skip(p) || slices.Contains(got, p) || recent(p, time.Now()) {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
@@ -76,6 +112,7 @@ func Take(host string, n int, skip func(port int) bool) ([]int, error) {
 		held = append(held, l)
 		got = append(got, p)
 	}
+	handOut(got, time.Now())
 	return got, nil
 }
 

@@ -58,3 +58,19 @@ func TestPreferAndT(t *testing.T) {
 		t.Fatalf("Prefer(%d) of a taken port: %d", p, got)
 	}
 }
+
+// Picks in a row never hand out the same port, though the first is not
+// bound yet (a registry's etcd client and peer ports, picked one by one).
+func TestPicksInARowAreDistinct(t *testing.T) {
+	seen := map[int]bool{}
+	for range 2000 {
+		p := One("127.0.0.1")
+		if p == 0 {
+			t.Fatal("no free port")
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
