@@ -41,6 +41,7 @@ type registryNet struct {
 }
 
 func newRegistryNet(t *testing.T) *registryNet {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("multi-process test; skipped with -short")
 	}

@@ -54,6 +54,7 @@ const (
 // different tests must get separate state. The suite removes the instances
 // it starts and closes the runtimes it gets.
 func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, workload Workload) {
+	t.Helper()
 	s := &suite{newRuntime: newRuntime, w: workload}
 	cases := []struct {
 		name string
@@ -523,6 +524,7 @@ func dial(port int) error {
 // Logger returns a logger that writes to the test log when
 // PHYSARUM_TEST_VERBOSE=1, and discards otherwise.
 func Logger(t testing.TB) *slog.Logger {
+	t.Helper()
 	if os.Getenv("PHYSARUM_TEST_VERBOSE") != "1" {
 		return slog.New(slog.DiscardHandler)
 	}

@@ -147,6 +147,7 @@ func Network(t testing.TB, count int, configure func(i int, s *Spec)) []*Node {
 // Logger returns a logger that writes to the test log when
 // PHYSARUM_TEST_VERBOSE=1, and discards otherwise.
 func Logger(t testing.TB) *slog.Logger {
+	t.Helper()
 	if os.Getenv("PHYSARUM_TEST_VERBOSE") != "1" {
 		return slog.New(slog.DiscardHandler)
 	}

@@ -41,7 +41,9 @@ func Build(t testing.TB, pkgs ...string) string {
 	defer buildMu.Unlock()
 	if buildDir == "" {
 		removeStaleBuilds()
-		d, err := os.MkdirTemp("", fmt.Sprintf("physarum-bin-%d-", os.Getpid()))
+		// Not t.TempDir: the binaries are shared by every test of the
+		// process, and a later run removes the directory.
+		d, err := os.MkdirTemp("", fmt.Sprintf("physarum-bin-%d-", os.Getpid())) //nolint:usetesting // see above
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,6 +71,7 @@ func Build(t testing.TB, pkgs ...string) string {
 }
 
 func moduleRoot(t testing.TB) string {
+	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		t.Fatalf("find module root: %v", err)
@@ -262,6 +265,7 @@ var (
 // design (the next one adopts them). Registered before the first
 // process's cleanup, it runs after all of them.
 func sweepAfter(t testing.TB, root string) {
+	t.Helper()
 	sweepMu.Lock()
 	defer sweepMu.Unlock()
 	if sweeps[t] {

@@ -162,7 +162,7 @@ func runRegistry(ctx context.Context, r *run) error {
 		out, err := cmd.CombinedOutput()
 		took := time.Since(t0)
 		if err != nil && args[0] != "-help" {
-			return took, fmt.Errorf("registry-cli %v: %v: %s", args, err, out)
+			return took, fmt.Errorf("registry-cli %v: %w: %s", args, err, out)
 		}
 		return took, nil
 	}

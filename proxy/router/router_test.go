@@ -358,7 +358,7 @@ func TestARequestNeverWaitsForTheRegistryOnceTheServiceIsKnown(t *testing.T) {
 		tr.freg.hang = true
 		tr.freg.mu.Unlock()
 		tr.clock.advance(infoTTL + time.Second) // the definition is stale
-		start := time.Now()                      // the bubble's clock: it moves only when everyone waits
+		start := time.Now()                     // the bubble's clock: it moves only when everyone waits
 		if got, _ := tr.pick(); got != "a" {
 			t.Fatalf("pick while the registry hangs: %s", got)
 		}

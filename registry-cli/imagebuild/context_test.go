@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 func staticProxy(t *testing.T) string {
 	t.Helper()
 	proxyOnce.Do(func() {
-		proxyDir, proxyErr = os.MkdirTemp("", "physarum-imagebuild-")
+		// Shared by every test of the run; TestMain removes it.
+		proxyDir, proxyErr = os.MkdirTemp("", "physarum-imagebuild-") //nolint:usetesting // see above
 		if proxyErr != nil {
 			return
 		}

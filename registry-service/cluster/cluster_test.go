@@ -113,7 +113,7 @@ func TestJoinAsLearnerPromoteAndClientBeyondCap(t *testing.T) {
 	eventually.Succeeds(t, 10*time.Second, func() error {
 		got, err := b.KV().Get(ctx, "/k2")
 		if err != nil || len(got.Kvs) != 1 {
-			return fmt.Errorf("read /k2 through b: %v %v", got, err)
+			return fmt.Errorf("read /k2 through b: %v %v", got, err) //nolint:errorlint // err may be nil: then got says what is wrong
 		}
 		return nil
 	})
