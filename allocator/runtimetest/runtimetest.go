@@ -14,12 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -519,21 +517,4 @@ func dial(port int) error {
 		return err
 	}
 	return c.Close()
-}
-
-// Logger returns a logger that writes to the test log when
-// PHYSARUM_TEST_VERBOSE=1, and discards otherwise.
-func Logger(t testing.TB) *slog.Logger {
-	t.Helper()
-	if os.Getenv("PHYSARUM_TEST_VERBOSE") != "1" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,6 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"go.uber.org/goleak"
 
-	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/keys"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2p"
@@ -157,17 +157,8 @@ func Logger(t testing.TB) *slog.Logger {
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(string(b))
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
 	return len(b), nil
-}
-
-// Eventually is eventually.Succeeds, kept for the tests that still call
-// it by this name.
-//
-// Deprecated: use eventually.Succeeds.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	eventually.Succeeds(t, timeout, cond)
 }
 
 // IgnoreLeaks lists goroutines that libp2p and its dependencies start once

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/physarum-p2p/physarum/common/instenv"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/proxy/forward"
 	"github.com/physarum-p2p/physarum/proxy/router"
@@ -100,8 +101,8 @@ func (g *Gateway) Allocated(service, outcome string) {
 // Close unregisters the gateway's metrics.
 func (g *Gateway) Close() { g.metrics.unregister() }
 
-// StatusPath is answered by Config.Status.
-const StatusPath = "/.physarum/status"
+// StatusPath is answered by Config.Status (the instance contract's).
+const StatusPath = instenv.StatusPath
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == StatusPath && g.cfg.Status != nil {

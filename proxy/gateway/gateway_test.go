@@ -19,6 +19,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/proxy/forward"
@@ -245,7 +246,7 @@ func TestRisingDelayMovesTrafficToANewNearInstance(t *testing.T) {
 	}
 	raised := time.Now()
 	near.delay.Set(60 * time.Millisecond) // now beyond the hard RTT
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if movedAt.Load() == 0 {
 			return fmt.Errorf("still served by the old instances")
 		}
@@ -265,7 +266,7 @@ func TestRisingDelayMovesTrafficToANewNearInstance(t *testing.T) {
 
 func waitNodes(t *testing.T, n *testNet, want int) {
 	t.Helper()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		nodes, err := n.rc.ListNodes(t.Context())
 		if err != nil {
 			return err
@@ -328,7 +329,7 @@ func TestKillingOneOfTwoInstancesUnderLoadFailsNoIdempotentRequest(t *testing.T)
 			}
 		}()
 	}
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if a.served.Load() < 50 || b.served.Load() < 50 {
 			return fmt.Errorf("a %d, b %d", a.served.Load(), b.served.Load())
 		}
@@ -339,7 +340,7 @@ func TestKillingOneOfTwoInstancesUnderLoadFailsNoIdempotentRequest(t *testing.T)
 	}
 	killedAt := a.served.Load()
 	before := b.served.Load()
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	eventually.Succeeds(t, 10*time.Second, func() error {
 		if b.served.Load() < before+200 {
 			return fmt.Errorf("b served %d since", b.served.Load()-before)
 		}
@@ -378,7 +379,7 @@ func TestAProxyRunByHandInServiceModeIsFoundOnTheDHT(t *testing.T) {
 	}
 	defer srv.Close()
 	node.Advertise(router.ServiceRendezvous("manual"))
-	p2ptest.Eventually(t, 15*time.Second, func() error {
+	eventually.Succeeds(t, 15*time.Second, func() error {
 		code, body, err := n.get("manual")
 		if err != nil || code != 200 || body != "served by hand" {
 			return fmt.Errorf("%d %q %w", code, body, err)

@@ -28,6 +28,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/p2ptest"
 )
 
 func TestMain(m *testing.M) {
@@ -40,7 +41,7 @@ const testtaskPkg = "github.com/physarum-p2p/physarum/allocator/runtimetest/test
 // daemon answers.
 func newRuntime(t *testing.T, node string) *docker.Runtime {
 	t.Helper()
-	rt, err := docker.New(t.Context(), docker.Options{Node: node, Logger: runtimetest.Logger(t)})
+	rt, err := docker.New(t.Context(), docker.Options{Node: node, Logger: p2ptest.Logger(t)})
 	if errors.Is(err, docker.ErrUnavailable) {
 		t.Skipf("docker: no daemon answers: %v", err)
 	}

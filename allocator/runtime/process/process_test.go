@@ -25,6 +25,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/p2ptest"
 )
 
 // envOwner makes the test binary an allocator that starts one instance
@@ -98,7 +99,7 @@ func newRuntime(t *testing.T, dir string) *process.Runtime {
 	t.Helper()
 	rt, err := process.New(process.Options{
 		Dir:               dir,
-		Logger:            runtimetest.Logger(t),
+		Logger:            p2ptest.Logger(t),
 		RestartBackoffMin: 10 * time.Millisecond,
 		RestartBackoffMax: 200 * time.Millisecond,
 	})
@@ -516,7 +517,7 @@ func TestPidReuseIsNotAdopted(t *testing.T) {
 
 func TestLogsAreCapped(t *testing.T) {
 	dir := t.TempDir()
-	rt, err := process.New(process.Options{Dir: dir, Logger: runtimetest.Logger(t), LogMaxBytes: 1000})
+	rt, err := process.New(process.Options{Dir: dir, Logger: p2ptest.Logger(t), LogMaxBytes: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
