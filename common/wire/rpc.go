@@ -44,6 +44,11 @@ func (r Request) Decode(v any) error {
 	if err := dec.Decode(v); err != nil {
 		return Errorf(CodeBadRequest, "malformed request: %v", err)
 	}
+	// One frame, one request: a second value after it would be ignored
+	// without a word (a delete sent after a get would never run).
+	if dec.More() {
+		return Errorf(CodeBadRequest, "malformed request: more than one JSON value in the frame")
+	}
 	return nil
 }
 

@@ -170,3 +170,23 @@ func TestCallRefusesOversizedResponse(t *testing.T) {
 		t.Fatalf("Call = %v, want ErrFrameTooLarge", err)
 	}
 }
+
+func TestDecodeTakesExactlyOneValue(t *testing.T) {
+	type op struct{ Op string }
+	for body, ok := range map[string]bool{
+		`{"Op":"get"}`:                 true,
+		"{\"Op\":\"get\"}\n  ":         true,
+		`{"Op":"get"} {"Op":"delete"}`: false,
+		`{"Op":"get"}x`:                false,
+		`{"Op":"get","Other":1}`:       false,
+	} {
+		var v op
+		err := wire.Request{Body: []byte(body)}.Decode(&v)
+		if (err == nil) != ok {
+			t.Errorf("Decode(%q) = %v, want ok %v", body, err, ok)
+		}
+		if err != nil && wire.CodeOf(err) != wire.CodeBadRequest {
+			t.Errorf("Decode(%q): code %q, want bad_request", body, wire.CodeOf(err))
+		}
+	}
+}
