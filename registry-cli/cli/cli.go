@@ -229,6 +229,23 @@ func (s *session) printJSON(v any) error {
 }
 
 // wantArgs checks the count of positional arguments.
+// open checks that a command has its n arguments, then connects to the
+// registry: the first steps of every command that talks to it.
+func (s *session) open(ctx context.Context, args []string, n int, synopsis string) (*registry.Client, error) {
+	if err := wantArgs(args, n, synopsis); err != nil {
+		return nil, err
+	}
+	return s.connect(ctx)
+}
+
+// show prints v as JSON with -json, and through table otherwise.
+func show[T any](s *session, v T, table func(T) error) error {
+	if s.json {
+		return s.printJSON(v)
+	}
+	return table(v)
+}
+
 func wantArgs(args []string, n int, synopsis string) error {
 	if len(args) != n {
 		return usagef("want %d argument(s): %s (got %d)", n, synopsis, len(args))

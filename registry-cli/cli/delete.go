@@ -9,10 +9,7 @@ func deleteCommand() *command {
 	return &command{
 		name: "delete", args: "<service-name>", summary: "Delete a microservice entry",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<service-name>"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 1, "<service-name>")
 			if err != nil {
 				return err
 			}
@@ -20,11 +17,10 @@ func deleteCommand() *command {
 			if err != nil {
 				return err
 			}
-			if s.json {
-				return s.printJSON(map[string]string{"Message": msg})
-			}
-			fmt.Fprintln(s.env.Stdout, msg)
-			return nil
+			return show(s, map[string]string{"Message": msg}, func(map[string]string) error {
+				_, err := fmt.Fprintln(s.env.Stdout, msg)
+				return err
+			})
 		},
 	}
 }

@@ -25,10 +25,7 @@ func deployCommand() *command {
 			fs.BoolVar(&o.onDemand, "on-demand", false, "mark it on-demand: culled when idle, and shared with other on-demand requests")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<service-name>"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 1, "<service-name>")
 			if err != nil {
 				return err
 			}
@@ -66,10 +63,7 @@ func stopCommand() *command {
 	return &command{
 		name: "stop", args: "<instance-id>", summary: "Stop an instance",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<instance-id>"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 1, "<instance-id>")
 			if err != nil {
 				return err
 			}

@@ -8,10 +8,7 @@ func getCommand() *command {
 	return &command{
 		name: "get", args: "<service-name>", summary: "Get information about a microservice",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<service-name>"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 1, "<service-name>")
 			if err != nil {
 				return err
 			}

@@ -2,19 +2,19 @@ package cli
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/physarum-p2p/physarum/registry"
 )
 
 func listCommand() *command {
 	return &command{
 		name: "list", summary: "List all microservices and information stored by the registry-service",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 0, "no arguments"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 0, "no arguments")
 			if err != nil {
 				return err
 			}
@@ -22,21 +22,15 @@ func listCommand() *command {
 			if err != nil {
 				return err
 			}
-			if s.json {
-				return s.printJSON(svcs)
-			}
-			names := make([]string, 0, len(svcs))
-			for n := range svcs {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			t := newTable(s.env.Stdout, "NAME", "RUNTIMES", "CPU", "MEMORY", "SOFT RTT", "HARD RTT")
-			for _, n := range names {
-				info := svcs[n]
-				t.row(n, strings.Join(info.Runtimes(), ","), strconv.Itoa(info.CpuReq)+"m",
-					strconv.Itoa(info.MemoryReq)+"MiB", ms(info.NetworkSoftReq.RTT), ms(info.NetworkHardReq.RTT))
-			}
-			return t.flush()
+			return show(s, svcs, func(svcs map[string]registry.ServiceInfo) error {
+				t := newTable(s.env.Stdout, "NAME", "RUNTIMES", "CPU", "MEMORY", "SOFT RTT", "HARD RTT")
+				for _, n := range slices.Sorted(maps.Keys(svcs)) {
+					info := svcs[n]
+					t.row(n, strings.Join(info.Runtimes(), ","), strconv.Itoa(info.CpuReq)+"m",
+						strconv.Itoa(info.MemoryReq)+"MiB", ms(info.NetworkSoftReq.RTT), ms(info.NetworkHardReq.RTT))
+				}
+				return t.flush()
+			})
 		},
 	}
 }

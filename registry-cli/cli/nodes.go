@@ -25,10 +25,7 @@ func nodesCommand() *command {
 	return &command{
 		name: "nodes", summary: "List allocators with capacity, free resources and RTT from here",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 0, "no arguments"); err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, err := s.open(ctx, args, 0, "no arguments")
 			if err != nil {
 				return err
 			}
@@ -37,16 +34,15 @@ func nodesCommand() *command {
 				return err
 			}
 			views := s.measureNodes(ctx, nodes)
-			if s.json {
-				return s.printJSON(views)
-			}
-			t := newTable(s.env.Stdout, "NODE", "RUNTIMES", "CPU FREE/TOTAL", "MEMORY FREE/TOTAL", "INSTANCES", "RTT", "LABELS", "NOTE")
-			for _, v := range views {
-				t.row(v.PeerID, strings.Join(v.Runtimes, ","),
-					fmt.Sprintf("%d/%dm", v.FreeCPU, v.CPU), fmt.Sprintf("%d/%dMiB", v.FreeMemory, v.Memory),
-					fmt.Sprint(v.Instances), ms(v.RTT), labels(v.Labels), v.Message)
-			}
-			return t.flush()
+			return show(s, views, func(views []nodeView) error {
+				t := newTable(s.env.Stdout, "NODE", "RUNTIMES", "CPU FREE/TOTAL", "MEMORY FREE/TOTAL", "INSTANCES", "RTT", "LABELS", "NOTE")
+				for _, v := range views {
+					t.row(v.PeerID, strings.Join(v.Runtimes, ","),
+						fmt.Sprintf("%d/%dm", v.FreeCPU, v.CPU), fmt.Sprintf("%d/%dMiB", v.FreeMemory, v.Memory),
+						fmt.Sprint(v.Instances), ms(v.RTT), labels(v.Labels), v.Message)
+				}
+				return t.flush()
+			})
 		},
 	}
 }
