@@ -3,13 +3,15 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	pmetrics "github.com/physarum-p2p/physarum/common/metrics"
+
 	"github.com/physarum-p2p/physarum/registry"
 )
 
 // metrics are the allocator's Prometheus metrics; a nil *metrics records
 // nothing.
 type metrics struct {
-	reg        prometheus.Registerer
+	set        *pmetrics.Set
 	deploys    *prometheus.CounterVec
 	refusals   *prometheus.CounterVec
 	instances  *prometheus.GaugeVec
@@ -23,7 +25,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return nil
 	}
 	m := &metrics{
-		reg: reg,
 		deploys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "physarum", Subsystem: "allocator", Name: "deploys_total",
 			Help: "Deploys by outcome: requested, admitted, started, failed, culled, adopted.",
@@ -49,21 +50,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 when the runtime can start instances, 0 when its backend is unreachable.",
 		}, []string{"runtime"}),
 	}
-	for _, c := range m.collectors() {
-		reg.MustRegister(c)
-	}
+	m.set = pmetrics.Register(reg, m.deploys, m.refusals, m.instances, m.freeCPU, m.freeMemory, m.runtimes)
 	return m
-}
-
-func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.deploys, m.refusals, m.instances, m.freeCPU, m.freeMemory, m.runtimes}
 }
 
 func (m *metrics) unregister() {
 	if m != nil {
-		for _, c := range m.collectors() {
-			m.reg.Unregister(c)
-		}
+		m.set.Unregister()
 	}
 }
 

@@ -81,3 +81,34 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close stops the endpoint at once.
 func (s *Server) Close() error { return s.srv.Close() }
+
+// Set is a component's collectors, registered together and removed
+// together when the component closes (its registry may outlive it: a
+// test's, or a daemon's that restarts a part). A nil *Set does nothing.
+type Set struct {
+	reg prometheus.Registerer
+	cs  []prometheus.Collector
+}
+
+// Register registers cs with reg and returns them as a Set. A collector
+// already registered (a registry shared by several nodes in one process)
+// keeps the first one's.
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) *Set {
+	s := &Set{reg: reg}
+	for _, c := range cs {
+		if err := reg.Register(c); err == nil {
+			s.cs = append(s.cs, c)
+		}
+	}
+	return s
+}
+
+// Unregister removes the Set's collectors from its registry.
+func (s *Set) Unregister() {
+	if s == nil {
+		return
+	}
+	for _, c := range s.cs {
+		s.reg.Unregister(c)
+	}
+}

@@ -3,12 +3,14 @@ package p2p
 import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/prometheus/client_golang/prometheus"
+
+	pmetrics "github.com/physarum-p2p/physarum/common/metrics"
 )
 
 // nodeMetrics are the node's Prometheus metrics. A nil *nodeMetrics
 // records nothing, so callers need no checks.
 type nodeMetrics struct {
-	reg        prometheus.Registerer
+	set        *pmetrics.Set
 	peers      prometheus.GaugeFunc
 	rtt        prometheus.Histogram
 	advertises *prometheus.CounterVec
@@ -17,7 +19,6 @@ type nodeMetrics struct {
 
 func newNodeMetrics(reg prometheus.Registerer, h host.Host) *nodeMetrics {
 	m := &nodeMetrics{
-		reg: reg,
 		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "physarum", Subsystem: "p2p", Name: "connected_peers",
 			Help: "Peers this node has at least one connection to.",
@@ -36,20 +37,14 @@ func newNodeMetrics(reg prometheus.Registerer, h host.Host) *nodeMetrics {
 			Help: "Rendezvous lookups made, by result (ok, error).",
 		}, []string{"result"}),
 	}
-	for _, c := range m.collectors() {
-		// A registry shared by several nodes keeps the first node's metrics.
-		_ = reg.Register(c)
-	}
+	// A registry shared by several nodes keeps the first node's metrics.
+	m.set = pmetrics.Register(reg, m.peers, m.rtt, m.advertises, m.lookups)
 	return m
 }
 
-func (m *nodeMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.peers, m.rtt, m.advertises, m.lookups}
-}
-
 func (m *nodeMetrics) unregister() {
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
+	if m != nil {
+		m.set.Unregister()
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	pmetrics "github.com/physarum-p2p/physarum/common/metrics"
 )
 
 type metrics struct {
-	reg      prometheus.Registerer
+	set      *pmetrics.Set
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
@@ -20,7 +22,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return nil
 	}
 	m := &metrics{
-		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "physarum", Subsystem: "proxy", Name: "requests_total",
 			Help: "Requests through this proxy, by service and status code (0: connection cut).",
@@ -39,21 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "New instances this proxy asked for, by service and outcome (ok, refused).",
 		}, []string{"service", "outcome"}),
 	}
-	for _, c := range m.collectors() {
-		reg.MustRegister(c)
-	}
+	m.set = pmetrics.Register(reg, m.requests, m.latency, m.retries, m.allocs)
 	return m
-}
-
-func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.latency, m.retries, m.allocs}
 }
 
 func (m *metrics) unregister() {
 	if m != nil {
-		for _, c := range m.collectors() {
-			m.reg.Unregister(c)
-		}
+		m.set.Unregister()
 	}
 }
 

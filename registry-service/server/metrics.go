@@ -4,12 +4,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	pmetrics "github.com/physarum-p2p/physarum/common/metrics"
 )
 
 // metrics are the registry's Prometheus metrics; a nil *metrics records
 // nothing.
 type metrics struct {
-	reg      prometheus.Registerer
+	set      *pmetrics.Set
 	requests *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -21,7 +23,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return nil
 	}
 	m := &metrics{
-		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "physarum", Subsystem: "registry", Name: "requests_total",
 			Help: "Registry requests served, by operation and result code (\"ok\" on success).",
@@ -40,22 +41,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Instance watches open.",
 		}),
 	}
-	for _, c := range m.collectors() {
-		reg.MustRegister(c)
-	}
+	m.set = pmetrics.Register(reg, m.requests, m.errors, m.latency, m.watches)
 	return m
 }
 
-func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.errors, m.latency, m.watches}
-}
-
 func (m *metrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
+	if m != nil {
+		m.set.Unregister()
 	}
 }
 
