@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,13 +63,18 @@ func (n *network) registry() *proctest.Proc {
 	return n.reg
 }
 
-func (n *network) allocator(name string) *proctest.Proc {
+// allocator starts a process-runtime allocator; with opts, those of its
+// settings that the test sets (its identity and data dir are the test's).
+func (n *network) allocator(name string, opts ...launch.Allocator) *proctest.Proc {
 	n.t.Helper()
 	dir := n.t.TempDir()
-	p := proctest.Start(n.t, name, n.bin["allocator"], launch.Allocator{
-		Node:    launch.Node{KeyFile: filepath.Join(dir, "key")},
-		DataDir: filepath.Join(dir, "data"), Runtime: "process", LeaseTTL: 3 * time.Second,
-	}.Args(), n.env)
+	a := launch.Allocator{Runtime: "process", LeaseTTL: 3 * time.Second}
+	if len(opts) > 0 {
+		a = opts[0]
+		a.Runtime, a.LeaseTTL = cmp.Or(a.Runtime, "process"), cmp.Or(a.LeaseTTL, 3*time.Second)
+	}
+	a.Node.KeyFile, a.DataDir = filepath.Join(dir, "key"), filepath.Join(dir, "data")
+	p := proctest.Start(n.t, name, n.bin["allocator"], a.Args(), n.env)
 	p.WaitOutput(launch.AllocatorReady, 30*time.Second)
 	return p
 }

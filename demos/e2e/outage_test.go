@@ -106,26 +106,33 @@ func (l *load) mustNotFail(t *testing.T, when string) {
 // last known state, an instance lost meanwhile is routed around, a
 // service never seen is a quick 503, and once the member is back new
 // deployments work again and the allocators' instances are the same
-// processes as before.
+// processes as before: an on-demand one that served throughout was not
+// culled, though the outage lasted four of its idle timeouts.
 func TestRunningServicesOutliveTheRegistry(t *testing.T) {
 	n := newNetwork(t)
 	reg := n.registry()
-	n.allocator("alloc1")
-	n.allocator("alloc2")
+	n.allocator("alloc1", launch.Allocator{IdleTimeout: 15 * time.Second})
+	n.allocator("alloc2", launch.Allocator{IdleTimeout: 15 * time.Second})
 	n.addHello()
-	for range 2 {
-		n.mustCLI("deploy", "hello")
-	}
-	insts := n.instances("hello")
-	if len(insts) != 2 {
-		t.Fatalf("want 2 instances, have %+v", insts)
-	}
+	_, base := n.proxy()
+	hello(t, base, 30*time.Second) // starts an on-demand instance
+	n.mustCLI("deploy", "hello")   // and a pinned one
+	var kept, lost registry.Instance
+	eventually.Succeeds(t, 10*time.Second, func() error {
+		insts := n.instances("hello")
+		if len(insts) != 2 || insts[0].OnDemand == insts[1].OnDemand {
+			return fmt.Errorf("want an on-demand and a pinned instance, have %+v", insts)
+		}
+		kept, lost = insts[0], insts[1]
+		if !kept.OnDemand {
+			kept, lost = lost, kept
+		}
+		return nil
+	})
 	pids := map[string][]int{}
-	for _, in := range insts {
+	for _, in := range []registry.Instance{kept, lost} {
 		pids[in.ID] = pidsWithEnv("PHYSARUM_INSTANCE_ID=" + in.ID)
 	}
-	_, base := n.proxy()
-	hello(t, base, 30*time.Second)
 
 	l := startLoad(base+"/hello/", 100)
 	defer l.stop()
@@ -149,7 +156,6 @@ func TestRunningServicesOutliveTheRegistry(t *testing.T) {
 
 	// One of the two instances dies: requests move to the other.
 	time.Sleep(5 * time.Second) // into the outage, as a user's bad day goes
-	lost := insts[0]
 	for _, pid := range pids[lost.ID] {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -170,9 +176,8 @@ func TestRunningServicesOutliveTheRegistry(t *testing.T) {
 	l.stop()
 	l.mustNotFail(t, "the whole run")
 
-	// The instance nobody killed is the very same processes; none is
-	// listed twice.
-	kept := insts[1]
+	// The instance nobody killed is the very same processes (not culled,
+	// not restarted); none is listed twice.
 	if now := pidsWithEnv("PHYSARUM_INSTANCE_ID=" + kept.ID); !slices.Equal(now, pids[kept.ID]) {
 		t.Errorf("instance %s ran as %v before the outage and %v after", kept.ID, pids[kept.ID], now)
 	}
