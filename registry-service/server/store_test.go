@@ -17,9 +17,9 @@ import (
 )
 
 // These tests are about the Store itself, so they run it on a real
-// single-member embedded etcd: one for the package, started by the first
-// test that needs it (a few hundred ms) and stopped by TestMain; each test
-// starts from an empty registry.
+// single-member embedded etcd: one for the package, started by TestMain
+// before the tests (a few hundred ms, which no test pays) and stopped
+// after them; each test starts from an empty registry.
 
 var shared struct {
 	once sync.Once
