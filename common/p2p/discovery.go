@@ -77,6 +77,16 @@ func (n *Node) Discover(ns string) *Discovery {
 		n: n, ns: ns, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{}),
 		peers: make(map[peer.ID]*found), changed: make(chan struct{}),
 	}
+	// Under n.mu, as Advertise: a closed node starts no lookup (its
+	// WaitGroup has been waited for), and hands back one that finds
+	// nothing and is closed already.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		cancel()
+		close(d.done)
+		return d
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

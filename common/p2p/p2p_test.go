@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,4 +205,54 @@ func TestRTTMeasurementInParallelIsBoundedAndReportsAnUnreachablePeer(t *testing
 	if took > 2*time.Second {
 		t.Errorf("Measure took %s", took)
 	}
+}
+
+// A closed node starts no work: Discover hands back a lookup that finds
+// nothing and is over, Advertise does nothing, and neither leaves a
+// goroutine behind (goleak checks).
+func TestAClosedNodeDiscoversAndAdvertisesNothing(t *testing.T) {
+	n := p2ptest.Start(t, p2ptest.Spec{})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := n.Discover(rendezvous)
+	n.Advertise(rendezvous)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	start := time.Now()
+	if peers, err := d.WaitFor(ctx, func(ps []p2p.Peer) bool { return len(ps) > 0 }); err == nil || len(peers) != 0 {
+		t.Fatalf("a closed node's lookup: %v, %v", peers, err)
+	}
+	d.Close() // returns at once: nothing runs
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("the closed lookup took %s to give up and close", took)
+	}
+}
+
+// Lookups asked for while the node closes either run and are waited for,
+// or never start (-race reports a WaitGroup added to while it is waited
+// on).
+func TestDiscoverDuringCloseIsSafe(t *testing.T) {
+	n := p2ptest.Start(t, p2ptest.Spec{})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var started atomic.Int64
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				n.Discover(rendezvous).Close()
+				started.Add(1)
+			}
+		}
+	}()
+	eventually.True(t, 10*time.Second, "lookups under way", func() bool { return started.Load() >= 10 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
 }
