@@ -2,9 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"sync"
@@ -19,6 +16,8 @@ const (
 	maxWindow = 100000
 	// maxReading bounds the body of POST /ingest.
 	maxReading = 64 << 10
+	// wantReading is what POST /ingest wants, for an empty body.
+	wantReading = `a JSON reading such as {"sensor":"s1","value":20.5}`
 )
 
 // reading is what POST /ingest takes; fields other than value are
@@ -115,7 +114,7 @@ func (a *aggregator) summarize() summary {
 // in the window either way.
 func (a *aggregator) ingest(w http.ResponseWriter, r *http.Request) {
 	var rd reading
-	if err := decodeJSON(w, r, &rd, maxReading); err != nil {
+	if err := demoservice.DecodeJSON(w, r, &rd, maxReading, wantReading); err != nil {
 		demoservice.WriteJSON(w, http.StatusBadRequest, demoservice.ErrorReply{Error: err.Error()})
 		return
 	}
@@ -126,11 +125,7 @@ func (a *aggregator) ingest(w http.ResponseWriter, r *http.Request) {
 	s := a.add(*rd.Value)
 	answer, err := a.next.Post(r.Context(), s)
 	if err != nil {
-		var se *demoservice.StageError
-		if !errors.As(err, &se) { // Post returns only *StageErrors
-			se = &demoservice.StageError{Stage: a.next.Name(), Msg: err.Error()}
-		}
-		demoservice.WriteJSON(w, http.StatusBadGateway, se.Reply())
+		a.next.WriteError(w, err)
 		return
 	}
 	demoservice.WriteJSON(w, http.StatusOK, ingestReply{Summary: s, Analytics: answer})
@@ -145,24 +140,4 @@ func (a *aggregator) stats(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	demoservice.WriteJSON(w, http.StatusOK, a.summarize())
-}
-
-// decodeJSON decodes the request body, one JSON value of at most limit
-// bytes, into v. Its errors are fit to show the client.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	err := dec.Decode(v)
-	if err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
-		err = errors.New("more than one JSON value")
-	}
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return fmt.Errorf("body larger than %d bytes", limit)
-	case errors.Is(err, io.EOF):
-		return errors.New("empty body; want a JSON reading such as {\"sensor\":\"s1\",\"value\":20.5}")
-	case err != nil:
-		return fmt.Errorf("malformed JSON: %w", err)
-	}
-	return nil
 }

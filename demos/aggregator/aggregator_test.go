@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,36 +11,19 @@ import (
 	"time"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
+	"github.com/physarum-p2p/physarum/demos/demoservice/demotest"
 )
 
 // fakeAnalytics stands in for the proxy and analytics behind it: it
 // records the summaries POSTed to /analytics/analyze and answers with
-// answer.
-type fakeAnalytics struct {
-	mu        sync.Mutex
-	summaries []summary
-	answer    func(w http.ResponseWriter, s summary)
-}
-
-func (f *fakeAnalytics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != "POST" || r.URL.Path != "/analytics/analyze" {
-		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
-		return
-	}
-	var s summary
-	if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	f.mu.Lock()
-	f.summaries = append(f.summaries, s)
-	answer := f.answer
-	f.mu.Unlock()
+// answer, or {"count":<count>,"verdict":"normal"} when answer is nil.
+func fakeAnalytics(answer func(w http.ResponseWriter, s summary)) *demotest.NextStage[summary] {
 	if answer == nil {
-		demoservice.WriteJSON(w, http.StatusOK, map[string]any{"verdict": "normal", "count": s.Count})
-		return
+		answer = func(w http.ResponseWriter, s summary) {
+			demoservice.WriteJSON(w, http.StatusOK, map[string]any{"verdict": "normal", "count": s.Count})
+		}
 	}
-	answer(w, s)
+	return &demotest.NextStage[summary]{Path: "/analytics/analyze", Answer: answer}
 }
 
 // startAggregator serves an aggregator with a window of size whose
@@ -56,31 +38,9 @@ func startAggregator(t *testing.T, size int, fake http.Handler) string {
 	return ts.URL
 }
 
-// call sends a request and returns the status and body.
-func call(t *testing.T, method, url, body string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
-}
-
 func ingest(t *testing.T, url string, v float64) ingestReply {
 	t.Helper()
-	code, body := call(t, "POST", url+"/ingest", fmt.Sprintf(`{"sensor":"s1","seq":1,"timestamp":"2026-01-01T00:00:00Z","value":%g}`, v))
+	code, body := demotest.Call(t, "POST", url+"/ingest", fmt.Sprintf(`{"sensor":"s1","seq":1,"timestamp":"2026-01-01T00:00:00Z","value":%g}`, v))
 	if code != http.StatusOK {
 		t.Fatalf("ingest %g: %d %s", v, code, body)
 	}
@@ -92,10 +52,10 @@ func ingest(t *testing.T, url string, v float64) ingestReply {
 }
 
 func TestWindowSlides(t *testing.T) {
-	fake := &fakeAnalytics{}
+	fake := fakeAnalytics(nil)
 	url := startAggregator(t, 3, fake)
 
-	if code, body := call(t, "GET", url+"/stats", ""); code != 200 || strings.TrimSpace(string(body)) != `{"count":0,"window":3}` {
+	if code, body := demotest.Call(t, "GET", url+"/stats", ""); code != 200 || strings.TrimSpace(string(body)) != `{"count":0,"window":3}` {
 		t.Fatalf("stats before any reading: %d %s", code, body)
 	}
 	for _, v := range []float64{1, 2, 3} {
@@ -109,27 +69,26 @@ func TestWindowSlides(t *testing.T) {
 	if strings.TrimSpace(string(r.Analytics)) != `{"count":3,"verdict":"normal"}` {
 		t.Errorf("analytics answer passed on as %s", r.Analytics)
 	}
-	fake.mu.Lock()
-	if n := len(fake.summaries); n != 4 || fake.summaries[3] != want {
-		t.Errorf("analytics got %d summaries, the last %+v", n, fake.summaries[n-1])
+	got := fake.Got()
+	if n := len(got); n != 4 || got[3] != want {
+		t.Errorf("analytics got %d summaries, the last %+v", n, got[n-1])
 	}
-	if first := fake.summaries[0]; first != (summary{Count: 1, Window: 3, Mean: 1, Min: 1, Max: 1, Latest: 1}) {
+	if first := got[0]; first != (summary{Count: 1, Window: 3, Mean: 1, Min: 1, Max: 1, Latest: 1}) {
 		t.Errorf("first summary %+v", first)
 	}
-	fake.mu.Unlock()
 
-	code, body := call(t, "GET", url+"/stats", "")
+	code, body := demotest.Call(t, "GET", url+"/stats", "")
 	var stats summary
 	if err := json.Unmarshal(body, &stats); code != 200 || err != nil || stats != want {
 		t.Errorf("stats: %d %s, want %+v", code, body, want)
 	}
-	if code, body := call(t, "GET", url+"/healthz", ""); code != 200 || string(body) != "ok\n" {
+	if code, body := demotest.Call(t, "GET", url+"/healthz", ""); code != 200 || string(body) != "ok\n" {
 		t.Errorf("healthz: %d %q", code, body)
 	}
 }
 
 func TestBadReadings(t *testing.T) {
-	url := startAggregator(t, 10, &fakeAnalytics{})
+	url := startAggregator(t, 10, fakeAnalytics(nil))
 	tests := []struct {
 		body   string
 		substr string
@@ -145,33 +104,33 @@ func TestBadReadings(t *testing.T) {
 		{`{"sensor":"` + strings.Repeat("x", maxReading) + `","value":1}`, "larger than"},
 	}
 	for _, tt := range tests {
-		code, body := call(t, "POST", url+"/ingest", tt.body)
+		code, body := demotest.Call(t, "POST", url+"/ingest", tt.body)
 		var e demoservice.ErrorReply
 		if err := json.Unmarshal(body, &e); code != 400 || err != nil || !strings.Contains(e.Error, tt.substr) {
 			t.Errorf("ingest %.40q: %d %s, want 400 saying %q", tt.body, code, body, tt.substr)
 		}
 	}
-	if code, body := call(t, "GET", url+"/stats", ""); strings.TrimSpace(string(body)) != `{"count":0,"window":10}` {
+	if code, body := demotest.Call(t, "GET", url+"/stats", ""); strings.TrimSpace(string(body)) != `{"count":0,"window":10}` {
 		t.Errorf("bad readings entered the window: %d %s", code, body)
 	}
-	if code, _ := call(t, "GET", url+"/ingest", ""); code != http.StatusMethodNotAllowed {
+	if code, _ := demotest.Call(t, "GET", url+"/ingest", ""); code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /ingest: %d, want 405", code)
 	}
 }
 
 func TestAnalyticsFails(t *testing.T) {
-	fake := &fakeAnalytics{answer: func(w http.ResponseWriter, _ summary) {
+	fake := fakeAnalytics(func(w http.ResponseWriter, _ summary) {
 		demoservice.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "model not loaded"})
-	}}
+	})
 	url := startAggregator(t, 10, fake)
-	code, body := call(t, "POST", url+"/ingest", `{"value":1}`)
+	code, body := demotest.Call(t, "POST", url+"/ingest", `{"value":1}`)
 	var e demoservice.ErrorReply
 	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
 		e.Stage != "analytics" || e.Status != 500 || !strings.Contains(e.Error, "analytics answered 500: model not loaded") {
 		t.Fatalf("ingest with analytics failing: %d %s", code, body)
 	}
 	// The reading stays in the window.
-	if _, body := call(t, "GET", url+"/stats", ""); !strings.Contains(string(body), `"count":1`) {
+	if _, body := demotest.Call(t, "GET", url+"/stats", ""); !strings.Contains(string(body), `"count":1`) {
 		t.Errorf("stats after a failed analysis: %s", body)
 	}
 }
@@ -182,7 +141,7 @@ func TestAnalyticsDown(t *testing.T) {
 	a := newAggregator(10, demoservice.NewStage(down.URL, "analytics", "/analyze", 5*time.Second))
 	ts := httptest.NewServer(a.handler())
 	defer ts.Close()
-	code, body := call(t, "POST", ts.URL+"/ingest", `{"value":1}`)
+	code, body := demotest.Call(t, "POST", ts.URL+"/ingest", `{"value":1}`)
 	var e demoservice.ErrorReply
 	if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
 		e.Stage != "analytics" || e.Status != 0 || !strings.Contains(e.Error, "analytics is unreachable") {
@@ -193,18 +152,18 @@ func TestAnalyticsDown(t *testing.T) {
 // TestConcurrentIngest runs ingests in parallel (for -race) and checks
 // that the window kept exactly its size.
 func TestConcurrentIngest(t *testing.T) {
-	url := startAggregator(t, 10, &fakeAnalytics{})
+	url := startAggregator(t, 10, fakeAnalytics(nil))
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
-			code, body := call(t, "POST", url+"/ingest", fmt.Sprintf(`{"value":%d}`, i))
+			code, body := demotest.Call(t, "POST", url+"/ingest", fmt.Sprintf(`{"value":%d}`, i))
 			if code != 200 {
 				t.Errorf("ingest %d: %d %s", i, code, body)
 			}
 		})
 	}
 	wg.Wait()
-	_, body := call(t, "GET", url+"/stats", "")
+	_, body := demotest.Call(t, "GET", url+"/stats", "")
 	var s summary
 	if err := json.Unmarshal(body, &s); err != nil || s.Count != 10 || s.Min < 0 || s.Max > 39 {
 		t.Errorf("stats after 40 readings: %s", body)

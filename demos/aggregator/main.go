@@ -14,16 +14,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
@@ -51,10 +47,6 @@ Environment:
 Flags:
 `
 
-// errFlags means the command line was wrong and the error has been
-// reported, with the usage; main exits 2.
-var errFlags = errors.New("bad command line")
-
 // config is what aggregator runs with.
 type config struct {
 	listen  string        // address to listen on
@@ -64,72 +56,41 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errFlags):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "aggregator: %v\n", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "aggregator")
-	err = run(ctx, cfg, logger)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "aggregator: %v\n", err)
-		os.Exit(1)
-	}
+	parse := func() (config, error) { return parseFlags(os.Args[1:], os.Getenv, os.Stderr) }
+	os.Exit(demoservice.Main("aggregator", os.Stderr, parse, run))
 }
 
 // parseFlags reads the command line and the environment into a config.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
-	proxy := fs.String("proxy", "", "base URL of the local proxy (default http://127.0.0.1:$PROXY_PORT)")
-	timeout := fs.Duration("timeout", demoservice.DefaultTimeout, "how long analytics may take to answer")
-	window := fs.Int("window", 0, fmt.Sprintf("readings in the window, 1 to %d (default $WINDOW, or %d)", maxWindow, defaultWindow))
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errFlags
-	}
+	var cfg config
 	windowSet := false
-	fs.Visit(func(f *flag.Flag) { windowSet = windowSet || f.Name == "window" })
-	var flagErr error
-	switch {
-	case fs.NArg() > 0:
-		flagErr = fmt.Errorf("unexpected argument %q; see aggregator -help", fs.Arg(0))
-	case *listen != "" && demoservice.CheckListen(*listen) != nil:
-		flagErr = demoservice.CheckListen(*listen)
-	case *proxy != "" && demoservice.CheckProxy(*proxy) != nil:
-		flagErr = demoservice.CheckProxy(*proxy)
-	case *timeout <= 0 || *timeout > demoservice.MaxTimeout:
-		flagErr = fmt.Errorf("-timeout %s: want more than 0s and at most %s", *timeout, demoservice.MaxTimeout)
-	case windowSet && (*window < 1 || *window > maxWindow):
-		flagErr = fmt.Errorf("-window %d: want 1 to %d", *window, maxWindow)
+	cmd := demoservice.Command{
+		Name:  "aggregator",
+		Usage: usage,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&cfg.proxy, "proxy", "", "base URL of the local proxy (default http://127.0.0.1:$PROXY_PORT)")
+			fs.DurationVar(&cfg.timeout, "timeout", demoservice.DefaultTimeout, "how long analytics may take to answer")
+			fs.IntVar(&cfg.window, "window", 0, fmt.Sprintf("readings in the window, 1 to %d (default $WINDOW, or %d)", maxWindow, defaultWindow))
+		},
+		Check: func(fs *flag.FlagSet) error {
+			if err := demoservice.CheckStageFlags(cfg.proxy, cfg.timeout); err != nil {
+				return err
+			}
+			fs.Visit(func(f *flag.Flag) { windowSet = windowSet || f.Name == "window" })
+			if windowSet && (cfg.window < 1 || cfg.window > maxWindow) {
+				return fmt.Errorf("-window %d: want 1 to %d", cfg.window, maxWindow)
+			}
+			return nil
+		},
 	}
-	if flagErr != nil {
-		fmt.Fprintf(stderr, "aggregator: %v\n", flagErr)
-		return config{}, errFlags
-	}
-	addr, err := demoservice.ListenAddr(*listen, getenv)
+	common, err := cmd.Parse(args, getenv, stderr)
 	if err != nil {
 		return config{}, err
 	}
-	base, err := demoservice.ProxyBase(*proxy, getenv)
-	if err != nil {
+	cfg.listen = common.Listen
+	if cfg.proxy, err = demoservice.ProxyBase(cfg.proxy, getenv); err != nil {
 		return config{}, err
 	}
-	cfg := config{listen: addr, proxy: base, timeout: *timeout, window: *window}
 	if !windowSet {
 		if cfg.window, err = windowFromEnv(getenv); err != nil {
 			return config{}, err
@@ -153,11 +114,7 @@ func windowFromEnv(getenv func(string) string) (int, error) {
 
 // run serves aggregator on cfg.listen until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	a := newAggregator(cfg.window, demoservice.NewStage(cfg.proxy, "analytics", "/analyze", cfg.timeout))
 	logger = logger.With("next", a.next.URL(), "window", cfg.window)
-	return demoservice.Serve(ctx, demoservice.NewServer(a.handler(), logger), ln, logger)
+	return demoservice.ListenAndServe(ctx, cfg.listen, demoservice.NewServer(a.handler(), logger), logger)
 }

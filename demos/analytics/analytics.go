@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 
@@ -23,6 +21,8 @@ const (
 	minCount = 3
 	// maxSummary bounds the body of POST /analyze.
 	maxSummary = 64 << 10
+	// wantSummary is what POST /analyze wants, for an empty body.
+	wantSummary = `a JSON summary such as {"count":3,"mean":2,"min":1,"max":3,"stddev":0.8,"latest":3}`
 )
 
 // Verdicts.
@@ -79,7 +79,7 @@ func newAnalytics(k float64) http.Handler {
 
 func analyze(w http.ResponseWriter, r *http.Request, k float64) {
 	var s summary
-	if err := decodeJSON(w, r, &s, maxSummary); err != nil {
+	if err := demoservice.DecodeJSON(w, r, &s, maxSummary, wantSummary); err != nil {
 		demoservice.WriteJSON(w, http.StatusBadRequest, errorReply{Error: err.Error()})
 		return
 	}
@@ -135,24 +135,4 @@ func judge(s summary, k float64) (verdict, error) {
 		v.Verdict = verdictAnomaly
 	}
 	return v, nil
-}
-
-// decodeJSON decodes the request body, one JSON value of at most limit
-// bytes, into v. Its errors are fit to show the client.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	err := dec.Decode(v)
-	if err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
-		err = errors.New("more than one JSON value")
-	}
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return fmt.Errorf("body larger than %d bytes", limit)
-	case errors.Is(err, io.EOF):
-		return errors.New("empty body; want a JSON summary such as {\"count\":3,\"mean\":2,\"min\":1,\"max\":3,\"stddev\":0.8,\"latest\":3}")
-	case err != nil:
-		return fmt.Errorf("malformed JSON: %w", err)
-	}
-	return nil
 }

@@ -2,12 +2,13 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice/demotest"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -75,22 +76,10 @@ func TestJudgeNumbers(t *testing.T) {
 	}
 }
 
+// post sends POST url with body and returns the status and body.
 func post(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "POST", url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	return demotest.Call(t, "POST", url, body)
 }
 
 func TestAnalyze(t *testing.T) {
@@ -140,21 +129,10 @@ func TestAnalyzeBadSummaries(t *testing.T) {
 func TestOtherRoutes(t *testing.T) {
 	ts := httptest.NewServer(newAnalytics(defaultK))
 	defer ts.Close()
-	resp, err := http.Get(ts.URL + "/healthz")
-	if err != nil {
-		t.Fatal(err)
+	if code, body := demotest.Call(t, "GET", ts.URL+"/healthz", ""); code != 200 || string(body) != "ok\n" {
+		t.Errorf("GET /healthz: %d %q", code, body)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != "ok\n" {
-		t.Errorf("GET /healthz: %d %q", resp.StatusCode, b)
-	}
-	resp, err = http.Get(ts.URL + "/analyze")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET /analyze: %d, want 405", resp.StatusCode)
+	if code, _ := demotest.Call(t, "GET", ts.URL+"/analyze", ""); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /analyze: %d, want 405", code)
 	}
 }

@@ -13,16 +13,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -50,10 +46,6 @@ Environment:
 Flags:
 `
 
-// errFlags means the command line was wrong and the error has been
-// reported, with the usage; main exits 2.
-var errFlags = errors.New("bad command line")
-
 // config is what analytics runs with.
 type config struct {
 	listen string  // address to listen on
@@ -61,68 +53,35 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errFlags):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "analytics: %v\n", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "analytics")
-	err = run(ctx, cfg, logger)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "analytics: %v\n", err)
-		os.Exit(1)
-	}
+	parse := func() (config, error) { return parseFlags(os.Args[1:], os.Getenv, os.Stderr) }
+	os.Exit(demoservice.Main("analytics", os.Stderr, parse, run))
 }
 
 // parseFlags reads the command line and the environment into a config.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("analytics", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
+	var k float64
+	cmd := demoservice.Command{
+		Name:  "analytics",
+		Usage: usage,
+		Flags: func(fs *flag.FlagSet) {
+			fs.Float64Var(&k, "k", defaultK, "standard deviations from the mean that make the latest reading an anomaly")
+		},
+		Check: func(*flag.FlagSet) error {
+			if !(k > 0) || math.IsInf(k, 0) {
+				return fmt.Errorf("-k %g: want a number above 0", k)
+			}
+			return nil
+		},
 	}
-	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
-	k := fs.Float64("k", defaultK, "standard deviations from the mean that make the latest reading an anomaly")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errFlags
-	}
-	var flagErr error
-	switch {
-	case fs.NArg() > 0:
-		flagErr = fmt.Errorf("unexpected argument %q; see analytics -help", fs.Arg(0))
-	case *listen != "" && demoservice.CheckListen(*listen) != nil:
-		flagErr = demoservice.CheckListen(*listen)
-	case !(*k > 0) || math.IsInf(*k, 0):
-		flagErr = fmt.Errorf("-k %g: want a number above 0", *k)
-	}
-	if flagErr != nil {
-		fmt.Fprintf(stderr, "analytics: %v\n", flagErr)
-		return config{}, errFlags
-	}
-	addr, err := demoservice.ListenAddr(*listen, getenv)
+	common, err := cmd.Parse(args, getenv, stderr)
 	if err != nil {
 		return config{}, err
 	}
-	return config{listen: addr, k: *k}, nil
+	return config{listen: common.Listen, k: k}, nil
 }
 
 // run serves analytics on cfg.listen until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	logger = logger.With("k", cfg.k)
-	return demoservice.Serve(ctx, demoservice.NewServer(newAnalytics(cfg.k), logger), ln, logger)
+	return demoservice.ListenAndServe(ctx, cfg.listen, demoservice.NewServer(newAnalytics(cfg.k), logger), logger)
 }

@@ -10,15 +10,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -42,73 +35,15 @@ Environment:
 Flags:
 `
 
-// errFlags means the command line was wrong and the error has been
-// reported, with the usage; main exits 2.
-var errFlags = errors.New("bad command line")
-
-// config is what calculator runs with.
-type config struct {
-	listen string // address to listen on
-}
+// command is calculator's command line: -listen alone.
+var command = demoservice.Command{Name: "calculator", Usage: usage}
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errFlags):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "calculator: %v\n", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "calculator")
-	err = run(ctx, cfg, logger)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "calculator: %v\n", err)
-		os.Exit(1)
-	}
+	parse := func() (demoservice.Config, error) { return command.Parse(os.Args[1:], os.Getenv, os.Stderr) }
+	os.Exit(demoservice.Main(command.Name, os.Stderr, parse, run))
 }
 
-// parseFlags reads the command line and the environment into a config.
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("calculator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errFlags
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "calculator: unexpected argument %q; see calculator -help\n", fs.Arg(0))
-		return config{}, errFlags
-	}
-	if *listen != "" {
-		if err := demoservice.CheckListen(*listen); err != nil {
-			fmt.Fprintf(stderr, "calculator: %v\n", err)
-			return config{}, errFlags
-		}
-	}
-	addr, err := demoservice.ListenAddr(*listen, getenv)
-	if err != nil {
-		return config{}, err
-	}
-	return config{listen: addr}, nil
-}
-
-// run serves calculator on cfg.listen until ctx ends.
-func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	return demoservice.Serve(ctx, demoservice.NewServer(newCalculator(), logger), ln, logger)
+// run serves calculator on cfg.Listen until ctx ends.
+func run(ctx context.Context, cfg demoservice.Config, logger *slog.Logger) error {
+	return demoservice.ListenAndServe(ctx, cfg.Listen, demoservice.NewServer(newCalculator(), logger), logger)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -77,6 +78,16 @@ func NewServer(h http.Handler, logger *slog.Logger) *http.Server {
 	}
 }
 
+// ListenAndServe listens on addr (TCP) and answers there with srv until
+// ctx ends, as Serve does.
+func ListenAndServe(ctx context.Context, addr string, srv *http.Server, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return Serve(ctx, srv, ln, logger)
+}
+
 // Serve answers on ln with srv until ctx ends, then shuts srv down: it
 // stops accepting, lets requests in flight finish for up to
 // ShutdownTimeout, and closes what is left. It logs one line with the
@@ -117,6 +128,28 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// DecodeJSON decodes the request body, one JSON value of at most limit
+// bytes, into v. Its errors are fit to show the client; the one for an
+// empty body says what is wanted (want, e.g. "a JSON reading such as
+// {...}").
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64, want string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return fmt.Errorf("body larger than %d bytes", limit)
+	case errors.Is(err, io.EOF):
+		return errors.New("empty body; want " + want)
+	case err != nil:
+		return fmt.Errorf("malformed JSON: %w", err)
+	}
+	return nil
 }
 
 // Healthz is the handler of GET /healthz: it answers "ok" while the

@@ -143,3 +143,28 @@ func TestServeFails(t *testing.T) {
 		t.Fatalf("Serve on a closed listener: %v", err)
 	}
 }
+
+func TestDecodeJSON(t *testing.T) {
+	for _, tt := range []struct {
+		body    string
+		wantErr string // what the error starts with; "" for none
+	}{
+		{`{"a":1}`, ""},
+		{` {"a":1} ` + "\n", ""},
+		{``, "empty body; want an object"},
+		{`{"a":1}{"a":2}`, "malformed JSON: more than one JSON value"},
+		{`{"a":"x"}`, "malformed JSON: json: cannot unmarshal string"},
+		{`{"a":1`, "malformed JSON: unexpected EOF"},
+		{`{"a":1,"pad":"` + strings.Repeat("x", 64) + `"}`, "body larger than 64 bytes"},
+	} {
+		var v struct{ A int }
+		rec := httptest.NewRecorder()
+		err := DecodeJSON(rec, httptest.NewRequest("POST", "/", strings.NewReader(tt.body)), &v, 64, "an object")
+		switch {
+		case tt.wantErr == "" && (err != nil || v.A != 1):
+			t.Errorf("DecodeJSON(%q): %v, %+v", tt.body, err, v)
+		case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr)):
+			t.Errorf("DecodeJSON(%q): %v; want %q", tt.body, err, tt.wantErr)
+		}
+	}
+}

@@ -51,6 +51,21 @@ func CheckProxy(proxy string) error {
 	return nil
 }
 
+// CheckStageFlags checks the values of the flags every stage has:
+// -proxy, when it is set (see CheckProxy), and -timeout, which must be
+// more than 0 and at most MaxTimeout.
+func CheckStageFlags(proxy string, timeout time.Duration) error {
+	if proxy != "" {
+		if err := CheckProxy(proxy); err != nil {
+			return err
+		}
+	}
+	if timeout <= 0 || timeout > MaxTimeout {
+		return fmt.Errorf("-timeout %s: want more than 0s and at most %s", timeout, MaxTimeout)
+	}
+	return nil
+}
+
 // ProxyBase is the base URL of the local proxy, without a trailing
 // slash: proxy (the -proxy flag, see CheckProxy) when it is set, else
 // http://127.0.0.1:$PROXY_PORT. The error for a missing PROXY_PORT wraps
@@ -112,6 +127,16 @@ func (e *StageError) Error() string { return e.Msg }
 // Reply is the body to answer e with.
 func (e *StageError) Reply() ErrorReply {
 	return ErrorReply{Error: e.Msg, Stage: e.Stage, Status: e.Status}
+}
+
+// WriteError answers err, an error of Post, with 502 and the ErrorReply
+// naming the stage that failed.
+func (s *Stage) WriteError(w http.ResponseWriter, err error) {
+	var se *StageError
+	if !errors.As(err, &se) { // Post returns only *StageErrors
+		se = &StageError{Stage: s.name, Msg: err.Error()}
+	}
+	WriteJSON(w, http.StatusBadGateway, se.Reply())
 }
 
 // Post sends v to the stage as JSON and returns its JSON answer. Every

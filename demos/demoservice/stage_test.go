@@ -145,3 +145,44 @@ func TestProxyBase(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestCheckStageFlags(t *testing.T) {
+	for _, tt := range []struct {
+		proxy   string
+		timeout string
+		wantErr string // in the error; "" for none
+	}{
+		{"", "5s", ""},
+		{"http://127.0.0.1:4201", "10m", ""},
+		{"127.0.0.1:4201", "5s", "-proxy"},
+		{"", "0s", "-timeout 0s: want more than 0s and at most 10m0s"},
+		{"", "-1s", "-timeout"},
+		{"", "10m1s", "-timeout"},
+	} {
+		d, err := time.ParseDuration(tt.timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckStageFlags(tt.proxy, d)
+		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("CheckStageFlags(%q, %s) = %v; want an error holding %q", tt.proxy, d, err, tt.wantErr)
+		}
+	}
+}
+
+func TestStageWriteError(t *testing.T) {
+	s := NewStage("http://127.0.0.1:1", "next", "/do", time.Second)
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&StageError{Stage: "last", Status: 500, Msg: "last answered 500"}, `{"error":"last answered 500","stage":"last","status":500}`},
+		{errors.New("not a stage error"), `{"error":"not a stage error","stage":"next"}`},
+	} {
+		rec := httptest.NewRecorder()
+		s.WriteError(rec, tt.err)
+		if rec.Code != http.StatusBadGateway || strings.TrimSpace(rec.Body.String()) != tt.want {
+			t.Errorf("WriteError(%v): %d %s; want 502 %s", tt.err, rec.Code, rec.Body.String(), tt.want)
+		}
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/physarum-p2p/physarum/demos/demoservice/demotest"
 )
 
 // startHello serves a hello handler on a test server. Cleanup shuts the
@@ -36,16 +38,7 @@ func do(t *testing.T, method, url string, body io.Reader, header http.Header) (*
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return resp, b
+	return demotest.Do(t, req)
 }
 
 func wantStatus(t *testing.T, resp *http.Response, body []byte, want int) {
@@ -234,7 +227,15 @@ func TestStream(t *testing.T) {
 // the body then ends the handler.
 func TestStreamFlushes(t *testing.T) {
 	ts, _ := startHello(t)
-	req, err := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/stream?n=2&delay=1m", nil)
+	startLongStream(t, ts.URL)
+}
+
+// startLongStream asks base for a stream of two chunks a minute apart and
+// reads the first, which only arrives if the handler flushed it. It
+// returns the rest of the body, which the test's cleanup closes.
+func startLongStream(t *testing.T, base string) *bufio.Reader {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/stream?n=2&delay=1m", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,11 +243,12 @@ func TestStreamFlushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "chunk 1 of 2\n" {
+	t.Cleanup(func() { resp.Body.Close() })
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "chunk 1 of 2\n" {
 		t.Fatalf("first chunk: %q, %v", line, err)
 	}
+	return br
 }
 
 func TestSleep(t *testing.T) {

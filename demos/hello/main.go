@@ -9,15 +9,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
 )
@@ -47,10 +41,6 @@ Environment:
 Flags:
 `
 
-// errFlags means the command line was wrong and the error has been
-// reported, with the usage; main exits 2.
-var errFlags = errors.New("bad command line")
-
 // config is what hello runs with.
 type config struct {
 	listen   string // address to listen on
@@ -58,78 +48,23 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Hostname, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errFlags):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "hello: %v\n", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "hello")
-	err = run(ctx, cfg, logger)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "hello: %v\n", err)
-		os.Exit(1)
-	}
+	parse := func() (config, error) { return parseFlags(os.Args[1:], os.Getenv, os.Hostname, os.Stderr) }
+	os.Exit(demoservice.Main("hello", os.Stderr, parse, run))
 }
 
 // parseFlags reads the command line and the environment into a config.
 func parseFlags(args []string, getenv func(string) string, hostname func() (string, error), stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8080 (default 127.0.0.1:$SERVICE_PORT)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errFlags
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "hello: unexpected argument %q; see hello -help\n", fs.Arg(0))
-		return config{}, errFlags
-	}
-	if *listen != "" {
-		if err := demoservice.CheckListen(*listen); err != nil {
-			fmt.Fprintf(stderr, "hello: %v\n", err)
-			return config{}, errFlags
-		}
-	}
-	addr, err := demoservice.ListenAddr(*listen, getenv)
+	common, err := demoservice.Command{Name: "hello", Usage: usage}.Parse(args, getenv, stderr)
 	if err != nil {
 		return config{}, err
 	}
-	return config{listen: addr, instance: instanceID(getenv, hostname)}, nil
-}
-
-// instanceID names this instance: $PHYSARUM_INSTANCE_ID, else the host
-// name (a container's ID under Docker).
-func instanceID(getenv func(string) string, hostname func() (string, error)) string {
-	if id := getenv("PHYSARUM_INSTANCE_ID"); id != "" {
-		return id
-	}
-	if h, err := hostname(); err == nil && h != "" {
-		return h
-	}
-	return "unknown"
+	return config{listen: common.Listen, instance: demoservice.InstanceID(getenv, hostname)}, nil
 }
 
 // run serves hello on cfg.listen until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	h := newHello(cfg.instance)
 	srv := demoservice.NewServer(h, logger)
 	srv.RegisterOnShutdown(h.shutdown)
-	return demoservice.Serve(ctx, srv, ln, logger)
+	return demoservice.ListenAndServe(ctx, cfg.listen, srv, logger)
 }

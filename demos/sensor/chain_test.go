@@ -6,15 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/demos/demoservice"
+	"github.com/physarum-p2p/physarum/demos/demoservice/demotest"
 )
 
 // fakeProxy stands in for the local Physarum proxy: it routes
@@ -66,12 +65,7 @@ func (p *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // proxy at proxyPort.
 func startStage(t *testing.T, name, proxyPort string, env ...string) (*proctest.Proc, string) {
 	t.Helper()
-	bin := proctest.Build(t, "./demos/"+name)
-	port := strconv.Itoa(freeport.T(t))
-	addr := "127.0.0.1:" + port
-	p := proctest.Start(t, name, bin, nil, append(env, "SERVICE_PORT="+port, "PROXY_PORT="+proxyPort))
-	p.WaitHTTP("http://"+addr+"/healthz", 15*time.Second)
-	return p, addr
+	return demotest.StartBinary(t, name, append(env, "PROXY_PORT="+proxyPort)...)
 }
 
 // chainReply is what the sensor answers when the whole chain works.
@@ -143,11 +137,11 @@ func TestChain(t *testing.T) {
 			t.Fatalf("GET /reading with %s down: %d %s", stage, code, body)
 		}
 	}
-	if code := analytics.Stop(15 * time.Second); code != 0 {
+	if code := analytics.Stop(demotest.Timeout); code != 0 {
 		t.Fatalf("analytics exited %d after SIGTERM", code)
 	}
 	wantFailure("analytics", "aggregator answered 502: the proxy, on the way to analytics, answered 502")
-	if code := aggregator.Stop(15 * time.Second); code != 0 {
+	if code := aggregator.Stop(demotest.Timeout); code != 0 {
 		t.Fatalf("aggregator exited %d after SIGTERM", code)
 	}
 	wantFailure("aggregator", "the proxy, on the way to aggregator, answered 502: no reachable instance of aggregator")

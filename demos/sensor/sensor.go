@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -74,11 +73,7 @@ func (s *sensor) reading(w http.ResponseWriter, r *http.Request) {
 	}
 	answer, err := s.next.Post(r.Context(), rd)
 	if err != nil {
-		var se *demoservice.StageError
-		if !errors.As(err, &se) { // Post returns only *StageErrors
-			se = &demoservice.StageError{Stage: s.next.Name(), Msg: err.Error()}
-		}
-		demoservice.WriteJSON(w, http.StatusBadGateway, se.Reply())
+		s.next.WriteError(w, err)
 		return
 	}
 	demoservice.WriteJSON(w, http.StatusOK, reply{Reading: rd, Aggregator: answer})

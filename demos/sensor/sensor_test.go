@@ -2,45 +2,27 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/physarum-p2p/physarum/demos/demoservice"
+	"github.com/physarum-p2p/physarum/demos/demoservice/demotest"
 )
 
 // fakeAggregator stands in for the proxy and the aggregator behind it: it
 // records the readings POSTed to /aggregator/ingest and answers with
-// answer.
-type fakeAggregator struct {
-	mu       sync.Mutex
-	readings []reading
-	answer   func(w http.ResponseWriter)
-}
-
-func (f *fakeAggregator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != "POST" || r.URL.Path != "/aggregator/ingest" {
-		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
-		return
-	}
-	var rd reading
-	if err := json.NewDecoder(r.Body).Decode(&rd); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	f.mu.Lock()
-	f.readings = append(f.readings, rd)
-	answer := f.answer
-	f.mu.Unlock()
-	if answer == nil {
-		demoservice.WriteJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
-		return
-	}
-	answer(w)
+// answer, or {"ok":"yes"} when answer is nil.
+func fakeAggregator(answer func(w http.ResponseWriter)) *demotest.NextStage[reading] {
+	return &demotest.NextStage[reading]{Path: "/aggregator/ingest", Answer: func(w http.ResponseWriter, _ reading) {
+		if answer == nil {
+			demoservice.WriteJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
+			return
+		}
+		answer(w)
+	}}
 }
 
 var testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -61,24 +43,11 @@ func startSensor(t *testing.T, fake http.Handler) string {
 // get sends GET url and returns the status and body.
 func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	return demotest.Call(t, "GET", url, "")
 }
 
 func TestReading(t *testing.T) {
-	fake := &fakeAggregator{}
+	fake := fakeAggregator(nil)
 	url := startSensor(t, fake)
 
 	code, body := get(t, url+"/reading")
@@ -93,10 +62,8 @@ func TestReading(t *testing.T) {
 	if err := json.Unmarshal(body, &r); code != 200 || err != nil || r.Reading.Value != -7.5 || r.Reading.Seq != 2 {
 		t.Fatalf("GET /reading?value=-7.5: %d %s", code, body)
 	}
-	fake.mu.Lock()
-	defer fake.mu.Unlock()
-	if len(fake.readings) != 2 || fake.readings[0].Value != 20.523 || fake.readings[1].Value != -7.5 {
-		t.Errorf("the aggregator got %+v", fake.readings)
+	if got := fake.Got(); len(got) != 2 || got[0].Value != 20.523 || got[1].Value != -7.5 {
+		t.Errorf("the aggregator got %+v", got)
 	}
 	if code, body := get(t, url+"/healthz"); code != 200 || string(body) != "ok\n" {
 		t.Errorf("GET /healthz: %d %q", code, body)
@@ -112,7 +79,7 @@ func TestSynthetic(t *testing.T) {
 }
 
 func TestReadingBadValue(t *testing.T) {
-	fake := &fakeAggregator{}
+	fake := fakeAggregator(nil)
 	url := startSensor(t, fake)
 	for _, v := range []string{"", "x", "NaN", "Inf", "1e999"} {
 		code, body := get(t, url+"/reading?value="+v)
@@ -121,10 +88,8 @@ func TestReadingBadValue(t *testing.T) {
 			t.Errorf("GET /reading?value=%s: %d %s, want 400 naming the parameter", v, code, body)
 		}
 	}
-	fake.mu.Lock()
-	defer fake.mu.Unlock()
-	if len(fake.readings) != 0 {
-		t.Errorf("bad requests sent %d readings", len(fake.readings))
+	if got := fake.Got(); len(got) != 0 {
+		t.Errorf("bad requests sent %d readings", len(got))
 	}
 }
 
@@ -149,7 +114,7 @@ func TestReadingChainFails(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			url := startSensor(t, &fakeAggregator{answer: tt.answer})
+			url := startSensor(t, fakeAggregator(tt.answer))
 			code, body := get(t, url+"/reading")
 			var e demoservice.ErrorReply
 			if err := json.Unmarshal(body, &e); code != http.StatusBadGateway || err != nil ||
