@@ -193,8 +193,12 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		// have found nothing to stop if it came before the runtime's
 		// Start; stopping again after Start leaves nothing running.
 		if err == nil {
-			_ = in.rt.Stop(ctx, in.rec.ID, 10*time.Second)
-			_ = in.rt.Remove(ctx, in.rec.ID)
+			// Not ctx: Close cancels it once it has asked every instance
+			// to stop, which may be before this one has started.
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			_ = in.rt.Stop(sctx, in.rec.ID, 10*time.Second)
+			_ = in.rt.Remove(sctx, in.rec.ID)
+			cancel()
 		}
 		return
 	}
