@@ -13,6 +13,15 @@
 // after which the stream is a raw pipe between the client's connection and
 // the service's.
 //
+// Transport.RoundTripper is the same Transport as an http.RoundTripper, for
+// http.Client, httputil.ReverseProxy and the rest of net/http: each request
+// goes to the peer its context names (WithPeer), or to the one its URL
+// names as libp2p://<peer-id>/path.
+//
+//	client := &http.Client{Transport: tr.RoundTripper()}
+//	req, _ := http.NewRequestWithContext(forward.WithPeer(ctx, id), "GET", "http://svc/x", nil)
+//	resp, err := client.Do(req) // or client.Get("libp2p://" + id.String() + "/x")
+//
 // A stream carries one exchange at a time and is kept for the next, as an
 // HTTP/1.1 connection is: opening a stream (yamux handshake, protocol
 // negotiation, resource accounting) costs more than a small request. The

@@ -24,6 +24,9 @@ var (
 	// ErrBadUpgrade means an instance switched to a protocol the client did
 	// not ask for, or answered 101 to a request that was not an upgrade.
 	ErrBadUpgrade = errors.New("instance switched protocols unasked")
+	// ErrNoPeer means a request to RoundTripper names no peer: its context
+	// has none (see WithPeer) and its URL is not libp2p://<peer-id>/...
+	ErrNoPeer = errors.New("request names no peer (forward.WithPeer or a libp2p://<peer-id>/ URL)")
 	// ErrBadTarget means a Server's service address is not host:port.
 	ErrBadTarget = errors.New("service address is not host:port")
 )

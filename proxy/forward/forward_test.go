@@ -82,37 +82,41 @@ func decodeSeen(t *testing.T, resp *http.Response) seen {
 
 func TestGetPathAndQuery(t *testing.T) {
 	p := startPair(t, http.HandlerFunc(echo), pairConfig{})
-	for _, tc := range []struct {
-		path                string
-		wantPath, wantQuery string
-	}{
-		{"/svc/a/b?x=1&y=%20z", "/a/b", "x=1&y=%20z"},
-		{"/svc?x=1&y=2", "/", "x=1&y=2"},
-		{"/svc/?q=%2F", "/", "q=%2F"},
-		{"/svc", "/", ""},
-		{"/svc/a%2Fb/c%20d", "/a/b/c d", ""},
-	} {
-		t.Run(tc.path, func(t *testing.T) {
-			resp, err := p.http.Get(p.url(tc.path))
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				uri                 string // after /svc for the proxy
+				wantPath, wantQuery string
+			}{
+				{"/a/b?x=1&y=%20z", "/a/b", "x=1&y=%20z"},
+				{"?x=1&y=2", "/", "x=1&y=2"},
+				{"/?q=%2F", "/", "q=%2F"},
+				{"", "/", ""},
+				{"/a%2Fb/c%20d", "/a/b/c d", ""},
+			} {
+				t.Run("uri="+tc.uri, func(t *testing.T) {
+					resp, err := e.client.Get(e.url(tc.uri))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if resp.StatusCode != http.StatusCreated {
+						t.Fatalf("status %d, want 201", resp.StatusCode)
+					}
+					s := decodeSeen(t, resp)
+					if s.Method != http.MethodGet || s.Path != tc.wantPath || s.Query != tc.wantQuery {
+						t.Errorf("upstream saw %s %q ?%q, want GET %q ?%q", s.Method, s.Path, s.Query, tc.wantPath, tc.wantQuery)
+					}
+				})
+			}
+			// Escaping in the rest of the path survives: a%2Fb is not a/b.
+			resp, err := e.client.Get(e.url("/a%2Fb"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != http.StatusCreated {
-				t.Fatalf("status %d, want 201", resp.StatusCode)
-			}
-			s := decodeSeen(t, resp)
-			if s.Method != http.MethodGet || s.Path != tc.wantPath || s.Query != tc.wantQuery {
-				t.Errorf("upstream saw %s %q ?%q, want GET %q ?%q", s.Method, s.Path, s.Query, tc.wantPath, tc.wantQuery)
+			if s := decodeSeen(t, resp); s.RawPath != "/a%2Fb" {
+				t.Errorf("upstream raw path %q, want /a%%2Fb", s.RawPath)
 			}
 		})
-	}
-	// Escaping in the rest of the path survives: a%2Fb is not a/b.
-	resp, err := p.http.Get(p.url("/svc/a%2Fb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := decodeSeen(t, resp); s.RawPath != "/a%2Fb" {
-		t.Errorf("upstream raw path %q, want /a%%2Fb", s.RawPath)
 	}
 }
 
@@ -120,43 +124,52 @@ func TestPostBody(t *testing.T) {
 	p := startPair(t, http.HandlerFunc(echo), pairConfig{})
 	small := "hello, instance"
 	big := strings.Repeat("0123456789abcdef", 10000) // above inlineBody
-	for _, tc := range []struct {
-		name    string
-		body    io.Reader
-		want    string
-		wantLen int64
-	}{
-		{"small", strings.NewReader(small), small, int64(len(small))},
-		{"large", strings.NewReader(big), big, int64(len(big))},
-		{"chunked", io.MultiReader(strings.NewReader("part1,"), strings.NewReader("part2")), "part1,part2", -1},
-		{"empty", http.NoBody, "", 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodPost, p.url("/svc/upload?k=v"), tc.body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := p.http.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := decodeSeen(t, resp)
-			if s.Method != http.MethodPost || s.Path != "/upload" || s.Query != "k=v" {
-				t.Errorf("upstream saw %s %s?%s", s.Method, s.Path, s.Query)
-			}
-			if s.Body != tc.want {
-				t.Errorf("upstream got a body of %d bytes, want %d", len(s.Body), len(tc.want))
-			}
-			if s.Length != tc.wantLen {
-				t.Errorf("upstream ContentLength %d, want %d", s.Length, tc.wantLen)
-			}
-		})
+	for _, e := range p.entries() {
+		for _, tc := range []struct {
+			name    string
+			body    io.Reader
+			want    string
+			wantLen int64
+		}{
+			{"small", strings.NewReader(small), small, int64(len(small))},
+			{"large", strings.NewReader(big), big, int64(len(big))},
+			{"chunked", io.MultiReader(strings.NewReader("part1,"), strings.NewReader("part2")), "part1,part2", -1},
+			{"empty", http.NoBody, "", 0},
+		} {
+			t.Run(e.name+"/"+tc.name, func(t *testing.T) {
+				req, err := http.NewRequest(http.MethodPost, e.url("/upload?k=v"), tc.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := e.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := decodeSeen(t, resp)
+				if s.Method != http.MethodPost || s.Path != "/upload" || s.Query != "k=v" {
+					t.Errorf("upstream saw %s %s?%s", s.Method, s.Path, s.Query)
+				}
+				if s.Body != tc.want {
+					t.Errorf("upstream got a body of %d bytes, want %d", len(s.Body), len(tc.want))
+				}
+				if s.Length != tc.wantLen {
+					t.Errorf("upstream ContentLength %d, want %d", s.Length, tc.wantLen)
+				}
+			})
+		}
 	}
 }
 
 func TestHeadersBothWays(t *testing.T) {
 	p := startPair(t, http.HandlerFunc(echo), pairConfig{})
-	req, _ := http.NewRequest(http.MethodPut, p.url("/svc/h"), strings.NewReader("x"))
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) { testHeadersBothWays(t, e) })
+	}
+}
+
+func testHeadersBothWays(t *testing.T, e entry) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, e.url("/h"), strings.NewReader("x"))
 	req.Header.Set("User-Agent", "physarum-test")
 	req.Header.Add("X-Multi", "one")
 	req.Header.Add("X-Multi", "two")
@@ -167,7 +180,7 @@ func TestHeadersBothWays(t *testing.T) {
 	req.Header.Set("X-Client-Hop", "1")
 	req.Header.Set("Proxy-Authorization", "Basic x")
 	req.Header.Set("Te", "gzip")
-	resp, err := p.http.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,11 +209,11 @@ func TestHeadersBothWays(t *testing.T) {
 			t.Errorf("hop-by-hop %s: %q reached the service", k, v)
 		}
 	}
-	if got := h.Get("X-Forwarded-For"); got != "10.0.0.1, 127.0.0.1" {
-		t.Errorf("X-Forwarded-For %q, want the prior hop then 127.0.0.1", got)
+	if got, want := h.Get("X-Forwarded-For"), "10.0.0.1"+e.via; got != want {
+		t.Errorf("X-Forwarded-For %q, want %q", got, want)
 	}
-	if want := p.proxy.Listener.Addr().String(); s.Host != want {
-		t.Errorf("Host %q, want the client's %q", s.Host, want)
+	if s.Host != e.host {
+		t.Errorf("Host %q, want the client's %q", s.Host, e.host)
 	}
 }
 
@@ -229,21 +242,25 @@ func TestHeadAndNoContent(t *testing.T) {
 		w.Header().Set("Content-Length", "42")
 		w.WriteHeader(http.StatusOK)
 	}), pairConfig{})
-	resp, err := p.http.Head(p.url("/svc/h"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.ContentLength != 42 {
-		t.Errorf("HEAD: status %d length %d, want 200 and 42", resp.StatusCode, resp.ContentLength)
-	}
-	resp, err = p.http.Get(p.url("/svc/none"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Errorf("status %d, want 204", resp.StatusCode)
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) {
+			resp, err := e.client.Head(e.url("/h"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.ContentLength != 42 {
+				t.Errorf("HEAD: status %d length %d, want 200 and 42", resp.StatusCode, resp.ContentLength)
+			}
+			resp, err = e.client.Get(e.url("/none"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusNoContent {
+				t.Errorf("status %d, want 204", resp.StatusCode)
+			}
+		})
 	}
 }
 
@@ -251,7 +268,7 @@ func TestHeadAndNoContent(t *testing.T) {
 // while the service is still writing: the service finishes only after the
 // client has read it.
 func TestChunkedResponseStreams(t *testing.T) {
-	release := make(chan struct{})
+	release := make(chan struct{}, 1)
 	p := startPair(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Total")
 		_, _ = io.WriteString(w, "first chunk;")
@@ -264,11 +281,17 @@ func TestChunkedResponseStreams(t *testing.T) {
 		_, _ = io.WriteString(w, "second chunk")
 		w.Header().Set("X-Total", "2")
 	}), pairConfig{})
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) { testChunkedResponseStreams(t, e, release) })
+	}
+}
 
+func testChunkedResponseStreams(t *testing.T, e entry, release chan<- struct{}) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url("/svc/stream"), nil)
-	resp, err := p.http.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/stream"), nil)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +306,7 @@ func TestChunkedResponseStreams(t *testing.T) {
 	if string(first) != "first chunk;" {
 		t.Fatalf("first chunk %q", first)
 	}
-	close(release)
+	release <- struct{}{}
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -317,18 +340,24 @@ func TestRequestBodyStreams(t *testing.T) {
 			}
 		}
 	}), pairConfig{})
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) { testRequestBodyStreams(t, e) })
+	}
+}
 
+func testRequestBodyStreams(t *testing.T, e entry) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	pr, pw := io.Pipe()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.url("/svc/duplex"), pr)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url("/duplex"), pr)
 	type result struct {
 		resp *http.Response
 		err  error
 	}
 	got := make(chan result, 1)
 	go func() {
-		resp, err := p.http.Do(req)
+		resp, err := e.client.Do(req)
 		got <- result{resp, err}
 	}()
 	if _, err := io.WriteString(pw, "one\n"); err != nil {
@@ -495,34 +524,70 @@ func upgradeEcho(w http.ResponseWriter, r *http.Request) {
 
 func TestUpgradePassThrough(t *testing.T) {
 	p := startPair(t, http.HandlerFunc(upgradeEcho), pairConfig{})
-	conn, err := net.Dial("tcp", p.proxy.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	// The first bytes of the new protocol ride with the request head.
-	_, err = io.WriteString(conn, "GET /svc/ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\nearly;")
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Run("proxy", func(t *testing.T) {
+		conn, err := net.Dial("tcp", p.proxy.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		// The first bytes of the new protocol ride with the request head.
+		_, err = io.WriteString(conn, "GET /svc/ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\nearly;")
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkUpgradeEcho(t, resp, br, conn, conn.(*net.TCPConn).CloseWrite, "early;")
+	})
+	t.Run("roundtripper", func(t *testing.T) {
+		e := p.entries()[1]
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/ws"), nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		conn, ok := resp.Body.(interface {
+			io.ReadWriteCloser
+			CloseWrite() error
+		})
+		if !ok {
+			t.Fatalf("101 Body is a %T, want an io.ReadWriteCloser with CloseWrite", resp.Body)
+		}
+		checkUpgradeEcho(t, resp, conn, conn, conn.CloseWrite, "")
+	})
+	eventually.True(t, 5*time.Second, "tunnels to end on the service proxy", func() bool { return p.srv.InFlight() == 0 })
+}
+
+// checkUpgradeEcho checks that resp switched to upgradeEcho's protocol,
+// that what is written to w comes back on r (early: what the client sent
+// with its request head), and that a half-close ends the connection
+// cleanly.
+func checkUpgradeEcho(t *testing.T, resp *http.Response, r io.Reader, w io.Writer, closeWrite func() error, early string) {
+	t.Helper()
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "websocket" || resp.Header.Get("X-Echo") != "on" {
 		t.Fatalf("got %s %v, want 101 to websocket", resp.Status, resp.Header)
 	}
-	msgs := []string{"early;", "hello;", strings.Repeat("z", 100<<10)}
+	msgs := []string{"hello;", strings.Repeat("z", 100<<10)}
+	if early != "" {
+		msgs = append([]string{early}, msgs...)
+	}
 	for i, m := range msgs {
-		if i > 0 {
-			if _, err := io.WriteString(conn, m); err != nil {
+		if i > 0 || early == "" {
+			if _, err := io.WriteString(w, m); err != nil {
 				t.Fatal(err)
 			}
 		}
 		got := make([]byte, len(m))
-		if _, err := io.ReadFull(br, got); err != nil {
+		if _, err := io.ReadFull(r, got); err != nil {
 			t.Fatalf("echo %d: %v", i, err)
 		}
 		if string(got) != m {
@@ -530,13 +595,12 @@ func TestUpgradePassThrough(t *testing.T) {
 		}
 	}
 	// Half-close: the service sees the end, and closes its side in turn.
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+	if err := closeWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
 		t.Errorf("after half-close: %q, %v; want a clean end", rest, err)
 	}
-	eventually.True(t, 5*time.Second, "tunnel to end on the service proxy", func() bool { return p.srv.InFlight() == 0 })
 }
 
 func TestUpgradeRefusedIsAPlainResponse(t *testing.T) {
@@ -602,25 +666,27 @@ func TestServiceFailsMidBody(t *testing.T) {
 		}
 		panic(http.ErrAbortHandler) // cut the connection
 	}), pairConfig{})
-	for _, withLen := range []string{"0", "1"} {
-		t.Run("content-length="+withLen, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url("/svc/cut?len="+withLen), nil)
-			resp, err := p.http.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			part := make([]byte, len("only part of it"))
-			if _, err := io.ReadFull(resp.Body, part); err != nil {
-				t.Fatalf("first part: %v", err)
-			}
-			cut <- struct{}{}
-			if rest, err := io.ReadAll(resp.Body); err == nil {
-				t.Errorf("a cut body read as whole (%d more bytes)", len(rest))
-			}
-		})
+	for _, e := range p.entries() {
+		for _, withLen := range []string{"0", "1"} {
+			t.Run(e.name+"/content-length="+withLen, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/cut?len="+withLen), nil)
+				resp, err := e.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				part := make([]byte, len("only part of it"))
+				if _, err := io.ReadFull(resp.Body, part); err != nil {
+					t.Fatalf("first part: %v", err)
+				}
+				cut <- struct{}{}
+				if rest, err := io.ReadAll(resp.Body); err == nil {
+					t.Errorf("a cut body read as whole (%d more bytes)", len(rest))
+				}
+			})
+		}
 	}
 }
 
@@ -926,11 +992,18 @@ func TestRequestTrailersAndBareContentType(t *testing.T) {
 		w.Header().Set("X-Got-Trailer", r.Trailer.Get("X-Checksum"))
 		_, _ = io.WriteString(w, "<html>no type</html>")
 	}), pairConfig{})
-	req, _ := http.NewRequest(http.MethodPost, p.url("/svc/t"), io.MultiReader(strings.NewReader("a"), strings.NewReader("b")))
+	for _, e := range p.entries() {
+		t.Run(e.name, func(t *testing.T) { testRequestTrailersAndBareContentType(t, e) })
+	}
+}
+
+func testRequestTrailersAndBareContentType(t *testing.T, e entry) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url("/t"), io.MultiReader(strings.NewReader("a"), strings.NewReader("b")))
 	req.Trailer = http.Header{"X-Checksum": nil}
 	req.ContentLength = -1
 	req.Trailer.Set("X-Checksum", "c0ffee") // sent after the body
-	resp, err := p.http.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

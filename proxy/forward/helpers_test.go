@@ -170,3 +170,34 @@ func (p *pattern) Read(b []byte) (int, error) {
 	p.off += int64(len(b))
 	return len(b), nil
 }
+
+// entry is a way into the pair for an http.Client: through the client
+// proxy, whose handler runs Forward, or straight through the Transport's
+// RoundTripper. The tests of what crosses the pair run over both.
+type entry struct {
+	name   string
+	client *http.Client
+	// url returns the URL for uri, the path and query the service sees.
+	url func(uri string) string
+	// host is the Host header the service sees for url's requests.
+	host string
+	// via is what X-Forwarded-For gains on the way when it had a value.
+	via string
+}
+
+func (p *pair) entries() []entry {
+	id := p.server.ID().String()
+	rt := &http.Client{Transport: p.tr.RoundTripper()}
+	return []entry{
+		{
+			name: "proxy", client: p.http,
+			url:  func(uri string) string { return p.url("/svc" + uri) },
+			host: p.proxy.Listener.Addr().String(), via: ", 127.0.0.1",
+		},
+		{
+			name: "roundtripper", client: rt,
+			url:  func(uri string) string { return Scheme + "://" + id + uri },
+			host: id,
+		},
+	}
+}
