@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // FuzzServeStream feeds arbitrary bytes to a Server as if a peer had sent
@@ -48,6 +51,69 @@ func FuzzServeStream(f *testing.F) {
 			t.Fatalf("the Server wrote a malformed response: %v\n%q", err, out)
 		}
 		_ = resp.Body.Close()
+	})
+}
+
+// FuzzReadResponse feeds arbitrary bytes to a Transport as the answer of a
+// Server on a stream, through the same code as RoundTrip after the stream
+// is open: the response head is parsed (http.ReadResponse and what the
+// Transport does with it: errors of the Server, upgrades, framing) and the
+// body read to its end and closed. kind picks the request: 0 GET, 1 HEAD,
+// 2 an upgrade to websocket, 3 a POST with a body. Whatever comes in, the
+// Transport must not panic or hang; the stream must end up either closed
+// or reset, or kept for another request when the response was read whole;
+// and a body of declared length must read as exactly that length or fail.
+func FuzzReadResponse(f *testing.F) {
+	f.Add(uint8(0), []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+	f.Fuzz(func(t *testing.T, kind uint8, in []byte) {
+		tr := NewTransport(nil, TransportOptions{MaxHeaderBytes: 8 << 10})
+		c := &fakeStream{in: bytes.NewReader(in)}
+		ps := tr.newPooledStream(c)
+		const p = peer.ID("fuzz-peer")
+
+		req, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
+		switch kind % 4 {
+		case 1:
+			req.Method = http.MethodHead
+		case 2:
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		case 3:
+			req.Method = http.MethodPost
+			req.Body = io.NopCloser(strings.NewReader("request body"))
+			req.ContentLength = int64(len("request body"))
+		}
+		body, cl := outgoingBody(req)
+		method, uri, hostname, err := requestLine(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tr.exchange(t.Context(), p, ps, false, req, body, cl, method+" "+uri+" HTTP/1.1\r\n", hostname)
+		if err != nil {
+			if _, ended := c.result(); !ended {
+				t.Fatalf("failed with %v, but the stream was not closed", err)
+			}
+			return
+		}
+		n, rerr := io.Copy(io.Discard, resp.Body)
+		if rerr == nil && resp.ContentLength >= 0 && resp.StatusCode != http.StatusSwitchingProtocols &&
+			req.Method != http.MethodHead && n != resp.ContentLength {
+			t.Fatalf("read a body of %d bytes whole, declared %d", n, resp.ContentLength)
+		}
+		if err := resp.Body.Close(); err != nil {
+			t.Fatalf("close body: %v", err)
+		}
+		_, ended := c.result()
+		tr.mu.Lock()
+		kept := len(tr.idle[p]) == 1 && tr.idle[p][0] == ps
+		tr.mu.Unlock()
+		if ended == kept {
+			t.Fatalf("after the response: stream ended %v, kept %v; want exactly one", ended, kept)
+		}
+		if kept && rerr != nil {
+			t.Fatalf("the stream is kept after a body that failed: %v", rerr)
+		}
+		tr.CloseIdle()
 	})
 }
 

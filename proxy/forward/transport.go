@@ -81,7 +81,7 @@ type Transport struct {
 // pooledStream is a stream with what reads and writes it, kept between
 // requests.
 type pooledStream struct {
-	st    network.Stream
+	st    streamConn // a network.Stream, but for the fuzz test
 	sio   *streamIO
 	br    *bufio.Reader
 	since time.Time // idle since
@@ -136,9 +136,14 @@ func (t *Transport) stream(ctx context.Context, p peer.ID, fresh bool) (ps *pool
 	if err != nil {
 		return nil, false, notSent(fmt.Errorf("open stream to %s: %w", p, err))
 	}
-	ps = &pooledStream{st: st, sio: newStreamIO(st, t.opts.IdleTimeout, t.headLimit())}
+	return t.newPooledStream(st), false, nil
+}
+
+// newPooledStream readies a new stream for its first exchange.
+func (t *Transport) newPooledStream(st streamConn) *pooledStream {
+	ps := &pooledStream{st: st, sio: newStreamIO(st, t.opts.IdleTimeout, t.headLimit())}
 	ps.br = bufio.NewReaderSize(ps.sio, readBufSize)
-	return ps, false, nil
+	return ps
 }
 
 func (t *Transport) headLimit() int { return t.opts.MaxHeaderBytes + readBufSize }
@@ -149,7 +154,8 @@ func (t *Transport) put(p peer.ID, ps *pooledStream) {
 		_ = ps.st.Close()
 		return
 	}
-	_ = ps.st.SetDeadline(time.Time{})
+	_ = ps.st.SetReadDeadline(time.Time{})
+	_ = ps.st.SetWriteDeadline(time.Time{})
 	ps.sio.reset(t.headLimit())
 	now := time.Now()
 	ps.since = now
