@@ -2,9 +2,11 @@ package forward
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,9 +16,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/net/gostream"
 )
 
-// The benchmarks compare three ways to the same upstream service, in the
+// The benchmarks compare ways to the same upstream service, in the
 // same run:
 //
 //   - direct: an http.Client calls the service;
@@ -27,7 +30,10 @@ import (
 //     client proxy gets);
 //   - stream (throughput only): the same bytes echoed on a bare libp2p
 //     stream between the same two nodes, no HTTP at all: the ceiling the
-//     private network (PSK and Noise encryption, yamux) sets for the pair.
+//     private network (PSK and Noise encryption, yamux) sets for the pair;
+//   - roundtripper and std (BenchmarkVsStdTransport only): an http.Client
+//     over Transport.RoundTripper, and over net/http's own http.Transport
+//     on streams to the same Server.
 //
 // Each reports ns/op, requests or bytes per second, and the median (p50)
 // and 99th percentile (p99) latency of one request in microseconds.
@@ -36,6 +42,11 @@ import (
 type benchEnv struct {
 	p      *pair
 	direct *http.Client
+	// rt is an http.Client over the Transport's RoundTripper.
+	rt *http.Client
+	// std is net/http's own client over streams of Protocol to the
+	// Server's peer (see BenchmarkVsStdTransport).
+	std *http.Client
 }
 
 func newBenchEnv(b *testing.B, upstream http.Handler) *benchEnv {
@@ -44,7 +55,19 @@ func newBenchEnv(b *testing.B, upstream http.Handler) *benchEnv {
 	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 64}
 	b.Cleanup(tr.CloseIdleConnections)
 	p.http.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	return &benchEnv{p: p, direct: &http.Client{Transport: tr}}
+	std := &http.Transport{
+		Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 64,
+		// Every connection is a new stream to the Server's peer, whatever
+		// the URL's host.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return gostream.Dial(ctx, p.client.Host(), p.server.ID(), Protocol)
+		},
+	}
+	b.Cleanup(std.CloseIdleConnections)
+	return &benchEnv{
+		p: p, direct: &http.Client{Transport: tr},
+		rt: &http.Client{Transport: p.tr.RoundTripper()}, std: &http.Client{Transport: std},
+	}
 }
 
 // do sends one request the given way and reads the whole answer.
@@ -68,6 +91,12 @@ func (e *benchEnv) do(b *testing.B, way, method, path string, body []byte) {
 	case "proxy":
 		req, _ := http.NewRequest(method, e.p.url("/svc"+path), rd)
 		resp, err = e.p.http.Do(req)
+	case "roundtripper":
+		req, _ := http.NewRequestWithContext(WithPeer(b.Context(), e.p.server.ID()), method, "http://svc"+path, rd)
+		resp, err = e.rt.Do(req)
+	case "std":
+		req, _ := http.NewRequest(method, "http://svc"+path, rd)
+		resp, err = e.std.Do(req)
 	}
 	if err != nil {
 		b.Fatal(err)
@@ -370,4 +399,47 @@ func (s *phaseStats) phase(clients int, d time.Duration, one func()) {
 	}
 	wg.Wait()
 	s.elapsed += time.Since(start)
+}
+
+// BenchmarkVsStdTransport compares, in the same run and against the same
+// Server, the Transport's own HTTP/1.1 client with net/http's:
+//
+//   - pair: Transport.RoundTrip, the hand-written framing;
+//   - roundtripper: an http.Client over Transport.RoundTripper (the same,
+//     plus http.Client's layer);
+//   - std: an http.Client over an http.Transport whose DialContext opens a
+//     stream of Protocol to the Server's peer, made a net.Conn by
+//     go-libp2p's gostream: net/http's framing, connection pool and
+//     per-connection goroutines on the same streams.
+//
+// Workloads: a small GET, and a 1 MiB POST echoed back (MB/s counts the
+// request body), with 1 and 8 concurrent clients. allocs/op counts both
+// sides, the Server's included.
+func BenchmarkVsStdTransport(b *testing.B) {
+	mux := http.NewServeMux()
+	mux.Handle("/small", smallService())
+	mux.Handle("/echo", echoService())
+	e := newBenchEnv(b, mux)
+	for _, wl := range []struct {
+		name string
+		size int
+	}{{"small-GET", 0}, {"body=1MiB", 1 << 20}} {
+		var body []byte
+		method, path := http.MethodGet, "/small"
+		if wl.size > 0 {
+			body = bytes.Repeat([]byte("physarum"), wl.size/8)
+			method, path = http.MethodPost, "/echo"
+		}
+		for _, clients := range []int{1, 8} {
+			for _, way := range []string{"pair", "roundtripper", "std"} {
+				b.Run(fmt.Sprintf("%s/clients=%d/%s", wl.name, clients, way), func(b *testing.B) {
+					b.ReportAllocs()
+					if wl.size > 0 {
+						b.SetBytes(int64(wl.size))
+					}
+					run(b, clients, func() { e.do(b, way, method, path, body) })
+				})
+			}
+		}
+	}
 }

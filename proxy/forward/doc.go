@@ -45,6 +45,34 @@
 // seen the request is reported with an error for which IsNotSent is true:
 // the caller may send the request to another instance.
 //
+// # Hand-written framing against net/http's client
+//
+// The Transport writes HTTP/1.1 itself and reads responses with
+// http.ReadResponse. BenchmarkVsStdTransport compares it, in one run and
+// against the same Server, with an http.Client over an http.Transport
+// whose DialContext opens a stream of Protocol (go-libp2p's gostream makes
+// it a net.Conn). On a shared 2-core machine (go1.26, median of 3):
+//
+//	go test -run '^$' -bench BenchmarkVsStdTransport -benchtime 1s -count 3 ./proxy/forward/
+//
+//	                       Transport.RoundTrip       RoundTripper         http.Transport
+//	small GET, 1 client    113 µs/op 116 allocs    118 µs/op 122 allocs   136 µs/op 140 allocs
+//	small GET, 8 clients    73 µs/op 115 allocs     73 µs/op 121 allocs    76 µs/op 139 allocs
+//	1 MiB echo, 1 client   165 MB/s  475 allocs    156 MB/s  478 allocs   155 MB/s  546 allocs
+//	1 MiB echo, 8 clients  202 MB/s  468 allocs    206 MB/s  475 allocs   212 MB/s  542 allocs
+//
+// (allocations count both proxies; B/op: 9.6 KB against 11.1 KB for a
+// small GET, 93 KB against 134 KB for 1 MiB). The numbers do not make the
+// hand-written framing necessary for speed: net/http's client is as fast
+// within the noise of the machine, except for small requests from one
+// client, where it takes about 20 µs (15%) more each, and it allocates
+// about 20% more. What the hand-written client gives that http.Transport
+// does not over a stream is behaviour: telling a request that never
+// reached the service (IsNotSent) from one that may have, sending a
+// request again when the Server had closed its kept stream, turning the
+// Server's own "unavailable" answer into an IsNotSent error, and a 101
+// whose Body can half-close the stream (CloseWrite).
+//
 // Choosing the instance, discovery and allocation are the proxy daemon's
 // job; this package only moves requests.
 package forward
