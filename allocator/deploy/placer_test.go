@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/physarum-p2p/physarum/allocator/placement"
 	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/rtt"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
@@ -25,23 +24,6 @@ import (
 // These tests drive the Placer's decisions (whom to ask, in which order,
 // when to move on, when to stop) against in-test fakes of the registry,
 // the RTT measurer and the allocators: no network, no clock.
-
-// testID returns the peer ID of the i-th test node; the same i always
-// gives the same ID.
-func testID(t *testing.T, i int) peer.ID {
-	t.Helper()
-	seed := make([]byte, ed25519.SeedSize)
-	seed[0] = byte(i)
-	key, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
 
 // testNode is an allocator record with plenty of room for the test
 // service, so that only RTT (and spreading, where a test says so) orders
@@ -155,7 +137,7 @@ type world struct {
 func newWorld(t *testing.T, info registry.ServiceInfo) *world {
 	t.Helper()
 	return &world{
-		self:  testID(t, 0),
+		self:  p2ptest.ID(t, 0),
 		reg:   &fakeRegistry{info: info},
 		rtt:   &fakeRTT{rtts: map[peer.ID]time.Duration{}},
 		addrs: fakeAddrs{},
@@ -166,7 +148,7 @@ func newWorld(t *testing.T, info registry.ServiceInfo) *world {
 // node adds allocator i, at d from here (d < 0: it does not answer pings).
 func (w *world) node(t *testing.T, i int, d time.Duration) peer.ID {
 	t.Helper()
-	id := testID(t, i)
+	id := p2ptest.ID(t, i)
 	w.reg.nodes = append(w.reg.nodes, testNode(id))
 	if d >= 0 {
 		w.rtt.rtts[id] = d

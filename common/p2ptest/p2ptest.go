@@ -8,6 +8,7 @@ package p2ptest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"log/slog"
 	"os"
 	"strings"
@@ -168,4 +169,21 @@ func IgnoreLeaks() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
 		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
 	}
+}
+
+// ID returns a fixed peer ID for tests that need peers without hosts: the
+// same i always gives the same ID, and different i different IDs.
+func ID(t testing.TB, i int) peer.ID {
+	t.Helper()
+	seed := make([]byte, ed25519.SeedSize)
+	seed[0] = byte(i)
+	key, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +11,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
+	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
@@ -46,23 +45,6 @@ func (r stopEtcdAfterRun) Run() int {
 	defer stopShared()
 	shared.once.Do(func() { shared.m, shared.err = startShared() })
 	return r.m.Run()
-}
-
-// testID returns the peer ID of the i-th test peer; the same i always
-// gives the same ID.
-func testID(t *testing.T, i int) peer.ID {
-	t.Helper()
-	seed := make([]byte, ed25519.SeedSize)
-	seed[0] = byte(i)
-	key, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // fakeStore records every call made to it ("op arg..."), and keeps just
@@ -252,7 +234,7 @@ func validService() *registry.ServiceInfo {
 func TestWritersAllowlistGuardsServiceWrites(t *testing.T) {
 	for _, op := range []string{registry.OpAdd, registry.OpDelete} {
 		t.Run(op, func(t *testing.T) {
-			writer, stranger := testID(t, 1), testID(t, 2)
+			writer, stranger := p2ptest.ID(t, 1), p2ptest.ID(t, 2)
 			s, st, _ := testServer(t, Config{Writers: map[peer.ID]bool{writer: true}})
 			st.services["svc"] = *validService()
 			req := registry.Request{Op: op, Name: "svc", Info: validService()}
@@ -274,18 +256,18 @@ func TestWritersAllowlistGuardsServiceWrites(t *testing.T) {
 
 func TestNoAllowlistLetsEveryPeerWrite(t *testing.T) {
 	s, st, _ := testServer(t, Config{})
-	if _, err := call(t, s, testID(t, 2), registry.Request{Op: registry.OpAdd, Name: "svc", Info: validService()}); err != nil {
+	if _, err := call(t, s, p2ptest.ID(t, 2), registry.Request{Op: registry.OpAdd, Name: "svc", Info: validService()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := call(t, s, testID(t, 3), registry.Request{Op: registry.OpDelete, Name: "svc"}); err != nil {
+	if _, err := call(t, s, p2ptest.ID(t, 3), registry.Request{Op: registry.OpDelete, Name: "svc"}); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls(t, st, "add svc", "delete svc")
 }
 
 func TestAllowlistDoesNotGuardANodesOwnRecords(t *testing.T) {
-	node := testID(t, 2)
-	s, st, _ := testServer(t, Config{Writers: map[peer.ID]bool{testID(t, 1): true}})
+	node := p2ptest.ID(t, 2)
+	s, st, _ := testServer(t, Config{Writers: map[peer.ID]bool{p2ptest.ID(t, 1): true}})
 	for _, req := range []registry.Request{
 		{Op: registry.OpNodePut, Node: &registry.Node{PeerID: node.String()}},
 		{Op: registry.OpInstancePut, Instance: &registry.Instance{ID: "i-1", Service: "svc", Node: node.String()}},
@@ -317,7 +299,7 @@ func TestAddValidatesBeforeWriting(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, st, _ := testServer(t, Config{})
 			req.Op = registry.OpAdd
-			_, err := call(t, s, testID(t, 1), req)
+			_, err := call(t, s, p2ptest.ID(t, 1), req)
 			wantCode(t, err, wire.CodeBadRequest)
 			wantCalls(t, st)
 		})
@@ -327,14 +309,14 @@ func TestAddValidatesBeforeWriting(t *testing.T) {
 func TestAddSaysWhetherItAddedOrUpdated(t *testing.T) {
 	s, st, _ := testServer(t, Config{})
 	req := registry.Request{Op: registry.OpAdd, Name: "svc", Info: validService()}
-	resp, err := call(t, s, testID(t, 1), req)
+	resp, err := call(t, s, p2ptest.ID(t, 1), req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.Message != "added service svc" || resp.Revision != st.rev {
 		t.Fatalf("first add answered %+v", resp)
 	}
-	if resp, err = call(t, s, testID(t, 1), req); err != nil {
+	if resp, err = call(t, s, p2ptest.ID(t, 1), req); err != nil {
 		t.Fatal(err)
 	}
 	if resp.Message != "updated service svc" {
@@ -347,15 +329,15 @@ func TestAddSaysWhetherItAddedOrUpdated(t *testing.T) {
 
 func TestDeleteValidatesTheName(t *testing.T) {
 	s, st, _ := testServer(t, Config{})
-	_, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpDelete, Name: "../svc"})
+	_, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpDelete, Name: "../svc"})
 	wantCode(t, err, wire.CodeBadRequest)
 	wantCalls(t, st)
 
-	_, err = call(t, s, testID(t, 1), registry.Request{Op: registry.OpDelete, Name: "svc"})
+	_, err = call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpDelete, Name: "svc"})
 	wantCode(t, err, wire.CodeNotFound) // the store's answer, passed on
 
 	st.services["svc"] = *validService()
-	resp, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpDelete, Name: "svc"})
+	resp, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpDelete, Name: "svc"})
 	if err != nil || resp.Message != "deleted service svc" || resp.Revision != st.rev {
 		t.Fatalf("delete answered %+v, %v", resp, err)
 	}
@@ -363,19 +345,19 @@ func TestDeleteValidatesTheName(t *testing.T) {
 
 func TestGetValidatesTheNameBeforeReading(t *testing.T) {
 	s, st, _ := testServer(t, Config{})
-	_, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpGet, Name: "Svc"})
+	_, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpGet, Name: "Svc"})
 	wantCode(t, err, wire.CodeBadRequest)
 	wantCalls(t, st)
 
 	st.services["svc"] = *validService()
-	resp, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpGet, Name: "svc"})
+	resp, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpGet, Name: "svc"})
 	if err != nil || resp.Info == nil || resp.Info.CpuReq != 100 {
 		t.Fatalf("get answered %+v, %v", resp, err)
 	}
 }
 
 func TestNodeRecordsAreWrittenOnlyByTheirNode(t *testing.T) {
-	node, other := testID(t, 1), testID(t, 2)
+	node, other := p2ptest.ID(t, 1), p2ptest.ID(t, 2)
 	s, st, _ := testServer(t, Config{})
 
 	_, err := call(t, s, other, registry.Request{Op: registry.OpNodePut, Node: &registry.Node{PeerID: node.String()}})
@@ -393,7 +375,7 @@ func TestNodeRecordsAreWrittenOnlyByTheirNode(t *testing.T) {
 }
 
 func TestNodeDeleteRemovesOnlyTheSendersRecord(t *testing.T) {
-	node, other := testID(t, 1), testID(t, 2)
+	node, other := p2ptest.ID(t, 1), p2ptest.ID(t, 2)
 	s, st, _ := testServer(t, Config{})
 	// Whatever the request names, a node can only remove itself.
 	if _, err := call(t, s, node, registry.Request{Op: registry.OpNodeDelete, Name: other.String(), ID: other.String()}); err != nil {
@@ -403,13 +385,13 @@ func TestNodeDeleteRemovesOnlyTheSendersRecord(t *testing.T) {
 }
 
 func TestInstancePutValidatesBeforeWriting(t *testing.T) {
-	node := testID(t, 1)
+	node := p2ptest.ID(t, 1)
 	for name, tc := range map[string]struct {
 		inst *registry.Instance
 		code string
 	}{
 		"no instance":        {nil, wire.CodeBadRequest},
-		"another node's":     {&registry.Instance{ID: "i-1", Service: "svc", Node: testID(t, 2).String()}, wire.CodeForbidden},
+		"another node's":     {&registry.Instance{ID: "i-1", Service: "svc", Node: p2ptest.ID(t, 2).String()}, wire.CodeForbidden},
 		"no node":            {&registry.Instance{ID: "i-1", Service: "svc"}, wire.CodeForbidden},
 		"bad service name":   {&registry.Instance{ID: "i-1", Service: "Svc", Node: node.String()}, wire.CodeBadRequest},
 		"no service":         {&registry.Instance{ID: "i-1", Node: node.String()}, wire.CodeBadRequest},
@@ -441,13 +423,13 @@ func TestInstanceDeleteNeedsANameAndAnID(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, st, _ := testServer(t, Config{})
 			req.Op = registry.OpInstanceDelete
-			_, err := call(t, s, testID(t, 1), req)
+			_, err := call(t, s, p2ptest.ID(t, 1), req)
 			wantCode(t, err, wire.CodeBadRequest)
 			wantCalls(t, st)
 		})
 	}
 	s, st, _ := testServer(t, Config{})
-	if _, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpInstanceDelete, Name: "svc", ID: "i-1"}); err != nil {
+	if _, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpInstanceDelete, Name: "svc", ID: "i-1"}); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls(t, st, "instance.delete svc/i-1")
@@ -455,12 +437,12 @@ func TestInstanceDeleteNeedsANameAndAnID(t *testing.T) {
 
 func TestInstanceListFiltersByAValidName(t *testing.T) {
 	s, st, _ := testServer(t, Config{})
-	_, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpInstanceList, Name: "Svc"})
+	_, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpInstanceList, Name: "Svc"})
 	wantCode(t, err, wire.CodeBadRequest)
 	wantCalls(t, st)
 
 	for _, name := range []string{"", "svc"} {
-		resp, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpInstanceList, Name: name})
+		resp, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpInstanceList, Name: name})
 		if err != nil || resp.Revision != st.rev {
 			t.Fatalf("instance.list %q answered %+v, %v; want the read's revision", name, resp, err)
 		}
@@ -479,7 +461,7 @@ func TestMalformedRequestsAreBadRequests(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, st, _ := testServer(t, Config{})
 			st.services["svc"] = *validService()
-			_, err := call(t, s, testID(t, 1), body)
+			_, err := call(t, s, p2ptest.ID(t, 1), body)
 			wantCode(t, err, wire.CodeBadRequest)
 			if slices.Contains(st.Calls(), "delete svc") {
 				t.Fatal("a malformed request deleted a service")
@@ -489,7 +471,7 @@ func TestMalformedRequestsAreBadRequests(t *testing.T) {
 }
 
 func TestJoinAsksTheMemberToAdmitTheSender(t *testing.T) {
-	joiner := testID(t, 1)
+	joiner := p2ptest.ID(t, 1)
 	join := func(s *Server, body []byte) (registry.JoinResponse, error) {
 		resp, err := s.handleJoin(t.Context(), wire.Request{Peer: joiner, Body: body})
 		r, _ := resp.(registry.JoinResponse)
@@ -544,7 +526,7 @@ func TestMembersAddsClientsToEtcdsMembers(t *testing.T) {
 		{Name: "a", Role: registry.RoleVoter}, // already in etcd's list
 		{Name: "c", Role: registry.RoleClient},
 	}
-	resp, err := call(t, s, testID(t, 1), registry.Request{Op: registry.OpMembers})
+	resp, err := call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpMembers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,14 +538,14 @@ func TestMembersAddsClientsToEtcdsMembers(t *testing.T) {
 	}
 
 	m.membersErr = errors.New("etcd down")
-	_, err = call(t, s, testID(t, 1), registry.Request{Op: registry.OpMembers})
+	_, err = call(t, s, p2ptest.ID(t, 1), registry.Request{Op: registry.OpMembers})
 	wantCode(t, err, wire.CodeUnavailable)
 }
 
 func TestRequestMetricsByOpAndCode(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s, st, _ := testServer(t, Config{Registerer: reg})
-	from := testID(t, 1)
+	from := p2ptest.ID(t, 1)
 	st.services["svc"] = *validService()
 	_, _ = call(t, s, from, registry.Request{Op: registry.OpGet, Name: "svc"})
 	_, _ = call(t, s, from, registry.Request{Op: registry.OpGet, Name: "Svc"})
