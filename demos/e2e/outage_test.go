@@ -89,6 +89,17 @@ func (l *load) failed() (sent, failed int, first []string) {
 	return l.sent, l.sent - l.ok, slices.Clone(l.failures)
 }
 
+// runFor waits until n more requests have been sent: a stretch of load
+// measured in requests (about n/100 s at 100 req/s), not in sleep.
+func (l *load) runFor(t *testing.T, n int) {
+	t.Helper()
+	sent, _, _ := l.failed()
+	eventually.True(t, time.Duration(n)*100*time.Millisecond, fmt.Sprintf("%d more requests", n), func() bool {
+		now, _, _ := l.failed()
+		return now >= sent+n
+	})
+}
+
 func (l *load) mustNotFail(t *testing.T, when string) {
 	t.Helper()
 	sent, failed, first := l.failed()
@@ -136,7 +147,7 @@ func TestRunningServicesOutliveTheRegistry(t *testing.T) {
 
 	l := startLoad(base+"/hello/", 100)
 	defer l.stop()
-	time.Sleep(2 * time.Second) // a steady state to compare with, not a wait for a condition
+	l.runFor(t, 200) // a steady state to compare with
 	l.mustNotFail(t, "before the outage")
 
 	reg.Kill()
@@ -155,7 +166,7 @@ func TestRunningServicesOutliveTheRegistry(t *testing.T) {
 	}
 
 	// One of the two instances dies: requests move to the other.
-	time.Sleep(5 * time.Second) // into the outage, as a user's bad day goes
+	l.runFor(t, 500) // into the outage, as a user's bad day goes
 	for _, pid := range pids[lost.ID] {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -216,9 +227,9 @@ func TestLosingOneOfThreeMembersFailsNoRequest(t *testing.T) {
 
 	l := startLoad(base+"/hello/", 100)
 	defer l.stop()
-	time.Sleep(2 * time.Second) // steady state first
+	l.runFor(t, 200) // steady state first
 	first.Kill()
-	time.Sleep(15 * time.Second) // the load runs on while the cluster carries on with two
+	l.runFor(t, 1500) // the load runs on while the cluster carries on with two
 	l.stop()
 	l.mustNotFail(t, "one of three members killed")
 }
