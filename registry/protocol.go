@@ -33,6 +33,13 @@ const (
 	OpInstancePut    = "instance.put"
 	OpInstanceDelete = "instance.delete"
 	OpInstanceList   = "instance.list"
+	// Desired state (registry.Controller).
+	OpScale         = "scale"
+	OpStatus        = "status"
+	OpComputeList   = "compute.list"
+	OpComputeGet    = "compute.get"
+	OpComputePut    = "compute.put"
+	OpComputeDelete = "compute.delete"
 )
 
 // Request is the one request message of Protocol; Op says which fields
@@ -51,6 +58,12 @@ type Request struct {
 	Instance *Instance `json:"Instance,omitempty"`
 	// ID names an instance (instance.delete).
 	ID string `json:"ID,omitempty"`
+	// ComputeName names a compute (scale, compute.get, compute.delete).
+	ComputeName string `json:"ComputeName,omitempty"`
+	// Number is the desired count (scale).
+	Number *int `json:"Number,omitempty"`
+	// Compute is a compute definition (compute.put).
+	Compute *Compute `json:"Compute,omitempty"`
 }
 
 // Response is the result of Protocol; Op says which fields are set.
@@ -67,6 +80,12 @@ type Response struct {
 	// one had expired, taking its instance records, which the node must
 	// publish again.
 	LeaseGranted bool `json:"LeaseGranted,omitempty"`
+	// Desired is the desired count written (scale).
+	Desired *Desired `json:"Desired,omitempty"`
+	// Statuses answer status: one service, or every one.
+	Statuses []ServiceStatus `json:"Statuses,omitempty"`
+	// Computes answer compute.list and compute.get.
+	Computes []ComputeInfo `json:"Computes,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,19 @@ type ServiceInfo struct {
 	CpuReq int `json:"CpuReq"`
 	// MemoryReq is memory in MiB.
 	MemoryReq int `json:"MemoryReq"`
+	// Command is the Docker runtime's command for the container (its
+	// Cmd, split on spaces; the image's entrypoint stays): seed 001's
+	// "command".
+	Command string `json:"Command,omitempty"`
+	// Environment is added to every instance's environment, under either
+	// runtime (Exec.Env, for processes, wins where both name a variable):
+	// seed 001's "environment".
+	Environment map[string]string `json:"Environment,omitempty"`
+	// Ports are the ports a seed 001 definition names. Physarum reaches
+	// an instance through its proxy, on the port it gives the service in
+	// SERVICE_PORT, so they are kept and shown, never published on the
+	// host.
+	Ports []string `json:"Ports,omitempty"`
 	// ProxyClientMode marks a service whose proxy runs in client mode only
 	// (the service calls others but serves no requests itself).
 	ProxyClientMode bool `json:"ProxyClientMode,omitempty"`
@@ -108,6 +122,20 @@ func (s *ServiceInfo) Validate() error {
 	if len(s.DockerHash) > MaxFieldLen || len(s.ContentHash) > MaxFieldLen {
 		return invalid("DockerHash", "longer than %d characters", MaxFieldLen)
 	}
+	if len(s.Command) > MaxFieldLen {
+		return invalid("Command", "longer than %d characters", MaxFieldLen)
+	}
+	if err := validateEnv("Environment", s.Environment); err != nil {
+		return err
+	}
+	if len(s.Ports) > MaxArgs {
+		return invalid("Ports", "%d ports (at most %d)", len(s.Ports), MaxArgs)
+	}
+	for i, p := range s.Ports {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return invalid(fmt.Sprintf("Ports[%d]", i), "%q is not a port number (1 to 65535)", p)
+		}
+	}
 	if s.Exec != nil {
 		return s.Exec.Validate()
 	}
@@ -142,15 +170,19 @@ func (e *ExecConf) Validate() error {
 			return invalid(fmt.Sprintf("Exec.Args[%d]", i), "longer than %d characters", MaxFieldLen)
 		}
 	}
-	if len(e.Env) > MaxEnv {
-		return invalid("Exec.Env", "%d variables (at most %d)", len(e.Env), MaxEnv)
+	return validateEnv("Exec.Env", e.Env)
+}
+
+func validateEnv(field string, env map[string]string) error {
+	if len(env) > MaxEnv {
+		return invalid(field, "%d variables (at most %d)", len(env), MaxEnv)
 	}
-	for k, v := range e.Env {
+	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return invalid("Exec.Env", "variable name %q", k)
+			return invalid(field, "variable name %q", k)
 		}
 		if len(v) > MaxFieldLen {
-			return invalid("Exec.Env."+k, "longer than %d characters", MaxFieldLen)
+			return invalid(field+"."+k, "longer than %d characters", MaxFieldLen)
 		}
 	}
 	return nil
@@ -205,6 +237,10 @@ type Instance struct {
 	Addrs []string `json:"Addrs"`
 	// OnDemand instances were started for a request and are culled when idle.
 	OnDemand bool `json:"OnDemand"`
+	// Compute is the compute whose desired count the instance counts
+	// towards: set for instances the reconciler starts ("pinned"), empty
+	// for on-demand ones and those started by an explicit deploy.
+	Compute string `json:"Compute,omitempty"`
 	// Started is when the instance was started.
 	Started time.Time `json:"Started"`
 	// Restarts counts restarts after crashes.
@@ -229,6 +265,9 @@ type Node struct {
 	// FreeCPU and FreeMemory are what admitted instances leave.
 	FreeCPU    int `json:"FreeCPU"`
 	FreeMemory int `json:"FreeMemory"`
+	// Name is the allocator's -name: unique in the network, and the name
+	// of the compute made of this node alone.
+	Name string `json:"Name,omitempty"`
 	// Instances counts instances on the node.
 	Instances int `json:"Instances"`
 	// Updated is when the record last changed (heartbeats that change

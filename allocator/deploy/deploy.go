@@ -43,8 +43,14 @@ type Request struct {
 	// it when idle. Explicit deployments (false) always start a new one and
 	// are never culled.
 	OnDemand bool `json:"OnDemand,omitempty"`
-	// ID names an instance (stop).
+	// ID names an instance (stop). On deploy, the caller may choose the
+	// new instance's ID (the reconciler does, to know its own in-flight
+	// starts): a valid name not in use on the node, else the allocator
+	// picks one.
 	ID string `json:"ID,omitempty"`
+	// Compute marks a pinned instance started for a desired count on
+	// that compute (deploy; see registry.Instance.Compute).
+	Compute string `json:"Compute,omitempty"`
 }
 
 // Response answers a Request.
@@ -66,14 +72,18 @@ const DefaultTimeout = 60 * time.Second
 // not_found (unknown service), unsupported (no runtime for it) or
 // runtime_error.
 func Deploy(ctx context.Context, h host.Host, p peer.ID, service string, onDemand bool) (*Response, error) {
+	return Send(ctx, h, p, Request{Op: OpDeploy, Service: service, OnDemand: onDemand})
+}
+
+// Send sends a deploy Request (any of its fields) to allocator p and waits
+// until the instance runs, as Deploy does.
+func Send(ctx context.Context, h host.Host, p peer.ID, r Request) (*Response, error) {
 	var resp Response
-	err := wire.Call(ctx, h, p, Protocol, Request{Op: OpDeploy, Service: service, OnDemand: onDemand}, &resp,
-		wire.CallOptions{Timeout: DefaultTimeout})
-	if err != nil {
-		return nil, fmt.Errorf("deploy %s on %s: %w", service, p.ShortString(), err)
+	if err := wire.Call(ctx, h, p, Protocol, r, &resp, wire.CallOptions{Timeout: DefaultTimeout}); err != nil {
+		return nil, fmt.Errorf("deploy %s on %s: %w", r.Service, p.ShortString(), err)
 	}
 	if resp.Instance == nil {
-		return nil, fmt.Errorf("deploy %s on %s: answer without an instance", service, p.ShortString())
+		return nil, fmt.Errorf("deploy %s on %s: answer without an instance", r.Service, p.ShortString())
 	}
 	return &resp, nil
 }
