@@ -25,11 +25,15 @@ const (
 	prefixLeases    = "/physarum/leases/"
 	prefixInstances = "/physarum/instances/"
 	prefixMembers   = "/physarum/members/"
+	// prefixNames holds each named node's claim on its name (the value
+	// is its peer ID), under the node's lease.
+	prefixNames = "/physarum/names/"
 )
 
 func serviceKey(name string) string { return prefixServices + name }
 func nodeKey(id string) string      { return prefixNodes + id }
 func leaseKey(id string) string     { return prefixLeases + id }
+func nameKey(name string) string    { return prefixNames + name }
 func instanceKey(service, id string) string {
 	return prefixInstances + service + "/" + id
 }
@@ -118,7 +122,18 @@ func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 // etcd call, not a read and a write, which is what lets one registry carry
 // a hundred nodes heartbeating every few seconds. A record that changed is
 // written; a lease that expired is granted anew (granted is then true).
+//
+// A named node (Node.Name, the allocator's -name) claims its name under
+// the same lease, in the same transaction as its record, so that the name
+// is free again when the node dies. A name held by another live node is
+// refused with a conflict and nothing is written; a node that changes its
+// name gives up the old one in that transaction.
 func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) (granted bool, err error) {
+	if node.Name != "" {
+		if err := registry.ValidateComputeName(node.Name); err != nil {
+			return false, badRequest(err)
+		}
+	}
 	if ttl == 0 {
 		ttl = defaultTTL
 	}
@@ -127,7 +142,12 @@ func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) (grant
 	if err != nil {
 		return false, err
 	}
-	lease, known := s.cachedLease(node.PeerID)
+	b, err := json.Marshal(node)
+	if err != nil {
+		return false, err
+	}
+	st, known := s.cached(node.PeerID)
+	lease := st.lease
 	if !known {
 		var ok bool
 		if lease, ok, err = s.nodeLease(ctx, node.PeerID); err != nil {
@@ -138,16 +158,20 @@ func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) (grant
 	}
 	if lease != 0 {
 		if _, err := s.cli.KeepAliveOnce(ctx, lease); err == nil {
-			if known && s.unchanged(node.PeerID, sum) {
+			if known && st.digest == sum {
 				return false, nil
 			}
-			b, err := json.Marshal(node)
-			if err != nil {
+			oldName := st.name
+			if !known {
+				oldName = s.storedName(ctx, node.PeerID)
+			}
+			err := s.writeNode(ctx, node, string(b), lease, oldName, false)
+			if err == nil {
+				s.remember(node.PeerID, nodeState{lease: lease, digest: sum, name: node.Name})
+				return false, nil
+			}
+			if wire.CodeOf(err) == wire.CodeConflict {
 				return false, err
-			}
-			if _, err := s.cli.Put(ctx, nodeKey(node.PeerID), string(b), clientv3.WithLease(lease)); err == nil {
-				s.remember(node.PeerID, lease, sum)
-				return false, nil
 			}
 		}
 		// Expired or revoked: grant anew.
@@ -156,20 +180,95 @@ func (s *Store) PutNode(ctx context.Context, node registry.Node, ttl int) (grant
 	if err != nil {
 		return false, unavailable("grant node lease", err)
 	}
-	b, err := json.Marshal(node)
-	if err != nil {
-		return false, err
-	}
-	_, err = s.cli.Txn(ctx).Then(
-		clientv3.OpPut(leaseKey(node.PeerID), strconv.FormatInt(int64(grant.ID), 16), clientv3.WithLease(grant.ID)),
-		clientv3.OpPut(nodeKey(node.PeerID), string(b), clientv3.WithLease(grant.ID)),
-	).Commit()
-	if err != nil {
+	if err := s.writeNode(ctx, node, string(b), grant.ID, st.name, true); err != nil {
 		s.forget(node.PeerID)
+		// Nothing was written under it; let it go now rather than at
+		// its TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_, _ = s.cli.Revoke(rctx, grant.ID)
+		cancel()
+		if wire.CodeOf(err) == wire.CodeConflict {
+			return false, err
+		}
 		return false, unavailable("write node record", err)
 	}
-	s.remember(node.PeerID, grant.ID, sum)
+	s.remember(node.PeerID, nodeState{lease: grant.ID, digest: sum, name: node.Name})
 	return true, nil
+}
+
+// nameClaimAttempts bounds the rounds of writeNode against a name whose
+// claim appears and disappears meanwhile (a node dying as another starts).
+const nameClaimAttempts = 3
+
+// writeNode writes a node's record (and, with withLeaseKey, the pointer to
+// its lease) under lease in one transaction that also claims the node's
+// name, if it has one: the claim must be free (never created) or already
+// the node's own. oldName, when the node held another name, is released
+// in the same transaction if it is still the node's.
+func (s *Store) writeNode(ctx context.Context, node registry.Node, record string, lease clientv3.LeaseID, oldName string, withLeaseKey bool) error {
+	var ops []clientv3.Op
+	if withLeaseKey {
+		ops = append(ops, clientv3.OpPut(leaseKey(node.PeerID), strconv.FormatInt(int64(lease), 16), clientv3.WithLease(lease)))
+	}
+	ops = append(ops, clientv3.OpPut(nodeKey(node.PeerID), record, clientv3.WithLease(lease)))
+	if oldName != "" && oldName != node.Name {
+		old := nameKey(oldName)
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(old), "=", node.PeerID)},
+			[]clientv3.Op{clientv3.OpDelete(old)}, nil))
+	}
+	if node.Name == "" {
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		return err
+	}
+	nk := nameKey(node.Name)
+	ops = append(ops, clientv3.OpPut(nk, node.PeerID, clientv3.WithLease(lease)))
+	for range nameClaimAttempts {
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
+			Then(ops...).Else(clientv3.OpGet(nk)).Commit()
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		holder := ""
+		if r := resp.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			holder = string(r.Kvs[0].Value)
+		}
+		switch holder {
+		case "":
+			continue // released since the compare: claim it again
+		case node.PeerID:
+			// Ours already (under this lease, or an older one of ours
+			// still alive): move it to this lease with the record.
+			resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(nk), "=", node.PeerID)).Then(ops...).Commit()
+			if err != nil {
+				return err
+			}
+			if resp.Succeeded {
+				return nil
+			}
+		default:
+			return wire.Errorf(wire.CodeConflict, "allocator name %q is taken by live node %s; give each allocator its own -name", node.Name, holder)
+		}
+	}
+	return wire.Errorf(wire.CodeUnavailable, "claim allocator name %q: its claim kept changing; try again", node.Name)
+}
+
+// storedName is the name in a node's stored record ("" if none or
+// unreadable): what a registry-service that has not written the record
+// itself knows of the name the node held.
+func (s *Store) storedName(ctx context.Context, id string) string {
+	resp, err := s.cli.Get(ctx, nodeKey(id))
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	var n registry.Node
+	if json.Unmarshal(resp.Kvs[0].Value, &n) != nil {
+		return ""
+	}
+	return n.Name
 }
 
 // nodeDigest is what a node record says, its Updated time aside.
@@ -183,25 +282,20 @@ func nodeDigest(n registry.Node) (string, error) {
 type nodeState struct {
 	lease  clientv3.LeaseID
 	digest string
+	name   string // the name it claimed
 }
 
-func (s *Store) cachedLease(id string) (clientv3.LeaseID, bool) {
+func (s *Store) cached(id string) (nodeState, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.nodes[id]
-	return st.lease, ok
+	return st, ok
 }
 
-func (s *Store) unchanged(id, digest string) bool {
+func (s *Store) remember(id string, st nodeState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.nodes[id].digest == digest
-}
-
-func (s *Store) remember(id string, lease clientv3.LeaseID, digest string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nodes[id] = nodeState{lease: lease, digest: digest}
+	s.nodes[id] = st
 }
 
 func (s *Store) forget(id string) {

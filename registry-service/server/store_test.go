@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -159,4 +161,122 @@ func TestStoreListAnnouncedSkipsRecordsItCannotRead(t *testing.T) {
 	if len(recs) != 2 || recs[0].Name != "a" || recs[1].Name != "b" || recs[1].Role != registry.RoleClient {
 		t.Fatalf("announced %+v, want a and b", recs)
 	}
+}
+
+// TestStoreNodeNamesAreUniqueAmongLiveNodes: a node's name is claimed
+// under its lease; another live node cannot take it (conflict, nothing
+// written), its holder keeps it through heartbeats and other
+// registry-services, a node that renames itself frees its old name, and a
+// node that leaves frees its name.
+func TestStoreNodeNamesAreUniqueAmongLiveNodes(t *testing.T) {
+	cli := emptyEtcd(t)
+	st, ctx := NewStore(cli), t.Context()
+	a := registry.Node{PeerID: "node-a", Name: "n1", CPU: 1000}
+	b := registry.Node{PeerID: "node-b", Name: "n1", CPU: 2000}
+	if granted, err := st.PutNode(ctx, a, 10); err != nil || !granted {
+		t.Fatalf("first claim of n1: granted %v, %v", granted, err)
+	}
+	_, err := st.PutNode(ctx, b, 10)
+	if wire.CodeOf(err) != wire.CodeConflict || !strings.Contains(err.Error(), `allocator name "n1" is taken by live node node-a`) ||
+		!strings.Contains(err.Error(), "-name") {
+		t.Fatalf("second node named n1: %v; want a conflict naming the holder and -name", err)
+	}
+	if nodes, _ := st.ListNodes(ctx); len(nodes) != 1 || nodes[0].PeerID != "node-a" {
+		t.Fatalf("nodes after the refused claim: %+v; want node-a alone", nodes)
+	}
+	// Another registry-service (no cache) refuses it too, and lets the
+	// holder go on.
+	if _, err := NewStore(cli).PutNode(ctx, b, 10); wire.CodeOf(err) != wire.CodeConflict {
+		t.Fatalf("second node named n1, through another store: %v", err)
+	}
+	a.FreeCPU = 500 // a changed record is written again, name and all
+	if _, err := NewStore(cli).PutNode(ctx, a, 10); err != nil {
+		t.Fatalf("the holder's heartbeat through another store: %v", err)
+	}
+	if _, err := st.PutNode(ctx, a, 10); err != nil {
+		t.Fatalf("the holder's heartbeat: %v", err)
+	}
+
+	// The holder renames itself: n1 is free, n2 is its.
+	a.Name = "n2"
+	if _, err := st.PutNode(ctx, a, 10); err != nil {
+		t.Fatalf("rename to n2: %v", err)
+	}
+	if got := claims(t, cli); got["n1"] != "" || got["n2"] != "node-a" {
+		t.Fatalf("claims after the rename: %v; want n2 alone, node-a's", got)
+	}
+	if _, err := st.PutNode(ctx, b, 10); err != nil {
+		t.Fatalf("n1 after its holder renamed itself: %v", err)
+	}
+	// A rename seen by a registry-service that did not write the record.
+	b.Name = "n3"
+	if _, err := NewStore(cli).PutNode(ctx, b, 10); err != nil {
+		t.Fatalf("rename to n3 through another store: %v", err)
+	}
+	if got := claims(t, cli); len(got) != 2 || got["n2"] != "node-a" || got["n3"] != "node-b" {
+		t.Fatalf("claims after the second rename: %v", got)
+	}
+
+	// A node that leaves frees its name.
+	if err := st.DeleteNode(ctx, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	c := registry.Node{PeerID: "node-c", Name: "n2"}
+	if _, err := st.PutNode(ctx, c, 10); err != nil {
+		t.Fatalf("the name of a node that left: %v", err)
+	}
+	// Unnamed nodes claim nothing; ill-formed names are refused.
+	if _, err := st.PutNode(ctx, registry.Node{PeerID: "node-d"}, 10); err != nil {
+		t.Fatalf("unnamed node: %v", err)
+	}
+	if _, err := st.PutNode(ctx, registry.Node{PeerID: "node-e", Name: "Not A Name"}, 10); wire.CodeOf(err) != wire.CodeBadRequest {
+		t.Fatalf("ill-formed name: %v; want bad_request", err)
+	}
+}
+
+// TestStoreNodeNameIsFreedWithItsLease: the claim lives under the node's
+// lease, so a node that dies without a word frees its name when the lease
+// runs out; a new lease of the same node (after an outage) keeps it.
+func TestStoreNodeNameIsFreedWithItsLease(t *testing.T) {
+	cli := emptyEtcd(t)
+	st, ctx := NewStore(cli), t.Context()
+	a := registry.Node{PeerID: "node-a", Name: "n1"}
+	if _, err := st.PutNode(ctx, a, minTTL); err != nil {
+		t.Fatal(err)
+	}
+	// Its lease revoked behind the store's back, as an expiry would: the
+	// next heartbeat is granted a new lease and keeps the name.
+	lease, _, err := st.nodeLease(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	if granted, err := st.PutNode(ctx, a, minTTL); err != nil || !granted {
+		t.Fatalf("heartbeat after the lease ended: granted %v, %v; want a new lease, the name kept", granted, err)
+	}
+	b := registry.Node{PeerID: "node-b", Name: "n1"}
+	if _, err := st.PutNode(ctx, b, minTTL); wire.CodeOf(err) != wire.CodeConflict {
+		t.Fatalf("n1 while node-a lives: %v", err)
+	}
+	// node-a dies: no more heartbeats. Its name is free within the TTL.
+	eventually.Succeeds(t, 3*minTTL*time.Second, func() error {
+		_, err := st.PutNode(ctx, b, minTTL)
+		return err
+	})
+}
+
+// claims reads every name claim: name -> peer ID.
+func claims(t *testing.T, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), prefixNames, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefixNames)] = string(kv.Value)
+	}
+	return out
 }
