@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/physarum-p2p/physarum/common/nodeflags"
+	"github.com/physarum-p2p/physarum/registry"
 )
 
 // config is everything registry-service is told at start.
@@ -30,6 +32,10 @@ type config struct {
 	writers       map[peer.ID]bool
 	joinTimeout   time.Duration
 	unsafeNoFsync bool
+	maxScale      int
+	apiListen     string
+	apiToken      string
+	apiPublicRead bool
 }
 
 const usage = `Usage: registry-service [OPTIONS]
@@ -77,6 +83,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	writers := fs.String("writers", "", "comma-separated peer IDs that alone may add and delete services (default: any peer in the network)")
 	fs.DurationVar(&c.joinTimeout, "join-timeout", 2*time.Minute, "how long to keep trying to join an existing registry")
 	fs.BoolVar(&c.unsafeNoFsync, "unsafe-no-fsync", false, "skip fsync in etcd (tests only: a power loss loses acknowledged writes)")
+	fs.IntVar(&c.maxScale, "max-scale", registry.DefaultMaxScale, "largest desired count a scale may ask for")
+	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:7001", "address of the HTTP API (Genisys-compatible; \"\" turns it off); beyond loopback it needs -api-token-file")
+	tokenFile := fs.String("api-token-file", "", "file holding the bearer token the HTTP API requires for writes (and reads, unless -api-public-read)")
+	fs.BoolVar(&c.apiPublicRead, "api-public-read", false, "with -api-token-file: let reads through without the token")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,7 +117,62 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.dataDir == "" {
 		return nil, errors.New("-data-dir: empty")
 	}
+	if c.maxScale < 1 {
+		return nil, fmt.Errorf("-max-scale %d: want at least 1", c.maxScale)
+	}
+	if c.apiToken, err = readToken(*tokenFile); err != nil {
+		return nil, err
+	}
+	if err := checkAPIListen(c.apiListen, c.apiToken != ""); err != nil {
+		return nil, err
+	}
+	if c.apiPublicRead && c.apiToken == "" {
+		return nil, errors.New("-api-public-read needs -api-token-file (without a token every read is public already, on loopback)")
+	}
 	return c, nil
+}
+
+// readToken reads the API's bearer token: the file's first line, at
+// least 16 characters.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("-api-token-file: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	tok = strings.TrimSpace(tok)
+	if len(tok) < 16 {
+		return "", fmt.Errorf("-api-token-file %s: the token is %d characters; want at least 16 (e.g. openssl rand -hex 32 > %s)", path, len(tok), path)
+	}
+	return tok, nil
+}
+
+// checkAPIListen refuses an API beyond loopback without a token: it
+// would let anyone who reaches it change what runs.
+func checkAPIListen(addr string, hasToken bool) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-api-listen %q: want host:port (e.g. 127.0.0.1:7001)", addr)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return fmt.Errorf("-api-listen %q: port %q is not a number", addr, port)
+	}
+	if hasToken {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-api-listen %s is beyond loopback: give -api-token-file too, or listen on 127.0.0.1", addr)
+	}
+	return nil
 }
 
 func parseWriters(s string) (map[peer.ID]bool, error) {

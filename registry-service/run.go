@@ -16,6 +16,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/server"
 )
 
@@ -54,9 +55,13 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	defer member.Close()
 
 	srv := server.New(base.Node.Host(), member, server.Config{
-		Writers: c.writers, VoterCap: c.voters, Logger: log, Registerer: base.Metrics,
+		Writers: c.writers, VoterCap: c.voters, MaxScale: c.maxScale, Logger: log, Registerer: base.Metrics,
 	})
 	defer srv.Close()
+	api, err := listenAPI(c, srv.Control(), log)
+	if err != nil {
+		return err
+	}
 	base.Node.Advertise(registry.Rendezvous)
 	// A joiner is a learner until it has caught up: say member, not voter.
 	role := "etcd member"
@@ -70,6 +75,17 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// rest, and its error is the daemon's.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
+	if api != nil {
+		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible: /compute, /service, /service/<name>/scale and /status)\n", api.url())
+		g.Go(func() error { return api.serve(gctx) })
+	}
+	if !member.IsClient() {
+		// Every voter campaigns; the elected one reconciles.
+		rec := control.NewReconciler(srv.Control(), member.Client(), base.Node.Host(), control.ReconcilerConfig{
+			Name: base.Node.ID().String(), Logger: log, Registerer: base.Metrics,
+		})
+		g.Go(func() error { rec.Run(gctx); return nil })
+	}
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():

@@ -113,7 +113,7 @@ func TestEnvIsWhatIsGiven(t *testing.T) {
 func TestArgs(t *testing.T) {
 	reg := Registry{
 		Node:    Node{KeyFile: "/k", AddrFile: "/a", LogLevel: "debug"},
-		DataDir: "/d", ClientPort: 1, PeerPort: 2, UnsafeNoFsync: true, Extra: []string{"-voters", "3"},
+		DataDir: "/d", ClientPort: 1, PeerPort: 2, APIListen: "127.0.0.1:3", UnsafeNoFsync: true, Extra: []string{"-voters", "3"},
 	}
 	join := Registry{Node: Node{PSK: "pass", Port: 7, Bootstrap: "/boot"}, DataDir: "/d"}
 	for _, tc := range []struct {
@@ -123,7 +123,7 @@ func TestArgs(t *testing.T) {
 	}{
 		{"first registry", reg.Args(), []string{"-keyfile", "/k", "-listen", "/ip4/127.0.0.1/tcp/0", "-addr-file", "/a",
 			"-prom-listen-addr", "", "-log-level", "debug", "-new-etcd-cluster", "-data-dir", "/d",
-			"-etcd-client-port", "1", "-etcd-peer-port", "2", "-unsafe-no-fsync", "-voters", "3"}},
+			"-etcd-client-port", "1", "-etcd-peer-port", "2", "-api-listen", "127.0.0.1:3", "-unsafe-no-fsync", "-voters", "3"}},
 		{"joining registry", join.Args()[:9], []string{"-ephemeral", "-psk", "pass", "-listen", "/ip4/127.0.0.1/tcp/7",
 			"-bootstrap", "/boot", "-prom-listen-addr", ""}},
 		{"allocator", Allocator{
@@ -145,6 +145,9 @@ func TestArgs(t *testing.T) {
 	}
 	if join.ClientPort == 0 || join.PeerPort == 0 || join.ClientPort == join.PeerPort {
 		t.Errorf("etcd ports picked: %d and %d", join.ClientPort, join.PeerPort)
+	}
+	if !strings.HasPrefix(join.APIListen, "127.0.0.1:") || join.APIURL() != "http://"+join.APIListen {
+		t.Errorf("API address picked: %q (%s)", join.APIListen, join.APIURL())
 	}
 }
 

@@ -80,12 +80,22 @@ type Registry struct {
 	ClientPort, PeerPort int
 	// UnsafeNoFsync skips etcd's fsyncs (tests).
 	UnsafeNoFsync bool
+	// APIListen is its HTTP API's -api-listen ("": Args picks a free
+	// loopback port and records it here, so that several registries run
+	// on one machine).
+	APIListen string
 	// Extra flags come last.
 	Extra []string
 }
 
+// APIURL is the base URL of the registry's HTTP API (after Args).
+func (r *Registry) APIURL() string { return "http://" + r.APIListen }
+
 // Args returns the registry-service command line.
 func (r *Registry) Args() []string {
+	if r.APIListen == "" {
+		r.APIListen = "127.0.0.1:" + strconv.Itoa(freeport.One("127.0.0.1"))
+	}
 	if r.ClientPort == 0 {
 		r.ClientPort = freeport.One("127.0.0.1")
 	}
@@ -97,7 +107,8 @@ func (r *Registry) Args() []string {
 		a = append(a, "-new-etcd-cluster")
 	}
 	a = append(a, "-data-dir", r.DataDir,
-		"-etcd-client-port", strconv.Itoa(r.ClientPort), "-etcd-peer-port", strconv.Itoa(r.PeerPort))
+		"-etcd-client-port", strconv.Itoa(r.ClientPort), "-etcd-peer-port", strconv.Itoa(r.PeerPort),
+		"-api-listen", r.APIListen)
 	if r.UnsafeNoFsync {
 		a = append(a, "-unsafe-no-fsync")
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 )
 
 // Config configures a Server.
@@ -31,6 +31,8 @@ type Config struct {
 	// VoterCap is the most voting etcd members the cluster grows to
 	// (default 3); further registry-services join as clients.
 	VoterCap int
+	// MaxScale caps a desired count (default registry.DefaultMaxScale).
+	MaxScale int
 	// RequestTimeout bounds one request (default 10s).
 	RequestTimeout time.Duration
 	// Logger receives the server's events.
@@ -102,6 +104,7 @@ type Server struct {
 	host    host.Host
 	member  membership
 	store   records
+	ctl     *control.Control
 	rpc     *wire.Server
 	metrics *metrics
 
@@ -126,7 +129,10 @@ func (s *Server) track() bool {
 
 // New starts serving on h with the cluster member m.
 func New(h host.Host, m *cluster.Member, cfg Config) *Server {
-	s := newServer(m, NewStore(m.KV()), cfg)
+	st := NewStore(m.KV())
+	s := newServer(m, st, cfg)
+	// Reads and writes on the in-process client when there is one.
+	s.ctl = control.New(m.KV(), st, control.Config{MaxScale: s.cfg.MaxScale, Logger: s.log})
 	s.host = h
 	s.rpc = wire.NewServer(h, s.log, nil)
 	s.rpc.Handle(registry.Protocol, s.handle, wire.HandleOptions{
@@ -157,11 +163,20 @@ func newServer(m membership, st records, cfg Config) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	var cli *clientv3.Client
+	if m != nil {
+		cli = m.Client()
+	}
 	return &Server{
 		cfg: cfg, log: cfg.Logger, member: m, store: st,
+		ctl:     control.New(cli, st, control.Config{MaxScale: cfg.MaxScale, Logger: cfg.Logger}),
 		metrics: newMetrics(cfg.Registerer), ctx: ctx, cancel: cancel,
 	}
 }
+
+// Control is the server's implementation of the control operations, for
+// the daemon's other doors (the HTTP API) and its reconciler.
+func (s *Server) Control() *control.Control { return s.ctl }
 
 // Store is the server's record store (for the daemon and tests).
 func (s *Server) Store() *Store {
@@ -212,11 +227,17 @@ var knownOps = map[string]bool{
 	registry.OpAdd: true, registry.OpGet: true, registry.OpList: true, registry.OpDelete: true,
 	registry.OpMembers: true, registry.OpNodePut: true, registry.OpNodeList: true,
 	registry.OpNodeDelete: true, registry.OpInstancePut: true, registry.OpInstanceDelete: true,
-	registry.OpInstanceList: true,
+	registry.OpInstanceList: true, registry.OpScale: true, registry.OpStatus: true,
+	registry.OpComputeList: true, registry.OpComputeGet: true, registry.OpComputePut: true,
+	registry.OpComputeDelete: true,
 }
 
 func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {
+	ctx = registry.WithCaller(ctx, "peer "+from.String())
 	switch r.Op {
+	case registry.OpScale, registry.OpStatus, registry.OpComputeList, registry.OpComputeGet,
+		registry.OpComputePut, registry.OpComputeDelete:
+		return s.dispatchControl(ctx, from, r)
 	case registry.OpAdd:
 		return s.add(ctx, from, r)
 	case registry.OpGet:
@@ -295,15 +316,10 @@ func (s *Server) add(ctx context.Context, from peer.ID, r registry.Request) (*re
 	if err := r.Info.Validate(); err != nil {
 		return nil, badRequest(err)
 	}
-	existed, rev, err := s.store.AddService(ctx, r.Name, *r.Info)
+	msg, rev, err := s.ctl.AddServiceRev(ctx, r.Name, *r.Info)
 	if err != nil {
 		return nil, err
 	}
-	msg := fmt.Sprintf("added service %s", r.Name)
-	if existed {
-		msg = fmt.Sprintf("updated service %s", r.Name)
-	}
-	s.log.Info(msg, "peer", from)
 	return &registry.Response{Message: msg, Revision: rev}, nil
 }
 
@@ -314,12 +330,11 @@ func (s *Server) delete(ctx context.Context, from peer.ID, r registry.Request) (
 	if err := registry.ValidateName(r.Name); err != nil {
 		return nil, badRequest(err)
 	}
-	rev, err := s.store.DeleteService(ctx, r.Name)
+	msg, rev, err := s.ctl.DeleteServiceRev(ctx, r.Name)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("deleted service", "service", r.Name, "peer", from)
-	return &registry.Response{Message: "deleted service " + r.Name, Revision: rev}, nil
+	return &registry.Response{Message: msg, Revision: rev}, nil
 }
 
 func (s *Server) putInstance(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {

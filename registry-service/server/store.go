@@ -15,6 +15,7 @@ import (
 
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 )
 
 // Key layout. Everything lives under /physarum/ so the etcd cluster could
@@ -105,13 +106,20 @@ func (s *Store) ListServices(ctx context.Context) (map[string]registry.ServiceIn
 	return out, nil
 }
 
-// DeleteService removes a service definition.
+// DeleteService removes a service definition and its desired counts, in
+// one transaction: a service never outlives its definition in desired
+// state (the reconciler then stops its pinned instances).
 func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
-	resp, err := s.cli.Delete(ctx, serviceKey(name))
+	resp, err := s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(serviceKey(name)), ">", 0),
+	).Then(
+		clientv3.OpDelete(serviceKey(name)),
+		clientv3.OpDelete(control.PrefixDesired+name+"/", clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
 		return 0, unavailable("delete service", err)
 	}
-	if resp.Deleted == 0 {
+	if !resp.Succeeded {
 		return 0, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
 	}
 	return resp.Header.Revision, nil

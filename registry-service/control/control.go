@@ -1,0 +1,331 @@
+// Package control is desired state (SPEC.md section 12), one
+// implementation behind every door: Control serves each control operation
+// (services, computes, scale, status) over etcd for the registry protocol
+// and the HTTP API alike, and the Reconciler, run by the elected leader
+// among the registry-service voters, keeps the desired count of pinned
+// instances running on each compute.
+package control
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// records are the registry's own records that desired state reads and
+// writes. registry-service/server's *Store implements it; errors the
+// caller can act on are *wire.Error.
+type records interface {
+	AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error)
+	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
+	ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error)
+	// DeleteService deletes a definition and its desired counts (under
+	// PrefixDesired) in one transaction.
+	DeleteService(ctx context.Context, name string) (rev int64, err error)
+	ListNodes(ctx context.Context) ([]registry.Node, error)
+	ListInstances(ctx context.Context, service string) ([]registry.Instance, int64, error)
+}
+
+// Config configures a Control.
+type Config struct {
+	// MaxScale caps a desired count (default registry.DefaultMaxScale).
+	MaxScale int
+	Logger   *slog.Logger
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Control serves the control operations over etcd. Safe for concurrent
+// use.
+type Control struct {
+	cli  *clientv3.Client
+	recs records
+	cfg  Config
+	log  *slog.Logger
+}
+
+var _ registry.Controller = (*Control)(nil)
+
+// New returns a Control over cli and the registry's records.
+func New(cli *clientv3.Client, recs records, cfg Config) *Control {
+	if cfg.MaxScale <= 0 {
+		cfg.MaxScale = registry.DefaultMaxScale
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Control{cli: cli, recs: recs, cfg: cfg, log: cfg.Logger}
+}
+
+// AddService registers or replaces a service definition.
+func (c *Control) AddService(ctx context.Context, name string, info registry.ServiceInfo) (string, error) {
+	msg, _, err := c.AddServiceRev(ctx, name, info)
+	return msg, err
+}
+
+// AddServiceRev is AddService that also returns the registry's revision.
+func (c *Control) AddServiceRev(ctx context.Context, name string, info registry.ServiceInfo) (string, int64, error) {
+	if err := registry.ValidateName(name); err != nil {
+		return "", 0, badRequest(err)
+	}
+	if err := info.Validate(); err != nil {
+		return "", 0, badRequest(err)
+	}
+	existed, rev, err := c.recs.AddService(ctx, name, info)
+	if err != nil {
+		return "", 0, err
+	}
+	msg := "added service " + name
+	if existed {
+		msg = "updated service " + name
+	}
+	c.log.Info(msg, "by", registry.CallerOf(ctx))
+	return msg, rev, nil
+}
+
+// GetService reads a service definition.
+func (c *Control) GetService(ctx context.Context, name string) (registry.ServiceInfo, error) {
+	if err := registry.ValidateName(name); err != nil {
+		return registry.ServiceInfo{}, badRequest(err)
+	}
+	return c.recs.GetService(ctx, name)
+}
+
+// ListServices reads every service definition.
+func (c *Control) ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error) {
+	return c.recs.ListServices(ctx)
+}
+
+// DeleteService removes a service and its desired counts; the reconciler
+// then stops its pinned instances and forgets what it kept about it.
+func (c *Control) DeleteService(ctx context.Context, name string) (string, error) {
+	msg, _, err := c.DeleteServiceRev(ctx, name)
+	return msg, err
+}
+
+// DeleteServiceRev is DeleteService that also returns the revision.
+func (c *Control) DeleteServiceRev(ctx context.Context, name string) (string, int64, error) {
+	if err := registry.ValidateName(name); err != nil {
+		return "", 0, badRequest(err)
+	}
+	// The store deletes the definition and its desired counts together.
+	rev, err := c.recs.DeleteService(ctx, name)
+	if err != nil {
+		return "", 0, err
+	}
+	c.log.Info("deleted service", "service", name, "by", registry.CallerOf(ctx))
+	return "deleted service " + name, rev, nil
+}
+
+// Scale sets the desired count of pinned instances of service on compute
+// ("" means registry.ComputePhysarum). The last write wins.
+func (c *Control) Scale(ctx context.Context, service, compute string, number int) (registry.Desired, error) {
+	if compute == "" {
+		compute = registry.ComputePhysarum
+	}
+	if err := registry.ValidateName(service); err != nil {
+		return registry.Desired{}, badRequest(err)
+	}
+	if number < 0 || number > c.cfg.MaxScale {
+		return registry.Desired{}, wire.Errorf(wire.CodeBadRequest, "number %d: want 0 to %d (registry-service -max-scale)", number, c.cfg.MaxScale)
+	}
+	if _, err := c.recs.GetService(ctx, service); err != nil {
+		return registry.Desired{}, err
+	}
+	if _, err := c.GetCompute(ctx, compute); err != nil {
+		return registry.Desired{}, err
+	}
+	d := registry.Desired{
+		Service: service, Compute: compute, Number: number,
+		SetBy: registry.CallerOf(ctx), SetAt: c.cfg.Now().UTC(),
+	}
+	if err := putJSON(ctx, c.cli, desiredKey(service, compute), d); err != nil {
+		return registry.Desired{}, err
+	}
+	c.log.Info("desired count set", "service", service, "compute", compute, "number", number, "by", d.SetBy)
+	return d, nil
+}
+
+// ListComputes lists every compute: "physarum", each live allocator's
+// own, and the operators', by name.
+func (c *Control) ListComputes(ctx context.Context) ([]registry.ComputeInfo, error) {
+	nodes, err := c.recs.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := listOperatorComputes(ctx, c.cli)
+	if err != nil {
+		return nil, err
+	}
+	return computeInfos(nodes, ops), nil
+}
+
+// computeInfos builds the compute list from live nodes and operators'
+// computes. An operator's compute named like a node hides the node's.
+func computeInfos(nodes []registry.Node, ops map[string]storedCompute) []registry.ComputeInfo {
+	infos := map[string]registry.ComputeInfo{}
+	add := func(ci registry.ComputeInfo) {
+		sel, _ := registry.ParseConnector(ci.Connector)
+		ci.Kind = sel.Kind
+		ci.Nodes = []string{}
+		for _, n := range nodes {
+			if sel.Matches(n) {
+				ci.Nodes = append(ci.Nodes, nodeName(n))
+			}
+		}
+		sort.Strings(ci.Nodes)
+		infos[ci.Name] = ci
+	}
+	for _, n := range nodes {
+		if n.Name != "" {
+			add(registry.ComputeInfo{Compute: registry.Compute{Name: n.Name, Connector: registry.NodeConnector(n.Name)}, Builtin: true})
+		}
+	}
+	for _, oc := range ops {
+		add(registry.ComputeInfo{Compute: oc.Compute, SetBy: oc.SetBy, SetAt: oc.SetAt})
+	}
+	add(registry.ComputeInfo{Compute: registry.Compute{Name: registry.ComputePhysarum, Connector: registry.ComputePhysarum}, Builtin: true})
+	out := make([]registry.ComputeInfo, 0, len(infos))
+	for _, ci := range infos {
+		out = append(out, ci)
+	}
+	slices.SortFunc(out, func(a, b registry.ComputeInfo) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// nodeName is how a node is shown: its name, or its peer ID when it has
+// none (an allocator of an older version).
+func nodeName(n registry.Node) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.PeerID
+}
+
+// GetCompute reads one compute.
+func (c *Control) GetCompute(ctx context.Context, name string) (registry.ComputeInfo, error) {
+	if err := registry.ValidateComputeName(name); err != nil {
+		return registry.ComputeInfo{}, badRequest(err)
+	}
+	all, err := c.ListComputes(ctx)
+	if err != nil {
+		return registry.ComputeInfo{}, err
+	}
+	names := make([]string, 0, len(all))
+	for _, ci := range all {
+		if ci.Name == name {
+			return ci, nil
+		}
+		names = append(names, ci.Name)
+	}
+	return registry.ComputeInfo{}, notFound("no compute named %q (computes: %s)", name, joinMax(names, 10))
+}
+
+func joinMax(s []string, n int) string {
+	if len(s) > n {
+		return fmt.Sprintf("%s and %d more", joinMax(s[:n], n), len(s)-n)
+	}
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += v
+	}
+	return out
+}
+
+// PutCompute defines or redefines an operator's compute. The builtin
+// ones ("physarum", an allocator's own) cannot be redefined.
+func (c *Control) PutCompute(ctx context.Context, cp registry.Compute) (string, error) {
+	if err := cp.Validate(); err != nil {
+		return "", badRequest(err)
+	}
+	if cp.Name == registry.ComputePhysarum {
+		return "", conflict("compute %q is built in (the whole network): choose another name", cp.Name)
+	}
+	nodes, err := c.recs.ListNodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nodes {
+		if n.Name == cp.Name {
+			return "", conflict("compute %q is the allocator of that name (peer %s): choose another name", cp.Name, n.PeerID)
+		}
+	}
+	b := storedCompute{Compute: cp, SetBy: registry.CallerOf(ctx), SetAt: c.cfg.Now().UTC()}
+	resp, err := c.cli.Get(ctx, PrefixComputes+cp.Name, clientv3.WithCountOnly())
+	if err != nil {
+		return "", unavailable("read compute", err)
+	}
+	if err := putJSON(ctx, c.cli, PrefixComputes+cp.Name, b); err != nil {
+		return "", err
+	}
+	msg := "added compute " + cp.Name
+	if resp.Count > 0 {
+		msg = "updated compute " + cp.Name
+	}
+	c.log.Info(msg, "connector", cp.Connector, "by", b.SetBy)
+	return msg, nil
+}
+
+// DeleteCompute removes an operator's compute. It is refused while a
+// service has a desired count above 0 on it: scale those to 0 first, so
+// that no instance is left counted against a compute that is gone.
+func (c *Control) DeleteCompute(ctx context.Context, name string) (string, error) {
+	if err := registry.ValidateComputeName(name); err != nil {
+		return "", badRequest(err)
+	}
+	ops, err := listOperatorComputes(ctx, c.cli)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := ops[name]; !ok {
+		if ci, err := c.GetCompute(ctx, name); err == nil && ci.Builtin {
+			return "", conflict("compute %q is built in and cannot be deleted", name)
+		}
+		return "", notFound("no compute named %q defined by an operator", name)
+	}
+	desired, err := listDesired(ctx, c.cli, "")
+	if err != nil {
+		return "", err
+	}
+	var zero []string
+	for p, d := range desired {
+		if p.compute != name {
+			continue
+		}
+		if d.Number > 0 {
+			return "", conflict("service %s has a desired count of %d on compute %s: scale it to 0 first", p.service, d.Number, name)
+		}
+		zero = append(zero, desiredKey(p.service, p.compute))
+	}
+	ops2 := []clientv3.Op{clientv3.OpDelete(PrefixComputes + name)}
+	for _, k := range zero {
+		ops2 = append(ops2, clientv3.OpDelete(k))
+	}
+	if _, err := c.cli.Txn(ctx).Then(ops2...).Commit(); err != nil {
+		return "", unavailable("delete compute", err)
+	}
+	c.log.Info("deleted compute", "compute", name, "by", registry.CallerOf(ctx))
+	return "deleted compute " + name, nil
+}

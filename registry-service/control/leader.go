@@ -1,0 +1,133 @@
+package control
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/physarum-p2p/physarum/common/backoff"
+)
+
+// NewReconciler returns a Reconciler that reads through ctl, watches and
+// campaigns on cli (a client to the cluster: an in-process one ignores
+// WithRequireLeader), starts and stops instances from h (the
+// registry-service's libp2p host) and drives external connectors over
+// HTTP.
+func NewReconciler(ctl *Control, cli *clientv3.Client, h host.Host, cfg ReconcilerConfig) *Reconciler {
+	cfg.defaults()
+	return newReconciler(ctl, cli, hostDeployer{h}, newHTTPConnector(cfg.ConnectorTimeout), cfg)
+}
+
+// Run campaigns for leadership among the registry-services that run it
+// and reconciles while it leads, until ctx ends. Losing the lead (its
+// session lapsed: etcd unreachable, a long pause) returns it to the
+// campaign. It waits for the starts and stops it launched before
+// returning.
+func (r *Reconciler) Run(ctx context.Context) {
+	defer r.wg.Wait()
+	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
+	for ctx.Err() == nil {
+		err := r.campaign(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("reconciler election interrupted; campaigning again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry.Next()):
+		}
+	}
+}
+
+// campaign waits to be elected, leads until the session ends or ctx does,
+// and resigns.
+func (r *Reconciler) campaign(ctx context.Context) error {
+	sess, err := concurrency.NewSession(r.cli, concurrency.WithTTL(r.cfg.ElectionTTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sess.Close() }()
+	e := concurrency.NewElection(sess, electionPrefix)
+	if err := e.Campaign(ctx, r.cfg.Name); err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	r.metrics.leading(true)
+	r.log.Info("reconciler: this registry-service leads")
+	err = r.lead(lctx)
+	r.metrics.leading(false)
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	_ = e.Resign(rctx)
+	if ctx.Err() == nil {
+		r.log.Warn("reconciler: lost the lead", "err", err)
+	}
+	return err
+}
+
+// lead reconciles on every relevant change (gathered for Debounce) and
+// every Resync, until ctx ends.
+func (r *Reconciler) lead(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	watch := r.cli.Watch(clientv3.WithRequireLeader(ctx), "/physarum/", clientv3.WithPrefix())
+	tick := time.NewTicker(r.cfg.Resync)
+	defer tick.Stop()
+	r.trigger()
+	var gather <-chan time.Time  // set while changes are being gathered
+	var rewatch <-chan time.Time // set while the watch is down
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-rewatch:
+			rewatch = nil
+			watch = r.cli.Watch(clientv3.WithRequireLeader(ctx), "/physarum/", clientv3.WithPrefix())
+			r.trigger() // changes may have been missed meanwhile
+			continue
+		case wr, ok := <-watch:
+			if !ok || wr.Err() != nil {
+				// etcd lost its leader or compacted: watch again in a
+				// moment, not in a tight loop.
+				watch, rewatch = nil, time.After(time.Second)
+				continue
+			}
+			if relevant(wr.Events) && gather == nil {
+				gather = time.After(r.cfg.Debounce)
+			}
+			continue
+		case <-gather:
+		case <-tick.C:
+		case <-r.kick:
+		}
+		gather = nil
+		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("reconcile pass failed", "err", err)
+		}
+	}
+}
+
+// relevant reports whether a change can alter what the reconciler
+// should do: not its own state records, nor the election's.
+func relevant(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		k := string(ev.Kv.Key)
+		if !strings.HasPrefix(k, PrefixReconcile) && !strings.HasPrefix(k, electionPrefix) && !strings.HasPrefix(k, "/physarum/members/") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/wire"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// dispatchControl serves the desired-state operations on the registry
+// protocol: the same Control the HTTP API serves, behind this door's own
+// check of who may write (the -writers allowlist).
+func (s *Server) dispatchControl(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {
+	switch r.Op {
+	case registry.OpScale:
+		if r.Number == nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "scale without Number")
+		}
+		if err := s.mayScale(ctx, from, r.ComputeName); err != nil {
+			return nil, err
+		}
+		d, err := s.ctl.Scale(ctx, r.Name, r.ComputeName, *r.Number)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Desired: &d}, nil
+	case registry.OpStatus:
+		if r.Name == "" {
+			all, err := s.ctl.StatusAll(ctx)
+			return &registry.Response{Statuses: all}, err
+		}
+		st, err := s.ctl.Status(ctx, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Statuses: []registry.ServiceStatus{st}}, nil
+	case registry.OpComputeList:
+		cs, err := s.ctl.ListComputes(ctx)
+		return &registry.Response{Computes: cs}, err
+	case registry.OpComputeGet:
+		ci, err := s.ctl.GetCompute(ctx, r.ComputeName)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Computes: []registry.ComputeInfo{ci}}, nil
+	case registry.OpComputePut:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		if r.Compute == nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "compute.put without Compute")
+		}
+		msg, err := s.ctl.PutCompute(ctx, *r.Compute)
+		return &registry.Response{Message: msg}, err
+	case registry.OpComputeDelete:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		msg, err := s.ctl.DeleteCompute(ctx, r.ComputeName)
+		return &registry.Response{Message: msg}, err
+	}
+	return nil, wire.Errorf(wire.CodeBadRequest, "unknown Op %q", r.Op)
+}
+
+// mayScale lets writers scale anything, and an allocator scale the
+// compute of its own node (its connector door, driven by a Genisys).
+func (s *Server) mayScale(ctx context.Context, from peer.ID, compute string) error {
+	err := s.mayWrite(from)
+	if err == nil || compute == "" {
+		return err
+	}
+	nodes, lerr := s.store.ListNodes(ctx)
+	if lerr != nil {
+		return lerr
+	}
+	for _, n := range nodes {
+		if n.Name == compute && n.PeerID == from.String() {
+			return nil
+		}
+	}
+	return err
+}
