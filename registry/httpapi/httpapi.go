@@ -193,7 +193,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error
 		return 0, nil, err
 	}
 	q := &request{name: name}
-	if isWrite(r.Method) {
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
 		if q.body, err = h.readBody(w, r); err != nil {
 			return 0, nil, err
 		}
