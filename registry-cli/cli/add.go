@@ -52,6 +52,7 @@ func addCommand() *command {
 	return &command{
 		name: "add", args: "<config> [<image-name>] <service-name>",
 		summary: "Build a service's image (DockerConf) or take its command (Exec), and register it",
+		help:    addHelp,
 		flags: func(fs *flag.FlagSet, s *session) {
 			o := &s.add
 			fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")

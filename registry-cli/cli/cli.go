@@ -48,6 +48,8 @@ type command struct {
 	name    string
 	args    string // synopsis of the positional arguments
 	summary string
+	// help, when set, is printed by -help after the summary.
+	help string
 	// flags registers the command's own flags, if any.
 	flags func(fs *flag.FlagSet, s *session)
 	// run does the work; s.connect() gives a registry client when needed.
@@ -56,7 +58,8 @@ type command struct {
 
 func commands() []*command {
 	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
-		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(), idCommand()}
+		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
+		scaleCommand(), statusCommand(), computesCommand(), computeCommand(), idCommand()}
 }
 
 // session holds the global options and, once connected, the client.
@@ -77,12 +80,15 @@ type session struct {
 
 const globalUsage = `Usage: registry-cli [OPTIONS] <command> [ARGS]
 
-Adds, reads and deletes service definitions in the Physarum registry, and
-shows the registry's members, the network's nodes and instances.
+Adds, reads and deletes service definitions in the Physarum registry, sets
+how many instances of a service to keep running and where (scale, computes),
+and shows their status, the registry's members, the network's nodes and
+instances.
 
 Commands:
 %s
-Run 'registry-cli <command> -help' for a command's options.
+Run 'registry-cli <command> -help' for a command's options (they may come
+before or after its arguments; global OPTIONS come before the command).
 
 OPTIONS:
 `
@@ -168,16 +174,15 @@ func (s *session) runCommand(ctx context.Context, c *command, args []string) err
 	fs.SetOutput(s.env.Stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: registry-cli [OPTIONS] %s\n\n%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
-		if c.name == "add" {
-			fmt.Fprint(fs.Output(), addHelp)
-		}
+		fmt.Fprint(fs.Output(), c.help)
 		fmt.Fprintln(fs.Output())
 		fs.PrintDefaults()
 	}
 	if c.flags != nil {
 		c.flags(fs, s)
 	}
-	if err := fs.Parse(args); err != nil {
+	args, err := parseInterleaved(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
@@ -186,7 +191,36 @@ func (s *session) runCommand(ctx context.Context, c *command, args []string) err
 	s.parent = ctx
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	return c.run(ctx, s, fs.Args())
+	return c.run(ctx, s, args)
+}
+
+// parseInterleaved parses a command's options wherever they stand among
+// its arguments, so that "scale hello 3 -compute site-a" reads as "scale
+// -compute site-a hello 3", and returns the arguments in order. After
+// "--" everything is an argument; so is a negative number ("-1"), which
+// the command then refuses as a number rather than as an unknown option.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		for len(args) > 0 && isNegativeNumber(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+		}
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+func isNegativeNumber(s string) bool {
+	return len(s) > 1 && s[0] == '-' && s[1] >= '0' && s[1] <= '9'
 }
 
 // connect joins the network and returns a registry client.
@@ -228,7 +262,6 @@ func (s *session) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// wantArgs checks the count of positional arguments.
 // open checks that a command has its n arguments, then connects to the
 // registry: the first steps of every command that talks to it.
 func (s *session) open(ctx context.Context, args []string, n int, synopsis string) (*registry.Client, error) {
@@ -246,6 +279,7 @@ func show[T any](s *session, v T, table func(T) error) error {
 	return table(v)
 }
 
+// wantArgs checks the count of positional arguments.
 func wantArgs(args []string, n int, synopsis string) error {
 	if len(args) != n {
 		return usagef("want %d argument(s): %s (got %d)", n, synopsis, len(args))
