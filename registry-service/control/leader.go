@@ -19,7 +19,7 @@ import (
 // HTTP.
 func NewReconciler(ctl *Control, cli *clientv3.Client, h host.Host, cfg ReconcilerConfig) *Reconciler {
 	cfg.defaults()
-	return newReconciler(ctl, cli, hostDeployer{h}, newHTTPConnector(cfg.ConnectorTimeout), cfg)
+	return NewReconcilerWith(ctl, cli, hostDeployer{h}, newHTTPConnector(cfg.ConnectorTimeout), cfg)
 }
 
 // Run campaigns for leadership among the registry-services that run it

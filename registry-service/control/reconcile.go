@@ -21,9 +21,9 @@ import (
 	"github.com/physarum-p2p/physarum/registry"
 )
 
-// deployer starts and stops instances on allocators. hostDeployer
+// Deployer starts and stops instances on allocators. hostDeployer
 // implements it over libp2p; both calls return when ctx ends.
-type deployer interface {
+type Deployer interface {
 	// Deploy asks allocator n to start an instance as r says and waits
 	// until it runs; refusals are *wire.Error.
 	Deploy(ctx context.Context, n registry.Node, r deploy.Request) (*registry.Instance, error)
@@ -31,9 +31,9 @@ type deployer interface {
 	Stop(ctx context.Context, n registry.Node, id string) error
 }
 
-// connectorClient speaks seed 001's connector protocol to an external
+// ConnectorClient speaks seed 001's connector protocol to an external
 // compute. httpConnector implements it.
-type connectorClient interface {
+type ConnectorClient interface {
 	Scale(ctx context.Context, baseURL, service string, number int) error
 	Status(ctx context.Context, baseURL, service string) (running int, err error)
 }
@@ -106,8 +106,8 @@ const forgetFailuresAfter = 10 * time.Minute
 type Reconciler struct {
 	ctl     *Control
 	cli     *clientv3.Client
-	dep     deployer
-	conn    connectorClient
+	dep     Deployer
+	conn    ConnectorClient
 	cfg     ReconcilerConfig
 	log     *slog.Logger
 	metrics *reconcileMetrics
@@ -130,7 +130,9 @@ type sentNumber struct {
 	at     time.Time
 }
 
-func newReconciler(ctl *Control, cli *clientv3.Client, dep deployer, conn connectorClient, cfg ReconcilerConfig) *Reconciler {
+// NewReconcilerWith is NewReconciler with the allocators and connectors
+// reached through dep and conn.
+func NewReconcilerWith(ctl *Control, cli *clientv3.Client, dep Deployer, conn ConnectorClient, cfg ReconcilerConfig) *Reconciler {
 	cfg.defaults()
 	return &Reconciler{
 		ctl: ctl, cli: cli, dep: dep, conn: conn, cfg: cfg, log: cfg.Logger,
