@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,11 @@ import (
 
 // Config configures an Agent.
 type Config struct {
+	// Name is the allocator's name (its -name): unique among the live
+	// nodes of the network, published in the node record, and the name of
+	// the compute made of this node alone. Empty: "node-" and the last 10
+	// characters of the peer ID, lower-cased.
+	Name string
 	// CPU and Memory are the capacity offered, in millicores and MiB.
 	CPU, Memory int
 	// Labels are operator-given tags published in the node record.
@@ -132,6 +138,12 @@ func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.R
 	if cfg.CPU <= 0 || cfg.Memory <= 0 {
 		return nil, fmt.Errorf("agent: capacity must be positive (cpu %d millicores, memory %d MiB)", cfg.CPU, cfg.Memory)
 	}
+	if cfg.Name == "" {
+		cfg.Name = defaultName(n.ID().String())
+	}
+	if err := registry.ValidateComputeName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	actx, cancel := context.WithCancel(context.Background())
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, node: n, reg: reg, runtimes: map[string]runtime.Runtime{},
@@ -145,8 +157,17 @@ func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.R
 		a.order = append(a.order, rt.Name())
 	}
 	a.metrics.observeResources(a)
+	// The first record is published before anything else is touched: a
+	// name another live node holds stops the agent here, with its
+	// runtimes' instances as they were.
+	if err := a.firstPublish(ctx); err != nil {
+		cancel()
+		a.metrics.unregister()
+		return nil, err
+	}
 	if err := a.adopt(ctx); err != nil {
 		cancel()
+		a.metrics.unregister()
 		return nil, err
 	}
 	a.rpc = wire.NewServer(n.Host(), a.log, nil)
@@ -155,6 +176,14 @@ func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.R
 	n.Advertise(deploy.Rendezvous)
 	return a, nil
 }
+
+// defaultName is the name of an agent configured without one.
+func defaultName(peerID string) string {
+	return "node-" + strings.ToLower(peerID[max(len(peerID)-10, 0):])
+}
+
+// Name is the allocator's name, as published in its node record.
+func (a *Agent) Name() string { return a.cfg.Name }
 
 func (a *Agent) goLoop(fn func(ctx context.Context)) {
 	a.wg.Add(1)

@@ -70,16 +70,37 @@ type allocOpts struct {
 func (w *world) allocator(o allocOpts) (*agent.Agent, *p2ptest.Node) {
 	t := w.t
 	t.Helper()
-	n := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{w.reg.Node.AddrInfo()}, Delay: netdelay.New(o.delay)})
+	n := w.node(o.delay)
+	a, _, err := w.startAgent(n, filepath.Join(t.TempDir(), "instances"), o.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, n
+}
+
+// node starts a libp2p node joined to the world's registry.
+func (w *world) node(delay time.Duration) *p2ptest.Node {
+	t := w.t
+	t.Helper()
+	n := p2ptest.Start(t, p2ptest.Spec{Bootstraps: []peer.AddrInfo{w.reg.Node.AddrInfo()}, Delay: netdelay.New(delay)})
 	if err := n.Bootstrapped(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := process.New(process.Options{Dir: filepath.Join(t.TempDir(), "instances"), Logger: p2ptest.Logger(t)})
+	return n
+}
+
+// startAgent starts an agent on node n with a process runtime whose
+// instances live in dir (a dir used before: the agent adopts what runs
+// there). Both are closed when the test ends; the runtime, closed
+// earlier, lets another agent take dir over.
+func (w *world) startAgent(n *p2ptest.Node, dir string, cfg agent.Config) (*agent.Agent, runtime.Runtime, error) {
+	t := w.t
+	t.Helper()
+	rt, err := process.New(process.Options{Dir: dir, Logger: p2ptest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close() })
-	cfg := o.cfg
 	if cfg.CPU == 0 {
 		cfg.CPU, cfg.Memory = 4000, 4096
 	}
@@ -95,10 +116,11 @@ func (w *world) allocator(o allocOpts) (*agent.Agent, *p2ptest.Node) {
 	c := registrytest.Client(t, n)
 	a, err := agent.New(t.Context(), n.Node, c, []runtime.Runtime{rt}, cfg)
 	if err != nil {
-		t.Fatal(err)
+		_ = rt.Close()
+		return nil, nil, err
 	}
 	t.Cleanup(a.Close)
-	return a, n
+	return a, rt, nil
 }
 
 // service registers a service running the test task in the given mode.
@@ -119,12 +141,17 @@ func (w *world) service(name string, cpu int, hardRTT float64, env map[string]st
 }
 
 func (w *world) deploy(on *p2ptest.Node, service string, onDemand bool) (*deploy.Response, error) {
+	return w.send(on, deploy.Request{Op: deploy.OpDeploy, Service: service, OnDemand: onDemand})
+}
+
+// send sends a deploy request of any shape to the allocator on node on.
+func (w *world) send(on *p2ptest.Node, r deploy.Request) (*deploy.Response, error) {
 	ctx, cancel := context.WithTimeout(w.t.Context(), 30*time.Second)
 	defer cancel()
 	if err := w.client.Host().Connect(ctx, on.AddrInfo()); err != nil {
 		return nil, err
 	}
-	return deploy.Deploy(ctx, w.client.Host(), on.ID(), service, onDemand)
+	return deploy.Send(ctx, w.client.Host(), on.ID(), r)
 }
 
 // get sends GET / to an instance through its proxy, over libp2p.

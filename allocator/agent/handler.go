@@ -38,7 +38,7 @@ func (a *Agent) handle(ctx context.Context, req wire.Request) (any, error) {
 // back an on-demand one already running or starting here, and waits until
 // it runs.
 func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response, error) {
-	if err := registry.ValidateName(r.Service); err != nil {
+	if err := validateDeploy(r); err != nil {
 		a.metrics.refused("bad_request")
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	}
@@ -72,18 +72,41 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 	return &deploy.Response{Instance: &rec, Reused: reused}, nil
 }
 
+// validateDeploy checks what a deploy request names: the service, and the
+// instance ID and compute when it chooses them.
+func validateDeploy(r deploy.Request) error {
+	if err := registry.ValidateName(r.Service); err != nil {
+		return err
+	}
+	if r.ID != "" {
+		if err := validateID(r.ID); err != nil {
+			return err
+		}
+	}
+	if r.Compute != "" {
+		if r.OnDemand {
+			return errors.New("an on-demand instance counts towards no compute: give OnDemand or Compute, not both")
+		}
+		if err := registry.ValidateComputeName(r.Compute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reuseOrStart hands back a shared on-demand instance or starts a new one;
 // for on-demand requests the two are one step, or concurrent requests
-// would both find none and both start one.
+// would both find none and both start one. A request that chooses the
+// instance's ID asks for that instance: it is never handed another.
 func (a *Agent) reuseOrStart(r deploy.Request, info *registry.ServiceInfo, rtName string) (*instance, bool, error) {
-	if r.OnDemand {
+	if r.OnDemand && r.ID == "" {
 		a.onDemandMu.Lock()
 		defer a.onDemandMu.Unlock()
 		if in, ok := a.reuse(r); ok {
 			return in, true, nil
 		}
 	}
-	in, err := a.start(r.Service, info, rtName, r.OnDemand)
+	in, err := a.start(startReq{id: r.ID, service: r.Service, compute: r.Compute, onDemand: r.OnDemand}, info, rtName)
 	return in, false, err
 }
 

@@ -60,14 +60,29 @@ func (in *instance) state() string {
 }
 
 // newID makes an instance ID: the service's name and a random suffix,
-// within the 63 characters IDs may have.
+// within the 63 characters of [a-z0-9-] IDs may have (a service name's
+// '.' and '_' become '-').
 func newID(service string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	if len(service) > 54 {
 		service = service[:54]
 	}
+	service = strings.NewReplacer(".", "-", "_", "-").Replace(service)
 	return fmt.Sprintf("%s-%s", service, hex.EncodeToString(b))
+}
+
+// validateID checks an instance ID a deploy request chooses: a name, as
+// registry.ValidateName has it, of the characters runtimes accept in an
+// ID (it names a container or a process's directory).
+func validateID(id string) error {
+	if err := registry.ValidateName(id); err != nil {
+		return fmt.Errorf("instance ID: %s", strings.TrimPrefix(err.Error(), "invalid service name: "))
+	}
+	if strings.ContainsAny(id, "._") {
+		return fmt.Errorf("instance ID %q: use lower-case letters, digits and '-' (it names a container or a directory)", id)
+	}
+	return nil
 }
 
 // proxyAddrs are the multiaddrs of an instance's proxy: this node's IP
@@ -94,8 +109,15 @@ func (a *Agent) proxyAddrs(p2pPort int, id peer.ID) []string {
 }
 
 // start admits and starts a new instance of service, and returns at once;
-// wait on in.ready for the outcome. The caller has checked the service.
-func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string, onDemand bool) (*instance, error) {
+// wait on in.ready for the outcome. The caller has checked the service;
+// sr.id is the caller's choice of ID, or "" for a new one.
+func (a *Agent) start(sr startReq, info *registry.ServiceInfo, rtName string) (*instance, error) {
+	service := sr.service
+	if sr.id == "" {
+		sr.id = newID(service)
+	} else if err := a.idFree(sr.id); err != nil {
+		return nil, err
+	}
 	if err := a.failures.check(service); err != nil {
 		a.metrics.refused("start_backoff")
 		return nil, err
@@ -116,15 +138,16 @@ func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string,
 		return nil, err
 	}
 	pid, _ := peer.IDFromPrivateKey(key)
-	id := newID(service)
+	id := sr.id
 	in := &instance{
 		rt: a.runtimes[rtName], ports: p, cpu: info.CpuReq, mem: info.MemoryReq, ready: make(chan struct{}),
 		rec: registry.Instance{
 			ID: id, Service: service, Node: a.node.ID().String(), State: registry.StatePending, Runtime: rtName,
-			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: onDemand, Started: time.Now().UTC(),
+			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: sr.onDemand, Compute: sr.compute,
+			Started: time.Now().UTC(),
 		},
 	}
-	spec, specErr := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
+	spec, specErr := a.runtimeSpec(rtName, sr, info, p, key, pid.String())
 	if specErr != nil && !errors.Is(specErr, errCommandNotFound) {
 		a.res.release(info.CpuReq, info.MemoryReq)
 		a.ports.put(p)
@@ -143,6 +166,14 @@ func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string,
 		a.metrics.refused("shutting_down")
 		return nil, wire.Errorf(wire.CodeUnavailable, "the allocator is shutting down")
 	}
+	if a.instances[id] != nil {
+		// A deploy with the same chosen ID got here first.
+		a.mu.Unlock()
+		a.res.release(info.CpuReq, info.MemoryReq)
+		a.ports.put(p)
+		a.metrics.refused("id_in_use")
+		return nil, idInUse(id)
+	}
 	a.instances[id] = in
 	a.mu.Unlock()
 	a.metrics.admitted()
@@ -156,11 +187,26 @@ func (a *Agent) start(service string, info *registry.ServiceInfo, rtName string,
 	// respec moves the instance to new ports when one was taken between
 	// our pick and its bind.
 	respec := func(p ports) (runtime.Spec, []string, error) {
-		sp, err := a.runtimeSpec(rtName, id, service, info, onDemand, p, key, pid.String())
+		sp, err := a.runtimeSpec(rtName, sr, info, p, key, pid.String())
 		return sp, a.proxyAddrs(p.P2P, pid), err
 	}
 	a.goLoop(func(ctx context.Context) { a.run(ctx, in, spec, respec) })
 	return in, nil
+}
+
+// idFree checks that no instance of this node has the ID a deploy chose.
+func (a *Agent) idFree(id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.instances[id] != nil {
+		a.metrics.refused("id_in_use")
+		return idInUse(id)
+	}
+	return nil
+}
+
+func idInUse(id string) error {
+	return wire.Errorf(wire.CodeConflict, "instance ID %q is in use on this node", id)
 }
 
 // run starts the instance, waits for it to be healthy, then supervises

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -41,11 +43,49 @@ func (a *Agent) publishLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) publish(ctx context.Context) {
+// ErrNameTaken: another live node holds the allocator's name (the
+// registry refused its node record with a conflict).
+var ErrNameTaken = errors.New("allocator name taken")
+
+// nameTakenError is the registry's refusal of a name, which says which
+// node holds it and what to do: shown as it is.
+type nameTakenError struct{ refusal *wire.Error }
+
+func (e *nameTakenError) Error() string   { return e.refusal.Message }
+func (e *nameTakenError) Unwrap() []error { return []error{ErrNameTaken, e.refusal} }
+
+// firstPublish publishes the node record once, at start. A registry that
+// cannot be reached is no reason not to start (the publish loop tries
+// again); a name another live node holds is, since the registry will
+// refuse every record of this node until it has a name of its own.
+func (a *Agent) firstPublish(ctx context.Context) error {
+	_, err := a.putNode(ctx)
+	var we *wire.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &we) && we.Code == wire.CodeConflict:
+		return &nameTakenError{refusal: we}
+	default:
+		a.log.Warn("publish node record", "err", err)
+		return nil
+	}
+}
+
+// putNode publishes the node record once.
+func (a *Agent) putNode(ctx context.Context) (granted bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseTTL/3)
 	defer cancel()
-	granted, err := a.reg.PutNode(ctx, a.nodeRecord(), int(a.cfg.LeaseTTL/time.Second))
+	return a.reg.PutNode(ctx, a.nodeRecord(), int(a.cfg.LeaseTTL/time.Second))
+}
+
+func (a *Agent) publish(ctx context.Context) {
+	granted, err := a.putNode(ctx)
 	if err != nil {
+		if wire.CodeOf(err) == wire.CodeConflict {
+			a.log.Error("node record refused: another live node has this allocator's name; restart it with a -name of its own", "name", a.cfg.Name, "err", err)
+			return
+		}
 		a.log.Warn("publish node record", "err", err)
 		return
 	}
@@ -81,7 +121,7 @@ func (a *Agent) nodeRecord() registry.Node {
 	}
 	a.mu.Unlock()
 	return registry.Node{
-		PeerID: a.node.ID().String(), Addrs: addrs, Runtimes: a.Runtimes(), Labels: a.cfg.Labels,
+		PeerID: a.node.ID().String(), Name: a.cfg.Name, Addrs: addrs, Runtimes: a.Runtimes(), Labels: a.cfg.Labels,
 		CPU: cpu, Memory: mem, FreeCPU: max(freeCPU, 0), FreeMemory: max(freeMem, 0),
 		Instances: count, Updated: time.Now().UTC(), Message: strings.Join(notes, "; "),
 	}

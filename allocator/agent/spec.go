@@ -30,7 +30,19 @@ const (
 	labelPeer     = "physarum.peer"
 	labelStarted  = "physarum.started"
 	labelRuntime  = "physarum.runtime"
+	// labelCompute is the compute a pinned instance counts towards (set
+	// only for those), so that it still does once adopted.
+	labelCompute = "physarum.compute"
 )
+
+// startReq is what a new instance is started as.
+type startReq struct {
+	id, service string
+	// compute is the compute whose desired count the instance counts
+	// towards ("" for on-demand and explicitly deployed instances).
+	compute  string
+	onDemand bool
+}
 
 // What an instance's proxy may use beyond the service's requirements. The
 // proxy starts a libp2p host (a burst of CPU) and holds ~20-40 MiB; limits
@@ -99,21 +111,36 @@ func (a *Agent) instanceEnv(id, service string, info *registry.ServiceInfo, p po
 
 // runtimeSpec builds what the runtime runs: for the process runtime the
 // proxy with the service's command as its child; for Docker the image,
-// whose entrypoint is the proxy.
-func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceInfo, onDemand bool, p ports, key crypto.PrivKey, peerID string) (runtime.Spec, error) {
-	env, err := a.instanceEnv(id, service, info, p, key)
+// whose entrypoint is the proxy, with the service's Command as its Cmd.
+//
+// The environment is, from weakest to strongest: the service's
+// Environment (both runtimes, values as they are), its Exec.Env (process
+// runtime, "${VAR}" expanded from the instance's environment), and the
+// instance contract's own variables (common/instenv), which nothing
+// overrides.
+func (a *Agent) runtimeSpec(rtName string, sr startReq, info *registry.ServiceInfo, p ports, key crypto.PrivKey, peerID string) (runtime.Spec, error) {
+	env, err := a.instanceEnv(sr.id, sr.service, info, p, key)
 	if err != nil {
 		return runtime.Spec{}, err
+	}
+	reserved := make(map[string]bool, len(env))
+	for k := range env {
+		reserved[k] = true
+	}
+	for k, v := range info.Environment {
+		if !reserved[k] {
+			env[k] = v
+		}
 	}
 	// The container holds the proxy too: its limits are the service's
 	// requirements plus the proxy's allowance, and the service's CPU
 	// requirement is what it is guaranteed under contention (its shares).
 	spec := runtime.Spec{
-		ID: id, Env: env, MaxRestarts: a.cfg.MaxRestarts,
+		ID: sr.id, Env: env, MaxRestarts: a.cfg.MaxRestarts,
 		CPU: limit(info.CpuReq, ProxyCPUAllowance), CPURequest: info.CpuReq, Memory: limit(info.MemoryReq, ProxyMemoryAllowance),
 		Labels: map[string]string{
-			runtime.LabelService: service,
-			labelOnDemand:        strconv.FormatBool(onDemand),
+			runtime.LabelService: sr.service,
+			labelOnDemand:        strconv.FormatBool(sr.onDemand),
 			labelCPU:             strconv.Itoa(info.CpuReq),
 			labelMemory:          strconv.Itoa(info.MemoryReq),
 			labelPorts:           p.String(),
@@ -122,9 +149,15 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 			labelRuntime:         rtName,
 		},
 	}
+	if sr.compute != "" {
+		spec.Labels[labelCompute] = sr.compute
+	}
 	switch rtName {
 	case registry.RuntimeDocker:
 		spec.Image = info.DockerHash
+		// The image's entrypoint (the proxy) stays; it runs these words
+		// as the service.
+		spec.Command = strings.Fields(info.Command)
 	case registry.RuntimeProcess:
 		if a.cfg.ProxyPath == "" {
 			return runtime.Spec{}, fmt.Errorf("no proxy binary to run process instances with (see -proxy)")
@@ -132,7 +165,7 @@ func (a *Agent) runtimeSpec(rtName, id, service string, info *registry.ServiceIn
 		// Env values are expanded here; Args by the proxy, which does the
 		// same for a Docker image's CMD.
 		for k, v := range info.Exec.Env {
-			if _, reserved := env[k]; !reserved {
+			if !reserved[k] {
 				env[k] = instenv.Expand(v, env)
 			}
 		}
