@@ -72,7 +72,11 @@ func nodeNames(nodes []string) string {
 	if len(nodes) == 0 {
 		return "-"
 	}
-	nodes = slices.Sorted(slices.Values(nodes))
+	nodes = slices.Clone(nodes)
+	for i, n := range nodes {
+		nodes[i] = nodeLabel(n)
+	}
+	slices.Sort(nodes)
 	if len(nodes) <= maxNodeNames {
 		return strings.Join(nodes, ",")
 	}

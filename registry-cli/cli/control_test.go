@@ -32,6 +32,7 @@ func TestStatusTable(t *testing.T) {
 			{ID: "svc-od", Node: peerID, State: "running", OnDemand: true, Started: now.Add(-10 * time.Second)},
 			{ID: "svc-2", Node: peerID, NodeName: "n1", Compute: "site-a", State: "running", Started: now.Add(-60 * time.Second), Message: "restarted after\texit 2"},
 			{ID: "svc-x", NodeName: "n3", Compute: "edge", State: "failed", Message: "exit status 1"},
+			{ID: "svc-4", Node: peerID, NodeName: peerID, Compute: "site-b", State: "running", Started: now.Add(-time.Second)},
 		},
 	}
 	var b bytes.Buffer
@@ -51,6 +52,7 @@ svc-x   n3               edge     failed    false      -      0         exit sta
 svc-1   n1               site-a   running   false      1m30s  2         -
 svc-2   n1               site-a   running   false      1m0s   0         restarted after exit 2
 svc-3   n2               site-a   starting  false      5s     0         -
+svc-4   12D3KooW…6JsBn1  site-b   running   false      1s     0         -
 `
 	if got := b.String(); got != want {
 		t.Errorf("status table:\n%s\nwant:\n%s", got, want)
@@ -106,6 +108,8 @@ web: 2/2 running (desired 2), 0 starting, 0 failed, 0 on demand
 func TestComputesTable(t *testing.T) {
 	cs := []registry.ComputeInfo{
 		{Compute: registry.Compute{Name: "site-a", Connector: "physarum:labels?site=a"}, Kind: registry.KindLabels, Nodes: []string{"n2", "n1"}},
+		// An allocator without a -name is listed by its peer ID.
+		{Compute: registry.Compute{Name: "site-b", Connector: "physarum:labels?site=b"}, Kind: registry.KindLabels, Nodes: []string{peerID}},
 		{Compute: registry.Compute{Name: "physarum", Connector: "physarum"}, Kind: registry.KindNetwork, Builtin: true,
 			Nodes: []string{"n7", "n6", "n5", "n4", "n3", "n2", "n1"}},
 		{Compute: registry.Compute{Name: "n1", Connector: registry.NodeConnector("n1")}, Kind: registry.KindNode, Builtin: true, Nodes: []string{"n1"}},
@@ -120,6 +124,7 @@ edge      connector  http://127.0.0.1:7051   -                          no
 n1        node       physarum:node?name=n1   n1                         yes
 physarum  network    physarum                n1,n2,n3,n4,n5 and 2 more  yes
 site-a    labels     physarum:labels?site=a  n1,n2                      no
+site-b    labels     physarum:labels?site=b  12D3KooW…6JsBn1            no
 `
 	if b.String() != want {
 		t.Errorf("computes table:\n%s\nwant:\n%s", b.String(), want)

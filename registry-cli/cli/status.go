@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -101,11 +102,7 @@ func writeStatus(w io.Writer, st registry.ServiceStatus, now time.Time) error {
 	registry.SortInstances(insts)
 	t := newTable(w, "ID", "NODE", "COMPUTE", "STATE", "ON DEMAND", "AGE", "RESTARTS", "MESSAGE")
 	for _, in := range insts {
-		node := in.NodeName
-		if node == "" {
-			node = short(in.Node)
-		}
-		t.row(in.ID, orDash(node), orDash(in.Compute), in.State, strconv.FormatBool(in.OnDemand),
+		t.row(in.ID, orDash(nodeLabel(cmp.Or(in.NodeName, in.Node))), orDash(in.Compute), in.State, strconv.FormatBool(in.OnDemand),
 			age(now, in.Started), strconv.Itoa(in.Restarts), orDash(oneLineText(in.Message)))
 	}
 	return t.flush()
@@ -156,11 +153,18 @@ func computeNote(cs registry.ComputeStatus, now time.Time) string {
 func caller(who string) string {
 	f := strings.Fields(who)
 	for i, w := range f {
-		if _, err := peer.Decode(w); err == nil {
-			f[i] = short(w)
-		}
+		f[i] = nodeLabel(w)
 	}
 	return strings.Join(f, " ")
+}
+
+// nodeLabel shows a node's name as it is, and a peer ID (what the
+// registry gives for an allocator without a -name) abbreviated.
+func nodeLabel(s string) string {
+	if _, err := peer.Decode(s); err == nil {
+		return short(s)
+	}
+	return s
 }
 
 // age is how long ago t was, to the second ("-" for none).
