@@ -19,6 +19,7 @@ import (
 
 type config struct {
 	node          *nodeflags.Flags
+	name          string
 	runtime       string
 	cpuMillis     int
 	memoryMiB     int
@@ -66,6 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	c := &config{node: nodeflags.Register(fs, "allocator", nodeflags.Defaults{PromListen: ":9103"})}
+	fs.StringVar(&c.name, "name", defaultName(os.Hostname), "this allocator's name: unique among the live allocators of the network (a taken one is refused at start), and the name of the compute made of this node alone; lower-case letters, digits, '.', '_' and '-' (default: the host name, so made)")
 	fs.StringVar(&c.runtime, "runtime", "auto", "how to run instances: docker, process, or auto (Docker when a daemon answers, plus processes)")
 	cpus := fs.String("cpus", "", "CPU offered, in cores (e.g. 2 or 0.5; default: this host's cores)")
 	fs.IntVar(&c.memoryMiB, "memory", 0, "memory offered, in MiB (default: this host's memory)")
@@ -85,6 +87,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	if c.name == "" {
+		return nil, errors.New("-name: empty, and the host name makes no name; give this allocator a -name, unique in the network")
+	}
+	if err := registry.ValidateComputeName(c.name); err != nil {
+		return nil, fmt.Errorf("-name %q: %w", c.name, err)
 	}
 	switch c.runtime {
 	case "auto", registry.RuntimeDocker, registry.RuntimeProcess:
@@ -123,6 +131,28 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-idle-timeout and -start-timeout must be positive, -max-restarts not negative")
 	}
 	return c, nil
+}
+
+// defaultName makes an allocator's name of the host's: lower-cased, each
+// character a name cannot hold replaced by '-', at most 63 characters,
+// starting and ending with a letter or digit; "" when nothing is left.
+func defaultName(hostname func() (string, error)) string {
+	h, err := hostname()
+	if err != nil {
+		return ""
+	}
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, strings.ToLower(h))
+	name = strings.Trim(name, "._-")
+	if len(name) > registry.MaxNameLen {
+		name = strings.TrimRight(name[:registry.MaxNameLen], "._-")
+	}
+	return name
 }
 
 // parseCPUs reads -cpus (cores, possibly fractional) as millicores.

@@ -52,16 +52,23 @@ func startNet(t *testing.T) *world {
 	return n
 }
 
-// allocator starts an allocator process with its own key and data dir.
+// allocator starts an allocator process named name (its -name too) with
+// its own key and data dir.
 func (n *world) allocator(name string, extra ...string) *proctest.Proc {
 	n.t.Helper()
-	dir := n.t.TempDir()
-	p := proctest.Start(n.t, name, n.bins["allocator"], launch.Allocator{
-		Node:    launch.Node{KeyFile: filepath.Join(dir, "key"), LogLevel: "debug"},
-		DataDir: filepath.Join(dir, "data"), Runtime: "process", Proxy: n.bins["proxy"], Extra: extra,
-	}.Args(), n.env)
+	p := proctest.Start(n.t, name, n.bins["allocator"], n.allocatorArgs(name, extra...), n.env)
 	p.WaitOutput(launch.AllocatorReady, 30*time.Second)
 	return p
+}
+
+// allocatorArgs is the command line of an allocator named name with its
+// own key and data dir.
+func (n *world) allocatorArgs(name string, extra ...string) []string {
+	dir := n.t.TempDir()
+	return launch.Allocator{
+		Node: launch.Node{KeyFile: filepath.Join(dir, "key"), LogLevel: "debug"}, Name: name,
+		DataDir: filepath.Join(dir, "data"), Runtime: "process", Proxy: n.bins["proxy"], Extra: extra,
+	}.Args()
 }
 
 func (n *world) cli(args ...string) string {

@@ -52,15 +52,15 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	a, err := agent.New(ctx, base.Node, reg, rts, agent.Config{
-		CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
+		Name: c.name, CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
 		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout,
 		MaxRestarts: c.maxRestarts, KeepInstances: c.keepInstances, Logger: log, Registerer: base.Metrics,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "allocator ready: %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
-		c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
+	fmt.Fprintf(stdout, "allocator ready: name %s, %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
+		a.Name(), c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
 	// The daemon's parts, supervised as one: the first to fail stops the
 	// rest, and its error is the daemon's.
 	g, gctx := errgroup.WithContext(ctx)

@@ -127,11 +127,11 @@ func TestArgs(t *testing.T) {
 		{"joining registry", join.Args()[:9], []string{"-ephemeral", "-psk", "pass", "-listen", "/ip4/127.0.0.1/tcp/7",
 			"-bootstrap", "/boot", "-prom-listen-addr", ""}},
 		{"allocator", Allocator{
-			Node:    Node{KeyFile: "/k", IP: "127.0.0.2", Metrics: "127.0.0.1:9"},
+			Node: Node{KeyFile: "/k", IP: "127.0.0.2", Metrics: "127.0.0.1:9"}, Name: "site-a",
 			DataDir: "/d", Runtime: "process", CPUs: "0.5", MemoryMiB: 256, Labels: "site=a", Proxy: "/bin/proxy",
 			IdleTimeout: 10 * time.Minute, LeaseTTL: 3 * time.Second,
 		}.Args(), []string{"-keyfile", "/k", "-listen", "/ip4/127.0.0.2/tcp/0", "-prom-listen-addr", "127.0.0.1:9",
-			"-data-dir", "/d", "-runtime", "process", "-cpus", "0.5", "-memory", "256", "-labels", "site=a",
+			"-name", "site-a", "-data-dir", "/d", "-runtime", "process", "-cpus", "0.5", "-memory", "256", "-labels", "site=a",
 			"-proxy", "/bin/proxy", "-idle-timeout", "10m0s", "-lease-ttl", "3s"}},
 		{"client proxy", ClientProxy{HTTPPort: 8080, Extra: []string{"-attempts", "1"}}.Args(), []string{
 			"-ephemeral", "-listen", "/ip4/127.0.0.1/tcp/0", "-prom-listen-addr", "", "-attempts", "1", "8080"}},
@@ -139,6 +139,13 @@ func TestArgs(t *testing.T) {
 		if !slices.Equal(tc.got, tc.want) {
 			t.Errorf("%s:\n got %q\nwant %q", tc.name, tc.got, tc.want)
 		}
+	}
+	// Allocators without a name get one each: the host name, their
+	// default, is the same for every allocator of a local network.
+	first, second := Allocator{}.Args(), Allocator{}.Args()
+	name := func(args []string) string { return args[slices.Index(args, "-name")+1] }
+	if name(first) == name(second) || !strings.HasPrefix(name(first), "alloc-") {
+		t.Errorf("default allocator names %q and %q; want two of their own", name(first), name(second))
 	}
 	if slices.Contains(join.Args(), "-new-etcd-cluster") {
 		t.Error("a registry given a bootstrap peer starts a new cluster")

@@ -1,7 +1,10 @@
 package launch
 
 import (
+	"fmt"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/freeport"
@@ -118,6 +121,10 @@ func (r *Registry) Args() []string {
 // Allocator is how to start an allocator.
 type Allocator struct {
 	Node
+	// Name is its -name, unique among the live allocators of a network
+	// ("": one unique on this machine, "alloc-<pid>-<n>", as the host
+	// name, the allocator's default, is the same for all of them).
+	Name string
 	// DataDir holds its state and its instances' files.
 	DataDir string
 	// Runtime is its -runtime: process, docker or auto ("": the default).
@@ -138,9 +145,17 @@ type Allocator struct {
 	Extra []string
 }
 
-// Args returns the allocator command line.
+// allocators counts the allocators this process made a name for.
+var allocators atomic.Int64
+
+// Args returns the allocator command line. Each call without a Name
+// makes a new one: keep the line to start the same allocator again.
 func (al Allocator) Args() []string {
-	a := append(al.Node.args(), "-data-dir", al.DataDir)
+	name := al.Name
+	if name == "" {
+		name = fmt.Sprintf("alloc-%d-%d", os.Getpid(), allocators.Add(1))
+	}
+	a := append(al.Node.args(), "-name", name, "-data-dir", al.DataDir)
 	if al.Runtime != "" {
 		a = append(a, "-runtime", al.Runtime)
 	}
