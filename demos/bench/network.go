@@ -141,7 +141,7 @@ func (n *network) spawnAllocator(spec allocSpec) (*allocator, error) {
 			KeyFile: filepath.Join(n.dir, spec.name+".key"), AddrFile: filepath.Join(n.dir, spec.name+".addr"),
 			LogLevel: level,
 		},
-		DataDir: a.dataDir, Runtime: spec.runtime, CPUs: spec.cpus, MemoryMiB: spec.memory,
+		Name: spec.name, DataDir: a.dataDir, Runtime: spec.runtime, CPUs: spec.cpus, MemoryMiB: spec.memory,
 		Proxy: n.bin("proxy"), IdleTimeout: 30 * time.Minute,
 	}.Args(), n.env)
 	if err != nil {

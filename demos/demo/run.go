@@ -199,7 +199,7 @@ func (d *demo) startAllocators(ctx context.Context) error {
 				KeyFile: filepath.Join(d.dir, s.name+".key"), IP: s.ip, AddrFile: filepath.Join(d.dir, s.name+".addr"),
 				Metrics: "127.0.0.1:" + strconv.Itoa(s.prom),
 			},
-			DataDir: filepath.Join(d.dir, s.name), Runtime: d.runtime, CPUs: s.cpus, MemoryMiB: 1024,
+			Name: s.name, DataDir: filepath.Join(d.dir, s.name), Runtime: d.runtime, CPUs: s.cpus, MemoryMiB: 1024,
 			Labels: "site=" + s.name, Proxy: filepath.Join(d.o.bin, "proxy"), IdleTimeout: 10 * time.Minute,
 		}.Args(), "PHYSARUM_NET_DELAY="+s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1")
 		if err != nil {
