@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -31,6 +32,9 @@ type config struct {
 	startTimeout  time.Duration
 	maxRestarts   int
 	keepInstances bool
+	// connectorListen is where seed 001's connector protocol is served
+	// for this node ("": not served).
+	connectorListen string
 }
 
 const usage = `Usage: allocator [OPTIONS]
@@ -78,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", 10*time.Second, "lease of the node record: a dead node leaves the registry after this long")
 	fs.DurationVar(&c.startTimeout, "start-timeout", time.Minute, "give up on an instance not healthy after this long")
 	fs.IntVar(&c.maxRestarts, "max-restarts", 5, "restarts of a crashing instance before it is marked failed")
+	fs.StringVar(&c.connectorListen, "connector-listen", "", "serve seed 001's connector protocol (Genisys) for this node on this address, conventionally :7051 (default: off); scale and status act on this node alone. It has no token: whoever reaches the address can scale services here and add, change or delete service definitions, so listen where only the Genisys that drives it can reach")
 	fs.BoolVar(&c.keepInstances, "keep-instances", false, "on exit, leave instances running for the next allocator to adopt")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -93,6 +98,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if err := registry.ValidateComputeName(c.name); err != nil {
 		return nil, fmt.Errorf("-name %q: %w", c.name, err)
+	}
+	if c.connectorListen != "" {
+		if _, port, err := net.SplitHostPort(c.connectorListen); err != nil || port == "" {
+			return nil, fmt.Errorf("-connector-listen %q: want host:port or :port, such as :7051", c.connectorListen)
+		}
 	}
 	switch c.runtime {
 	case "auto", registry.RuntimeDocker, registry.RuntimeProcess:

@@ -28,6 +28,11 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	defer base.Close()
 	log := base.Log
+	conn, err := listenConnector(c.connectorListen)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
 	if err := base.Join(ctx, stdout); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the network
@@ -59,12 +64,18 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if conn != nil {
+		fmt.Fprintf(stdout, "connector listening on %s (seed 001's protocol for %s alone)\n", conn.url(), a.Name())
+	}
 	fmt.Fprintf(stdout, "allocator ready: name %s, %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
 		a.Name(), c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
 	// The daemon's parts, supervised as one: the first to fail stops the
 	// rest, and its error is the daemon's.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
+	if conn != nil {
+		g.Go(func() error { return conn.serve(gctx, reg, a.Name(), log) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		if c.keepInstances {
