@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	c := &config{node: nodeflags.Register(fs, "allocator", nodeflags.Defaults{PromListen: ":9103"})}
-	fs.StringVar(&c.name, "name", defaultName(os.Hostname), "this allocator's name: unique among the live allocators of the network (a taken one is refused at start), and the name of the compute made of this node alone; lower-case letters, digits, '.', '_' and '-' (default: the host name, so made)")
+	fs.StringVar(&c.name, "name", "", "this allocator's name: unique among the live allocators of the network (a taken one is refused at start), and the name of the compute made of this node alone; lower-case letters, digits, '.', '_' and '-' (default: the host name, lower-cased, other characters made '-')")
 	fs.StringVar(&c.runtime, "runtime", "auto", "how to run instances: docker, process, or auto (Docker when a daemon answers, plus processes)")
 	cpus := fs.String("cpus", "", "CPU offered, in cores (e.g. 2 or 0.5; default: this host's cores)")
 	fs.IntVar(&c.memoryMiB, "memory", 0, "memory offered, in MiB (default: this host's memory)")
@@ -94,7 +94,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
 	}
 	if c.name == "" {
-		return nil, errors.New("-name: empty, and the host name makes no name; give this allocator a -name, unique in the network")
+		if c.name = defaultName(os.Hostname); c.name == "" {
+			return nil, errors.New("-name not given, and the host name makes no name; give this allocator a -name, unique in the network")
+		}
 	}
 	if err := registry.ValidateComputeName(c.name); err != nil {
 		return nil, fmt.Errorf("-name %q: %w", c.name, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 )
@@ -34,7 +35,6 @@ func TestNameFlag(t *testing.T) {
 	}{
 		{"n1", ""},
 		{"site-a.rack_3", ""},
-		{"", "-name: empty"},
 		{"N1", `-name "N1"`},
 		{"-n1", `-name "-n1"`},
 		{strings.Repeat("a", 64), "-name"},
@@ -48,5 +48,9 @@ func TestNameFlag(t *testing.T) {
 		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
 			t.Errorf("-name %q: %v; want an error with %q", c.name, err, c.wantErr)
 		}
+	}
+	cfg, err := parseFlags([]string{"-memory", "64"}, io.Discard)
+	if want := defaultName(os.Hostname); err != nil || cfg.name != want {
+		t.Errorf("no -name: %q, %v; want the host name made a name, %q", cfg.name, err, want)
 	}
 }
