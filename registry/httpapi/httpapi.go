@@ -78,9 +78,11 @@ type Options struct {
 //
 // Writes (every method but GET and HEAD) need the token when Options.Token
 // is set; so do reads unless PublicRead. Without a token the API trusts
-// whoever reaches it, so it answers only requests addressed to an IP
-// address or to localhost (the Host header): a web page cannot reach it
-// through a DNS name rebound to 127.0.0.1. Request bodies must be
+// whoever reaches it, so on a loopback connection it answers only
+// requests addressed (the Host header) to an IP address or to localhost:
+// a web page cannot reach it through a DNS name rebound to 127.0.0.1.
+// (A listener beyond loopback without a token, such as an allocator's
+// connector, trusts its network: any Host goes.) Request bodies must be
 // application/json, which a browser cannot send to another origin without
 // asking first. Each request's call to c runs under RequestTimeout, with
 // the caller recorded by registry.WithCaller ("http 127.0.0.1", or "http
@@ -264,11 +266,16 @@ func isWrite(method string) bool {
 	return method != http.MethodGet && method != http.MethodHead
 }
 
-// checkHost refuses, when there is no token, requests addressed to a name
-// other than localhost: a DNS name an attacker's page rebinds to 127.0.0.1
-// would otherwise reach a loopback API that trusts every caller.
+// checkHost refuses, when there is no token, requests that came in on
+// loopback addressed to a name other than localhost: a DNS name an
+// attacker's page rebinds to 127.0.0.1 would otherwise reach a loopback
+// API that trusts every caller. A request whose connection's local
+// address is unknown is checked too.
 func (h *handler) checkHost(r *http.Request) error {
 	if h.tokenSum != nil || r.Host == "" {
+		return nil
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && !la.IP.IsLoopback() {
 		return nil
 	}
 	host := r.Host

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -449,6 +451,18 @@ func TestHost(t *testing.T) {
 	for _, host := range []string{"evil.example", "127.0.0.1.nip.io:7001", "localhost.evil.example"} {
 		refusal(t, sendTo(t, h, host, "GET", "/compute", ""), http.StatusForbidden, wire.CodeForbidden)
 	}
+	// On a connection that came in beyond loopback (an allocator's
+	// connector on :7051, reached by a Genisys by name), any Host goes;
+	// on loopback, names are checked.
+	at := func(local string, host string) *httptestRecorder {
+		r := newRequest(t, host, "GET", "/compute", "")
+		ip, _ := netip.ParseAddr(local)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 7051))))
+		return serve(h, r)
+	}
+	answer(t, at("10.0.0.5", "node1.example:7051"), http.StatusOK, nil)
+	refusal(t, at("127.0.0.1", "node1.example:7051"), http.StatusForbidden, wire.CodeForbidden)
+	refusal(t, at("::1", "node1.example:7051"), http.StatusForbidden, wire.CodeForbidden)
 }
 
 func TestNodeScope(t *testing.T) {
