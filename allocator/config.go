@@ -40,15 +40,17 @@ type config struct {
 const usage = `Usage: allocator [OPTIONS]
 
 Offers this node's CPU and memory to the Physarum network and runs
-instances of registered services on it: Docker containers (built FROM
-scratch, never pulled) or local processes, each behind its proxy. Instances
-survive the allocator's crash; a restarted allocator adopts them. On SIGINT
+instances of registered services on it, as proxies ask for them and as
+desired counts need them: Docker containers (built FROM scratch, never
+pulled) or local processes, each behind its proxy. Instances survive the
+allocator's crash; a restarted allocator adopts them. On SIGINT
 or SIGTERM it stops its instances and leaves the network, unless
 -keep-instances.
 
 Examples:
   allocator -psk-file net.psk -bootstrap /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo...
-  allocator -runtime process -cpus 2 -memory 2048 -labels site=lab,rack=3 ...
+  allocator -name lab-1 -runtime process -cpus 2 -memory 2048 -labels site=lab,rack=3 ...
+  allocator -name edge-1 -connector-listen 10.0.0.5:7051 ...   (a Genisys connector for this node)
 
 OPTIONS:
 `
