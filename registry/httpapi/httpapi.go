@@ -55,7 +55,7 @@ const (
 )
 
 // Options configure the handler New returns. The zero value serves every
-// route without a token, on loopback addresses only (see New).
+// route without a token (New says whom that trusts).
 type Options struct {
 	// Token, when not empty, is required as "Authorization: Bearer <token>"
 	// for writes, and for reads unless PublicRead.
@@ -122,8 +122,9 @@ const (
 	routeStatuses = "/status"
 )
 
-// request is what a handler gets: the request, its context (deadline and
-// caller), the {name} of its path and, for POST and PUT, its body.
+// request is what a handler gets: the request's context (with its
+// deadline and caller), the {name} of its path and, for POST and PUT, its
+// body.
 type request struct {
 	ctx  context.Context
 	name string
