@@ -158,6 +158,9 @@ type Desired struct {
 	Number  int       `json:"number"`
 	SetBy   string    `json:"set_by"`
 	SetAt   time.Time `json:"set_at"`
+	// Revision is the registry revision that wrote it: of two scales, the
+	// one with the higher revision is the one that stands.
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // DefaultMaxScale is the largest desired count a scale may ask for unless

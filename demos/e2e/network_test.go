@@ -31,6 +31,8 @@ type network struct {
 	env  []string
 	boot string
 	reg  *proctest.Proc
+	// api is the HTTP API of the registry-service started last.
+	api string
 }
 
 func newNetwork(t *testing.T) *network {
@@ -58,6 +60,7 @@ func (n *network) registry() *proctest.Proc {
 		DataDir: filepath.Join(dir, "data"), UnsafeNoFsync: true,
 	}
 	n.reg = proctest.Start(n.t, "registry", n.bin["registry-service"], r.Args(), n.env)
+	n.api = r.APIURL()
 	n.boot = n.reg.Ready(launch.RegistryReady, time.Minute, r.AddrFile)
 	n.env = append(n.env, nodeflags.EnvBootstraps+"="+n.boot)
 	return n.reg

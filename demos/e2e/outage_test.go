@@ -244,6 +244,7 @@ func (n *network) member(name string) *proctest.Proc {
 	}
 	p := proctest.Start(n.t, name, n.bin["registry-service"], r.Args(), n.env)
 	p.WaitOutput(launch.RegistryReady, time.Minute)
+	n.api = r.APIURL()
 	return p
 }
 

@@ -150,9 +150,11 @@ func (c *Control) Scale(ctx context.Context, service, compute string, number int
 		Service: service, Compute: compute, Number: number,
 		SetBy: registry.CallerOf(ctx), SetAt: c.cfg.Now().UTC(),
 	}
-	if err := putJSON(ctx, c.cli, desiredKey(service, compute), d); err != nil {
+	rev, err := putJSONRev(ctx, c.cli, desiredKey(service, compute), d)
+	if err != nil {
 		return registry.Desired{}, err
 	}
+	d.Revision = rev
 	c.log.Info("desired count set", "service", service, "compute", compute, "number", number, "by", d.SetBy)
 	return d, nil
 }

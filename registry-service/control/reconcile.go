@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -426,6 +427,9 @@ func (r *Reconciler) startMissing(p pair, s *snapshot, sel registry.Selector, n 
 func newInstanceID(service string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
+	// Runtimes refuse '.' and '_' in instance IDs (container names,
+	// directories): map them as the allocator does for its own IDs.
+	service = strings.NewReplacer(".", "-", "_", "-").Replace(service)
 	if len(service) > 54 {
 		service = service[:54]
 	}

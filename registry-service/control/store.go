@@ -80,6 +80,7 @@ func listDesired(ctx context.Context, cli *clientv3.Client, service string) (map
 		p, ok := splitPair(string(kv.Key), PrefixDesired)
 		var d registry.Desired
 		if ok && json.Unmarshal(kv.Value, &d) == nil {
+			d.Revision = kv.ModRevision
 			out[p] = d
 		}
 	}
@@ -124,14 +125,21 @@ func listOperatorComputes(ctx context.Context, cli *clientv3.Client) (map[string
 }
 
 func putJSON(ctx context.Context, cli *clientv3.Client, key string, v any) error {
+	_, err := putJSONRev(ctx, cli, key, v)
+	return err
+}
+
+// putJSONRev writes v at key and returns the revision of the write.
+func putJSONRev(ctx context.Context, cli *clientv3.Client, key string, v any) (int64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := cli.Put(ctx, key, string(b)); err != nil {
-		return unavailable("write "+key, err)
+	resp, err := cli.Put(ctx, key, string(b))
+	if err != nil {
+		return 0, unavailable("write "+key, err)
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // unavailable wraps an etcd failure as a structured error a client can
