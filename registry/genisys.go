@@ -3,6 +3,8 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"fmt"
 	"strings"
 )
@@ -89,8 +91,10 @@ func strictJSON(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return invalid("body", "not a JSON object of the expected shape: %v", err)
 	}
-	if dec.More() {
-		return invalid("body", "more than one JSON value")
+	// More() misses a stray closing bracket ("{...}}"): read on to the
+	// end, which must be the input's.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalid("body", "more than one JSON value, or trailing data")
 	}
 	return nil
 }
