@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
 
 	"github.com/physarum-p2p/physarum/allocator/agent"
+	"github.com/physarum-p2p/physarum/allocator/deploy"
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
@@ -45,6 +47,12 @@ func newDockerWorld(t *testing.T) *dockerWorld {
 // image builds an image running the test task with env, and removes it
 // when the test ends.
 func (w *dockerWorld) image(name string, env map[string]string) string {
+	w.t.Helper()
+	return w.imageWithCmd(name, "/app/testtask", env)
+}
+
+// imageWithCmd builds an image holding the test task, with cmd as its CMD.
+func (w *dockerWorld) imageWithCmd(name, cmd string, env map[string]string) string {
 	t := w.t
 	t.Helper()
 	dir := t.TempDir()
@@ -57,7 +65,7 @@ func (w *dockerWorld) image(name string, env map[string]string) string {
 	}
 	tag := "physarum-test-" + name + ":latest"
 	id, err := imagebuild.Build(t.Context(), w.cli, imagebuild.Request{
-		Conf:  imagebuild.DockerConf{From: "scratch", Copy: [][2]string{{"testtask", "testtask"}}, Cmd: "/app/testtask", Env: env},
+		Conf:  imagebuild.DockerConf{From: "scratch", Copy: [][2]string{{"testtask", "testtask"}}, Cmd: cmd, Env: env},
 		Proxy: w.proxy, Dir: dir, Image: tag,
 	})
 	if err != nil {
@@ -203,5 +211,35 @@ func TestDockerContainersAreAdoptedAfterARestart(t *testing.T) {
 	})
 	if body, err := w.get(*resp.Instance); err != nil || body != "still here" {
 		t.Fatalf("adopted container: %q %v", body, err)
+	}
+}
+
+// A Docker service's Command is the container's command and its
+// Environment is in the container's environment: an image whose own CMD
+// names no program runs the service's Command, which answers with the
+// reply the Environment gives it; the compute is a label.
+func TestDockerCommandAndEnvironmentReachTheContainer(t *testing.T) {
+	w := newDockerWorld(t)
+	n := w.node()
+	w.dockerAllocator(n, agent.Config{})
+	image := w.imageWithCmd("cmd-env", "/app/no-such-program", map[string]string{runtimetest.EnvTask: runtimetest.ModeHTTP})
+	info := registry.ServiceInfo{DockerHash: image, CpuReq: 100, MemoryReq: 64, Command: "/app/testtask",
+		Environment: map[string]string{runtimetest.EnvReply: "told by Environment"}}
+	if _, err := w.rc.AddService(t.Context(), "cmd-env", info); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := w.send(n, deploy.Request{Op: deploy.OpDeploy, Service: "cmd-env", ID: "cmd-env-pinned", Compute: "site-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := w.get(*resp.Instance); err != nil || body != "told by Environment" {
+		t.Fatalf("through the proxy in the container: %q %v", body, err)
+	}
+	res, err := w.cli.ContainerInspect(t.Context(), "physarum-cmd-env-pinned", client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := res.Container.Config; !slices.Equal(c.Cmd, []string{"/app/testtask"}) || c.Labels["physarum.compute"] != "site-a" {
+		t.Fatalf("container command %q, compute label %q", c.Cmd, c.Labels["physarum.compute"])
 	}
 }
