@@ -62,7 +62,7 @@ func stopShared() {
 
 // emptyEtcd returns the client a Store would use, on the shared etcd
 // with every registry key deleted.
-func emptyEtcd(t *testing.T) *clientv3.Client {
+func emptyEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
 	shared.once.Do(func() { shared.m, shared.err = startShared() })
 	if shared.err != nil {
