@@ -19,6 +19,7 @@ const (
 	CodeInternal     = "internal"      // a bug or unexpected failure on the server
 	CodeUnsupported  = "unsupported"   // the server cannot do this (e.g. no Docker)
 	CodeRuntimeError = "runtime_error" // starting or running an instance failed
+	CodeGone         = "gone"          // what was asked for is no longer kept (a compacted event index)
 )
 
 // Error is a structured error that crosses the wire as

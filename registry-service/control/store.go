@@ -26,6 +26,14 @@ const (
 	PrefixComputes = "/physarum/computes/"
 	// PrefixReconcile holds keyState at <prefix><service>/<compute>.
 	PrefixReconcile = "/physarum/reconcile/"
+	// PrefixLaunched holds a launched instance's record (what the caller
+	// asked for, and what became of it) at <prefix><uuid>.
+	PrefixLaunched = "/physarum/launched/"
+	// PrefixCallbacks holds a callback's definition at <prefix><id>.
+	PrefixCallbacks = "/physarum/callbacks/"
+	// PrefixCallbackState holds a callback's delivery state (its cursor)
+	// at <prefix><id>.
+	PrefixCallbackState = "/physarum/callback-state/"
 	// electionPrefix is the reconciler's leader election.
 	electionPrefix = "/physarum/election/reconciler"
 )
