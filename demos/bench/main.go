@@ -9,9 +9,11 @@
 // coldstart (first request to a service with no instance), burst (20
 // instances at once), registry (get/add over libp2p against etcd direct,
 // registry-cli, memory), allocator (deploy latency, 50 concurrent
-// deploys, memory), visible (a new instance seen by another client), scale
-// (10 to 100 allocators). -only runs some of them; -quick runs each with
-// fewer samples, for development.
+// deploys, memory), visible (a new instance seen by another client),
+// desired (scale 0 → 20 through the HTTP API, a lost instance and a lost
+// allocator until replaced), scale (10 to 100 allocators), reconciler (the
+// reconciler's idle cost at 100 allocators and 200 services). -only runs
+// some of them; -quick runs each with fewer samples, for development.
 //
 // Every process, container, image and directory the suite starts is
 // removed at the end, also after Ctrl-C or a failure.

@@ -43,6 +43,9 @@ type network struct {
 	regAddr  string
 	regData  string
 	etcdPort int
+	// api is the registry's HTTP API (http://127.0.0.1:PORT) and metrics
+	// its Prometheus endpoint (http://127.0.0.1:PORT/metrics).
+	api, metrics string
 
 	mu      sync.Mutex
 	allocs  []*allocator
@@ -68,6 +71,10 @@ type allocSpec struct {
 	memory  int
 	// logLevel overrides the suite's -log-level for this allocator.
 	logLevel string
+	// leaseTTL is its -lease-ttl (0: the default).
+	leaseTTL time.Duration
+	// extra flags come last.
+	extra []string
 }
 
 // clientProxy is a proxy in client mode.
@@ -110,10 +117,11 @@ func (n *network) bin(name string) string { return filepath.Join(n.s.o.bin, name
 func (n *network) startRegistry(ctx context.Context) error {
 	n.regData = filepath.Join(n.dir, "registry")
 	n.etcdPort = freeport.One("127.0.0.1")
+	metrics := "127.0.0.1:" + strconv.Itoa(freeport.One("127.0.0.1"))
 	r := launch.Registry{
 		Node: launch.Node{
 			KeyFile: filepath.Join(n.dir, "registry.key"), AddrFile: filepath.Join(n.dir, "registry.addr"),
-			LogLevel: n.s.o.logLevel,
+			LogLevel: n.s.o.logLevel, Metrics: metrics,
 		},
 		DataDir: n.regData, ClientPort: n.etcdPort,
 	}
@@ -122,6 +130,7 @@ func (n *network) startRegistry(ctx context.Context) error {
 		return err
 	}
 	n.reg = p
+	n.api, n.metrics = r.APIURL(), "http://"+metrics+"/metrics"
 	if n.regAddr, err = p.Ready(ctx, launch.RegistryReady, time.Minute, r.AddrFile); err != nil {
 		return err
 	}
@@ -142,7 +151,7 @@ func (n *network) spawnAllocator(spec allocSpec) (*allocator, error) {
 			LogLevel: level,
 		},
 		Name: spec.name, DataDir: a.dataDir, Runtime: spec.runtime, CPUs: spec.cpus, MemoryMiB: spec.memory,
-		Proxy: n.bin("proxy"), IdleTimeout: 30 * time.Minute,
+		Proxy: n.bin("proxy"), IdleTimeout: 30 * time.Minute, LeaseTTL: spec.leaseTTL, Extra: spec.extra,
 	}.Args(), n.env)
 	if err != nil {
 		return nil, err

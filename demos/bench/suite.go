@@ -44,7 +44,9 @@ var scenarios = []scenario{
 	{"registry", "registry get/add over libp2p, registry-cli, registry-service memory", 4 * time.Minute, runRegistry},
 	{"allocator", "deploy latency, 50 concurrent deploys, allocator memory", 5 * time.Minute, runAllocator},
 	{"visible", "a new instance visible to another client", 3 * time.Minute, runVisible},
+	{"desired", "desired state: scale 0 → 20, a lost instance and a lost node until replaced", 5 * time.Minute, runDesired},
 	{"scale", "networks of 10 to 100 allocators on one machine", 12 * time.Minute, runScale},
+	{"reconciler", "the reconciler's idle cost at 100 allocators and 200 services", 12 * time.Minute, runReconciler},
 }
 
 func scenarioNames() []string {
