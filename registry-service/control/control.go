@@ -50,6 +50,7 @@ type Control struct {
 	recs records
 	cfg  Config
 	log  *slog.Logger
+	dep  Deployer // nil: no lifecycle actions (tests of the rest)
 }
 
 var _ registry.Controller = (*Control)(nil)

@@ -23,6 +23,9 @@ import (
 // their node records.
 type hostDeployer struct{ h host.Host }
 
+// NewHostDeployer returns the Deployer that asks allocators from h.
+func NewHostDeployer(h host.Host) Deployer { return hostDeployer{h} }
+
 func (d hostDeployer) peer(n registry.Node) (peer.ID, error) {
 	id, err := peer.Decode(n.PeerID)
 	if err != nil {

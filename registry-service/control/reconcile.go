@@ -116,13 +116,14 @@ type Reconciler struct {
 	kick chan struct{}
 	wg   sync.WaitGroup // starts and stops in flight
 
-	mu       sync.Mutex
-	starts   map[string]pair     // instance ID → pair, while its deploy runs
-	stopping map[string]bool     // instance IDs asked to stop
-	counted  map[string]bool     // failed instance IDs already counted
-	states   map[pair]keyState   // what the reconciler knows, as it should be stored
-	written  map[pair]keyState   // what is stored
-	sent     map[pair]sentNumber // connector scales sent
+	mu        sync.Mutex
+	starts    map[string]pair     // instance ID → pair, while its deploy runs
+	stopping  map[string]bool     // instance IDs asked to stop
+	launching map[string]bool     // launched instances being placed
+	counted   map[string]bool     // failed instance IDs already counted
+	states    map[pair]keyState   // what the reconciler knows, as it should be stored
+	written   map[pair]keyState   // what is stored
+	sent      map[pair]sentNumber // connector scales sent
 }
 
 // sentNumber is the last count sent to an external connector.
@@ -139,7 +140,7 @@ func NewReconcilerWith(ctl *Control, cli *clientv3.Client, dep Deployer, conn Co
 		ctl: ctl, cli: cli, dep: dep, conn: conn, cfg: cfg, log: cfg.Logger,
 		metrics: newReconcileMetrics(cfg.Registerer),
 		kick:    make(chan struct{}, 1),
-		starts:  map[string]pair{}, stopping: map[string]bool{}, counted: map[string]bool{},
+		starts:  map[string]pair{}, stopping: map[string]bool{}, counted: map[string]bool{}, launching: map[string]bool{},
 		states: map[pair]keyState{}, written: map[pair]keyState{}, sent: map[pair]sentNumber{},
 	}
 }
@@ -160,10 +161,12 @@ type snapshot struct {
 	nodes    []registry.Node
 	pinned   map[pair][]registry.Instance
 	perNode  map[string]map[string]int // service → node → instances
+	launched map[string]launchedRecord
+	byID     map[string]registry.Instance
 }
 
 func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
-	s := &snapshot{pinned: map[pair][]registry.Instance{}, perNode: map[string]map[string]int{}}
+	s := &snapshot{pinned: map[pair][]registry.Instance{}, perNode: map[string]map[string]int{}, byID: map[string]registry.Instance{}}
 	var err error
 	if s.services, err = r.ctl.recs.ListServices(ctx); err != nil {
 		return nil, err
@@ -181,7 +184,11 @@ func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.launched, err = listLaunched(ctx, r.cli); err != nil {
+		return nil, err
+	}
 	for _, in := range insts {
+		s.byID[in.ID] = in
 		if s.perNode[in.Service] == nil {
 			s.perNode[in.Service] = map[string]int{}
 		}
@@ -212,6 +219,7 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		actions += n
 		budget -= used
 	}
+	actions += r.reconcileLaunched(ctx, s)
 	r.metrics.services(s)
 	if err := r.persist(ctx, keys); err != nil {
 		r.metrics.pass("error", time.Since(start))
@@ -619,6 +627,9 @@ func (r *Reconciler) persist(ctx context.Context, keys []pair) error {
 	var dels []pair
 	for p, st := range r.states {
 		switch {
+		case isLaunchPair(p):
+			// A launch's backoff is kept in memory only (reconcileLaunched
+			// forgets it with the launch).
 		case !live[p]:
 			dels = append(dels, p)
 		case st != r.written[p] || !r.isWritten(p):
@@ -626,7 +637,7 @@ func (r *Reconciler) persist(ctx context.Context, keys []pair) error {
 		}
 	}
 	for p := range r.written {
-		if !live[p] && !slices.Contains(dels, p) {
+		if !live[p] && !isLaunchPair(p) && !slices.Contains(dels, p) {
 			dels = append(dels, p)
 		}
 	}
@@ -658,6 +669,10 @@ func (r *Reconciler) persist(ctx context.Context, keys []pair) error {
 	}
 	return nil
 }
+
+// isLaunchPair tells the pairs that stand for a launched instance's
+// placement (their compute is "launched:<uuid>").
+func isLaunchPair(p pair) bool { return strings.HasPrefix(p.compute, "launched:") }
 
 // isWritten reports whether p's state is stored; r.mu is held.
 func (r *Reconciler) isWritten(p pair) bool {

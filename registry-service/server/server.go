@@ -133,6 +133,7 @@ func New(h host.Host, m *cluster.Member, cfg Config) *Server {
 	s := newServer(m, st, cfg)
 	// Reads and writes on the in-process client when there is one.
 	s.ctl = control.New(m.KV(), st, control.Config{MaxScale: s.cfg.MaxScale, Logger: s.log})
+	s.ctl.SetDeployer(control.NewHostDeployer(h))
 	s.host = h
 	s.rpc = wire.NewServer(h, s.log, nil)
 	s.rpc.Handle(registry.Protocol, s.handle, wire.HandleOptions{
