@@ -196,6 +196,11 @@ type Callback struct {
 	LastError    string    `json:"last_error,omitempty"`
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	Disabled     bool      `json:"disabled,omitempty"`
+	// DisabledReason says why delivery stopped (Disabled).
+	DisabledReason string `json:"disabled_reason,omitempty"`
+	// Skipped says which events were never delivered: the store had
+	// compacted them away before delivery reached them.
+	Skipped string `json:"skipped,omitempty"`
 	// Cursor is the index of the last event delivered.
 	Cursor int64 `json:"cursor"`
 }

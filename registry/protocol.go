@@ -64,6 +64,9 @@ type Request struct {
 	Number *int `json:"Number,omitempty"`
 	// Compute is a compute definition (compute.put).
 	Compute *Compute `json:"Compute,omitempty"`
+	// Callback is a callback to add (callback.add); ID names one
+	// (callback.get, callback.delete).
+	Callback *Callback `json:"Callback,omitempty"`
 }
 
 // Response is the result of Protocol; Op says which fields are set.
@@ -86,6 +89,8 @@ type Response struct {
 	Statuses []ServiceStatus `json:"Statuses,omitempty"`
 	// Computes answer compute.list and compute.get.
 	Computes []ComputeInfo `json:"Computes,omitempty"`
+	// Callbacks answer callback.add, callback.list and callback.get.
+	Callbacks []Callback `json:"Callbacks,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or
