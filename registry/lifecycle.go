@@ -71,9 +71,12 @@ type LaunchedInstance struct {
 	// Message says why it failed, was lost, or cannot start.
 	Message string `json:"message,omitempty"`
 	// Callback is the id of the callback created with it.
-	Callback string    `json:"callback,omitempty"`
-	Created  time.Time `json:"created"`
-	SetBy    string    `json:"set_by,omitempty"`
+	Callback string `json:"callback,omitempty"`
+	// CallbackSecret is that callback's signing secret: in Launch's
+	// answer only, never after.
+	CallbackSecret string    `json:"callback_secret,omitempty"`
+	Created        time.Time `json:"created"`
+	SetBy          string    `json:"set_by,omitempty"`
 }
 
 // Lifecycle is the instance lifecycle, behind every door as Controller is.

@@ -120,7 +120,7 @@ func (c *Control) Launch(ctx context.Context, r registry.LaunchRequest) (registr
 	}
 	c.log.Info("instance launched", "uuid", id, "service", r.Service, "compute", r.Compute, "by", rec.SetBy)
 	v := rec.view(nil, "")
-	v.Callback = cb.ID
+	v.Callback, v.CallbackSecret = cb.ID, cb.Secret
 	return v, nil
 }
 
