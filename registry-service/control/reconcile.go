@@ -220,6 +220,7 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		budget -= used
 	}
 	actions += r.reconcileLaunched(ctx, s)
+	r.prune(s)
 	r.metrics.services(s)
 	if err := r.persist(ctx, keys); err != nil {
 		r.metrics.pass("error", time.Since(start))
@@ -227,6 +228,17 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	}
 	r.metrics.pass("ok", time.Since(start))
 	return actions, nil
+}
+
+// prune forgets the failed instances counted whose records are gone.
+func (r *Reconciler) prune(s *snapshot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.counted {
+		if _, ok := s.byID[id]; !ok {
+			delete(r.counted, id)
+		}
+	}
 }
 
 // keys are the pairs to look at: desired, with pinned instances, with
