@@ -67,6 +67,12 @@ type Request struct {
 	// Callback is a callback to add (callback.add); ID names one
 	// (callback.get, callback.delete).
 	Callback *Callback `json:"Callback,omitempty"`
+	// Launch is an instance to launch (launch); UUID names a launched
+	// instance (launched.get, launched.act, launched.forget), Action what
+	// to do to it (launched.act).
+	Launch *LaunchRequest `json:"Launch,omitempty"`
+	UUID   string         `json:"UUID,omitempty"`
+	Action string         `json:"Action,omitempty"`
 }
 
 // Response is the result of Protocol; Op says which fields are set.
@@ -91,6 +97,9 @@ type Response struct {
 	Computes []ComputeInfo `json:"Computes,omitempty"`
 	// Callbacks answer callback.add, callback.list and callback.get.
 	Callbacks []Callback `json:"Callbacks,omitempty"`
+	// Launched answers launch, launched.get, launched.list and
+	// launched.act.
+	Launched []LaunchedInstance `json:"Launched,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or

@@ -31,6 +31,11 @@ func FuzzRequest(f *testing.F) {
 		{Op: registry.OpComputePut},
 		{Op: registry.OpComputeDelete, ComputeName: "site-a"},
 		{Op: registry.OpDelete, Name: "svc"},
+		{Op: registry.OpLaunch, Launch: &registry.LaunchRequest{Service: "svc", UUID: "0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"}},
+		{Op: registry.OpLaunchedGet, UUID: "0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"},
+		{Op: registry.OpLaunchedList, Name: "svc"},
+		{Op: registry.OpLaunchedAct, UUID: "0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f", Action: "explode"},
+		{Op: registry.OpLaunchedForget, UUID: "0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"},
 	} {
 		b, _ := json.Marshal(r)
 		f.Add(b)

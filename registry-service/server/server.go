@@ -214,7 +214,7 @@ func (s *Server) handle(ctx context.Context, req wire.Request) (any, error) {
 		code = wire.CodeInternal
 	}
 	op := r.Op
-	if !knownOps[op] {
+	if !knownOps[op] && !callbackOps[op] {
 		op = "unknown"
 	}
 	s.metrics.observe(op, code, time.Since(start))
@@ -230,7 +230,8 @@ var knownOps = map[string]bool{
 	registry.OpNodeDelete: true, registry.OpInstancePut: true, registry.OpInstanceDelete: true,
 	registry.OpInstanceList: true, registry.OpScale: true, registry.OpStatus: true,
 	registry.OpComputeList: true, registry.OpComputeGet: true, registry.OpComputePut: true,
-	registry.OpComputeDelete: true,
+	registry.OpComputeDelete: true, registry.OpLaunch: true, registry.OpLaunchedGet: true,
+	registry.OpLaunchedList: true, registry.OpLaunchedAct: true, registry.OpLaunchedForget: true,
 }
 
 func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {
@@ -239,6 +240,9 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 	case registry.OpScale, registry.OpStatus, registry.OpComputeList, registry.OpComputeGet,
 		registry.OpComputePut, registry.OpComputeDelete:
 		return s.dispatchControl(ctx, from, r)
+	case registry.OpLaunch, registry.OpLaunchedGet, registry.OpLaunchedList, registry.OpLaunchedAct,
+		registry.OpLaunchedForget:
+		return s.dispatchLifecycle(ctx, from, r)
 	case registry.OpAdd:
 		return s.add(ctx, from, r)
 	case registry.OpGet:
@@ -287,6 +291,8 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 		}
 		insts, rev, err := s.store.ListInstances(ctx, r.Name)
 		return &registry.Response{Instances: insts, Revision: rev}, err
+	case registry.OpCallbackAdd, registry.OpCallbackList, registry.OpCallbackGet, registry.OpCallbackDelete:
+		return s.dispatchCallbacks(ctx, from, r)
 	case "":
 		return nil, wire.Errorf(wire.CodeBadRequest, "request without Op")
 	}
