@@ -108,6 +108,7 @@ func New(c registry.Controller, o Options) http.Handler {
 		routeStatus:   {http.MethodGet: h.status},
 		routeStatuses: {http.MethodGet: h.statusAll},
 	}
+	h.addCallbackRoutes()
 	return h
 }
 
@@ -246,6 +247,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return routeStatus, segs[1], true
 	case len(segs) == 1 && segs[0] == "status":
 		return routeStatuses, "", true
+	case segs[0] == "callbacks":
+		return matchCallbacks(segs)
 	}
 	return "", "", false
 }
