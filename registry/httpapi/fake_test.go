@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -25,6 +27,7 @@ type fakeControl struct {
 	computes map[string]registry.Compute // the operator's
 	desired  map[[2]string]registry.Desired
 	statuses map[string]registry.ServiceStatus // canned answers of Status
+	launched map[string]registry.LaunchedInstance
 	calls    []call
 	// err, when set, is what every method returns.
 	err error
@@ -38,12 +41,15 @@ type call struct {
 	number  int
 	info    registry.ServiceInfo
 	conn    string // PutCompute's connector
+	launch  registry.LaunchRequest
+	uuid    string // a launched instance's (GetLaunched, Act, Forget)
+	action  string
 	caller  string
 	// deadline is how long the call had left.
 	deadline time.Duration
 }
 
-var writeOps = []string{"AddService", "DeleteService", "Scale", "PutCompute", "DeleteCompute"}
+var writeOps = []string{"AddService", "DeleteService", "Scale", "PutCompute", "DeleteCompute", "Launch", "Act", "Forget"}
 
 func newFake() *fakeControl {
 	return &fakeControl{
@@ -51,6 +57,7 @@ func newFake() *fakeControl {
 		computes: map[string]registry.Compute{},
 		desired:  map[[2]string]registry.Desired{},
 		statuses: map[string]registry.ServiceStatus{},
+		launched: map[string]registry.LaunchedInstance{},
 	}
 }
 
@@ -278,6 +285,108 @@ func (f *fakeControl) DeleteCompute(ctx context.Context, name string) (string, e
 }
 
 var _ registry.Controller = (*fakeControl)(nil)
+
+// The fake's lifecycle: a launch is pending at once and never placed;
+// actions change the state as Control's answer would show it.
+
+// fakeCreated is when the fake says instances were launched.
+var fakeCreated = time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)
+
+func (f *fakeControl) Launch(ctx context.Context, r registry.LaunchRequest) (registry.LaunchedInstance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "Launch", service: r.Service, compute: r.Compute, launch: r}); err != nil {
+		return registry.LaunchedInstance{}, err
+	}
+	if _, ok := f.services[r.Service]; !ok {
+		return registry.LaunchedInstance{}, wire.Errorf(wire.CodeNotFound, "no service named %q", r.Service)
+	}
+	if r.UUID == "" {
+		r.UUID = fmt.Sprintf("00000000-0000-4000-8000-%012d", len(f.launched)+1)
+	}
+	if _, ok := f.launched[r.UUID]; ok {
+		return registry.LaunchedInstance{}, wire.Errorf(wire.CodeConflict, "an instance with UUID %s exists", r.UUID)
+	}
+	li := registry.LaunchedInstance{UUID: r.UUID, Service: r.Service, Compute: cmp.Or(r.Compute, registry.ComputePhysarum),
+		State: registry.StatePending, Want: "running", Created: fakeCreated, SetBy: registry.CallerOf(ctx)}
+	if r.Callback != "" {
+		li.Callback, li.CallbackSecret = "cb_0123456789abcdef", "whsec_AAAAAAAAAAAAAAAAAAAAAA=="
+	}
+	f.launched[r.UUID] = li
+	return li, nil
+}
+
+func (f *fakeControl) GetLaunched(ctx context.Context, uuid string) (registry.LaunchedInstance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "GetLaunched", uuid: uuid}); err != nil {
+		return registry.LaunchedInstance{}, err
+	}
+	li, ok := f.launched[uuid]
+	if !ok {
+		return registry.LaunchedInstance{}, wire.Errorf(wire.CodeNotFound, "no launched instance %s", uuid)
+	}
+	li.CallbackSecret = ""
+	return li, nil
+}
+
+func (f *fakeControl) ListLaunched(ctx context.Context, service string) ([]registry.LaunchedInstance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "ListLaunched", service: service}); err != nil {
+		return nil, err
+	}
+	var out []registry.LaunchedInstance
+	for _, li := range f.launched {
+		if service == "" || li.Service == service {
+			li.CallbackSecret = ""
+			out = append(out, li)
+		}
+	}
+	slices.SortFunc(out, func(a, b registry.LaunchedInstance) int { return strings.Compare(a.UUID, b.UUID) })
+	return out, nil
+}
+
+func (f *fakeControl) Act(ctx context.Context, uuid, action string) (registry.LaunchedInstance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "Act", uuid: uuid, action: action}); err != nil {
+		return registry.LaunchedInstance{}, err
+	}
+	li, ok := f.launched[uuid]
+	if !ok {
+		return registry.LaunchedInstance{}, wire.Errorf(wire.CodeNotFound, "no launched instance %s", uuid)
+	}
+	switch action {
+	case registry.ActionStop:
+		li.Want, li.State = "stopped", registry.StateStopped
+	case registry.ActionStart:
+		li.Want, li.State = "running", registry.StateRunning
+	case registry.ActionReboot:
+		li.State = registry.StateRunning
+		li.Restarts++
+	default:
+		return registry.LaunchedInstance{}, wire.Errorf(wire.CodeBadRequest, "unknown action %q", action)
+	}
+	li.CallbackSecret = ""
+	f.launched[uuid] = li
+	return li, nil
+}
+
+func (f *fakeControl) Forget(ctx context.Context, uuid string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "Forget", uuid: uuid}); err != nil {
+		return "", err
+	}
+	if _, ok := f.launched[uuid]; !ok {
+		return "", wire.Errorf(wire.CodeNotFound, "no launched instance %s", uuid)
+	}
+	delete(f.launched, uuid)
+	return "forgot instance " + uuid, nil
+}
+
+var _ registry.Lifecycle = (*fakeControl)(nil)
 
 type httptestRecorder = httptest.ResponseRecorder
 

@@ -1,7 +1,9 @@
 // Package httpapi is the HTTP door of every control operation: seed 000's
 // /compute and /service/<name>/scale, seed 001's /service CRUD,
 // /service/<name>/scale and /service/<name>/status, and /status, served
-// over any registry.Controller (SPEC.md section 12). registry-service
+// over any registry.Controller (SPEC.md section 12); seed 003's instance
+// lifecycle under /instances when the Controller is also a
+// registry.Lifecycle (instances.go). registry-service
 // serves it on -api-listen over its own control; an allocator serves it on
 // -connector-listen with Options.NodeScope set, as a Genisys connector for
 // its own node.
@@ -108,6 +110,7 @@ func New(c registry.Controller, o Options) http.Handler {
 		routeStatus:   {http.MethodGet: h.status},
 		routeStatuses: {http.MethodGet: h.statusAll},
 	}
+	h.addLifecycle(c)
 	h.addCallbackRoutes()
 	return h
 }
@@ -130,6 +133,8 @@ type request struct {
 	ctx  context.Context
 	name string
 	body []byte
+	// query is the URL's query.
+	query url.Values
 }
 
 // handlerFunc answers one route and method: a status and a value to write
@@ -173,12 +178,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	key, name, ok := match(r.URL)
 	if !ok {
-		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status and /status", r.Method, r.URL.Path)
+		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /status and /instances", r.Method, r.URL.Path)
 	}
 	if h.o.NodeScope != "" && (key == routeComputes || key == routeCompute) {
 		return 0, nil, wire.Errorf(wire.CodeNotFound, "an allocator's connector has no computes: it is compute %q alone; computes are registry-service's (its -api-listen)", h.o.NodeScope)
 	}
-	methods := h.routes[key]
+	methods, ok := h.routes[key]
+	if !ok {
+		return 0, nil, h.unserved(key, r)
+	}
 	method := r.Method
 	if method == http.MethodHead {
 		method = http.MethodGet
@@ -196,7 +204,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
-	q := &request{name: name}
+	q := &request{name: name, query: r.URL.Query()}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut {
 		if q.body, err = h.readBody(w, r); err != nil {
 			return 0, nil, err
@@ -247,6 +255,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return routeStatus, segs[1], true
 	case len(segs) == 1 && segs[0] == "status":
 		return routeStatuses, "", true
+	case segs[0] == "instances":
+		return matchInstances(segs)
 	case segs[0] == "callbacks":
 		return matchCallbacks(segs)
 	}
