@@ -18,6 +18,7 @@ import (
 
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/events"
 )
 
 // records are the registry's own records that desired state reads and
@@ -50,7 +51,8 @@ type Control struct {
 	recs records
 	cfg  Config
 	log  *slog.Logger
-	dep  Deployer // nil: no lifecycle actions (tests of the rest)
+	dep  Deployer         // nil: no lifecycle actions (tests of the rest)
+	ev   *events.Streamer // the event streams' (SetEvents); nil: one on cli, without metrics
 }
 
 var _ registry.Controller = (*Control)(nil)
