@@ -59,7 +59,9 @@ type command struct {
 func commands() []*command {
 	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
 		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
-		scaleCommand(), statusCommand(), computesCommand(), computeCommand(), idCommand()}
+		scaleCommand(), statusCommand(), computesCommand(), computeCommand(),
+		launchCommand(), launchedCommand(), instanceCommand(), actCommand(), forgetCommand(),
+		idCommand()}
 }
 
 // session holds the global options and, once connected, the client.
@@ -82,8 +84,8 @@ const globalUsage = `Usage: registry-cli [OPTIONS] <command> [ARGS]
 
 Adds, reads and deletes service definitions in the Physarum registry, sets
 how many instances of a service to keep running and where (scale, computes),
-and shows their status, the registry's members, the network's nodes and
-instances.
+launches instances by UUID and acts on them (launch, act, forget), and shows
+their status, the registry's members, the network's nodes and instances.
 
 Commands:
 %s
