@@ -2,11 +2,16 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/physarum-p2p/physarum/common/backoff"
 	"github.com/physarum-p2p/physarum/common/wire"
 )
 
@@ -133,4 +138,182 @@ func digits(s string) bool {
 // EventID formats an event's id.
 func EventID(index int64, n int) string {
 	return strconv.FormatInt(index, 10) + "-" + strconv.Itoa(n)
+}
+
+var _ EventSource = (*Client)(nil)
+
+// maxEventsFrame bounds a frame of an event stream (an event carries a
+// record: a service definition is a few KiB).
+const maxEventsFrame = 16 << 20
+
+// eventsPos is how far a stream has delivered: index, and within it the
+// event numbered n (n < 0: every event up to index).
+type eventsPos struct {
+	set   bool
+	index int64
+	n     int
+}
+
+// request is the request that resumes right after pos.
+func (p eventsPos) request(req EventsRequest) EventsRequest {
+	if !p.set {
+		return req
+	}
+	req.Index, req.After = p.index, ""
+	if p.n >= 0 {
+		req.After = EventID(p.index, p.n)
+	}
+	return req
+}
+
+func (p *eventsPos) take(e Event) {
+	if e.Type == EventHeartbeat {
+		if !p.set || e.Index >= p.index {
+			*p = eventsPos{set: true, index: e.Index, n: -1}
+		}
+		return
+	}
+	if _, n, ok := ParseEventID(e.ID); ok {
+		*p = eventsPos{set: true, index: e.Index, n: n}
+	}
+}
+
+// fnFailed carries fn's error out of a stream, to be returned as it is.
+type fnFailed struct{ err error }
+
+func (e fnFailed) Error() string { return e.err.Error() }
+
+// Events streams the control plane's events from a registry-service
+// (EventSource; EventsProtocol). It fails over as other calls do: a
+// registry that cannot serve the stream is left for the next, up to
+// Options.Attempts in a row. A stream that breaks once it has delivered
+// (a registry-service stopped, a connection lost) is opened again,
+// on any registry, right after the last event or heartbeat fn was given:
+// fn sees every event once, in order, as long as the store keeps the
+// index (else a *GoneError). Refusals (a bad request, a gone index) are
+// returned at once, fn's error unchanged.
+func (c *Client) Events(ctx context.Context, req EventsRequest, fn func(Event) error) error {
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	var pos eventsPos
+	retry := backoff.Backoff{Min: watchRetryMin, Max: watchRetryMax}
+	var errs []error
+	for attempt := 0; ; attempt++ {
+		r := pos.request(req)
+		progressed, err := c.eventsOnce(ctx, attempt, r, &pos, fn)
+		if err == nil {
+			return nil
+		}
+		if fe, ok := errors.AsType[fnFailed](err); ok {
+			return fe.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ge, ok := errors.AsType[*GoneError](err); ok {
+			return fmt.Errorf("read events: %w", ge)
+		}
+		if !retryable(err) {
+			return fmt.Errorf("read events: %w", err)
+		}
+		if progressed {
+			errs = nil
+			retry.Reset()
+		}
+		errs = append(errs, err)
+		if len(errs) >= c.opts.Attempts {
+			if !progressed {
+				c.reach.observe(err)
+			}
+			return fmt.Errorf("read events: %w: %w", ErrNoRegistry, errors.Join(errs...))
+		}
+		c.opts.Logger.Debug("event stream broke; opening it again", "index", r.Index, "after", r.After, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry.Next()):
+		}
+	}
+}
+
+// eventsOnce runs one stream from one registry (the attempt-th
+// candidate) and reports whether it delivered anything.
+func (c *Client) eventsOnce(ctx context.Context, attempt int, req EventsRequest, pos *eventsPos, fn func(Event) error) (progressed bool, err error) {
+	find := c.opts.FindTimeout
+	if c.reach.impatient() {
+		find = min(find, unreachableWait)
+	}
+	wctx, cancel := context.WithTimeout(ctx, find)
+	err = c.find.wait(wctx)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	cands := c.find.candidates()
+	p := cands[attempt%len(cands)]
+	progressed, err = c.readEvents(ctx, p, req, pos, fn)
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) && !errors.As(err, new(fnFailed)) {
+			err = fmt.Errorf("%s: %w", p.ShortString(), err)
+		}
+	}
+	return progressed, err
+}
+
+func (c *Client) readEvents(ctx context.Context, p peer.ID, req EventsRequest, pos *eventsPos, fn func(Event) error) (progressed bool, err error) {
+	sctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	st, err := c.host.NewStream(sctx, p, EventsProtocol)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
+	defer stop()
+	defer st.Reset()
+	_ = st.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
+	if err := wire.WriteJSON(st, req, 0); err != nil {
+		return false, err
+	}
+	// Our side stays open: the server takes our closing as goodbye. The
+	// first frame comes once the stream is set up; then one at least
+	// every WatchPingEvery.
+	wait := c.opts.Timeout
+	for {
+		_ = st.SetReadDeadline(time.Now().Add(wait))
+		var f EventsFrame
+		if err := wire.ReadJSON(st, &f, maxEventsFrame); err != nil {
+			if ctx.Err() != nil {
+				return progressed, ctx.Err()
+			}
+			return progressed, err
+		}
+		wait = 3 * WatchPingEvery
+		switch {
+		case f.Error != nil:
+			if f.Error.Code == wire.CodeGone {
+				return progressed, &GoneError{Index: req.Index, Oldest: f.OldestIndex}
+			}
+			return progressed, f.Error
+		case f.End:
+			return progressed, nil
+		case f.Event == nil:
+			continue
+		}
+		if !progressed {
+			progressed = true
+			c.reach.observe(nil)
+		}
+		e := *f.Event
+		if pos.set && e.Type != EventHeartbeat {
+			if _, n, ok := ParseEventID(e.ID); ok && (e.Index < pos.index || e.Index == pos.index && (pos.n < 0 || n <= pos.n)) {
+				continue // delivered before the stream broke
+			}
+		}
+		pos.take(e)
+		if err := fn(e); err != nil {
+			return progressed, fnFailed{err}
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
 	"github.com/physarum-p2p/physarum/registry-service/control"
+	"github.com/physarum-p2p/physarum/registry-service/events"
 )
 
 // Config configures a Server.
@@ -105,6 +106,7 @@ type Server struct {
 	member  membership
 	store   records
 	ctl     *control.Control
+	events  *events.Streamer
 	rpc     *wire.Server
 	metrics *metrics
 
@@ -143,6 +145,11 @@ func New(h host.Host, m *cluster.Member, cfg Config) *Server {
 		MaxRequest: 16 << 10, Timeout: 60 * time.Second,
 	})
 	h.SetStreamHandler(registry.WatchProtocol, s.serveWatch)
+	// Event streams watch on the member's client of the cluster, which
+	// honours WithRequireLeader (the in-process one does not).
+	s.events = events.New(m.Client(), events.Config{Registerer: cfg.Registerer, Logger: s.log})
+	s.ctl.SetEvents(s.events)
+	h.SetStreamHandler(registry.EventsProtocol, s.serveEvents)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -195,10 +202,14 @@ func (s *Server) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	s.host.RemoveStreamHandler(registry.WatchProtocol)
+	s.host.RemoveStreamHandler(registry.EventsProtocol)
 	s.rpc.Close()
 	s.cancel()
 	s.wg.Wait()
 	s.metrics.unregister()
+	if s.events != nil {
+		s.events.Close()
+	}
 }
 
 func (s *Server) handle(ctx context.Context, req wire.Request) (any, error) {
