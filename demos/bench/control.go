@@ -59,15 +59,28 @@ func (n *network) apiStatusAll(ctx context.Context, hc *http.Client) (map[string
 	return all, n.apiGet(ctx, hc, "/status", &all)
 }
 
+// maxAPIAnswer bounds what is read of an answer of the HTTP API (the
+// status of 200 services is several hundred KB).
+const maxAPIAnswer = 64 << 20
+
 func (n *network) apiGet(ctx context.Context, hc *http.Client, path string, v any) error {
-	code, body, err := get(ctx, hc, n.api+path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.api+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", path, err)
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("GET %s: status %d: %s", path, code, strings.TrimSpace(body))
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIAnswer))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
 	}
-	if err := json.Unmarshal([]byte(body), v); err != nil {
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body[:min(len(body), 512)])))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("GET %s: %w", path, err)
 	}
 	return nil

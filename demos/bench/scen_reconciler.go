@@ -306,9 +306,10 @@ func waitAllRunning(ctx context.Context, n *network, hc *http.Client, want int, 
 	cv := convergence{sent: time.Now()}
 	deadline := time.Now().Add(timeout)
 	running := 0
+	var last error
 	for time.Now().Before(deadline) {
 		all, err := n.apiStatusAll(ctx, hc)
-		if err == nil {
+		if last = err; err == nil {
 			running = 0
 			for _, st := range all {
 				running += st.RunningResources
@@ -321,6 +322,9 @@ func waitAllRunning(ctx context.Context, n *network, hc *http.Client, want int, 
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return cv, err
 		}
+	}
+	if last != nil {
+		return cv, fmt.Errorf("desired counts: status not read within %s: %w", timeout, last)
 	}
 	return cv, fmt.Errorf("desired counts: %d pinned instances running after %s, want %d", running, timeout, want)
 }
