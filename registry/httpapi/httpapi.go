@@ -112,6 +112,7 @@ func New(c registry.Controller, o Options) http.Handler {
 	}
 	h.addLifecycle(c)
 	h.addCallbackRoutes()
+	h.addEventRoutes()
 	return h
 }
 
@@ -135,6 +136,9 @@ type request struct {
 	body []byte
 	// query is the URL's query.
 	query url.Values
+	// w and r are for a handler that streams its answer (/v1/events).
+	w http.ResponseWriter
+	r *http.Request
 }
 
 // handlerFunc answers one route and method: a status and a value to write
@@ -151,6 +155,9 @@ type handler struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status, v, err := h.serve(w, r)
+	if _, ok := v.(streamed); ok && err == nil {
+		return // the handler wrote its answer
+	}
 	if err != nil {
 		e := toWire(err)
 		status = StatusOf(e.Code)
@@ -178,7 +185,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	key, name, ok := match(r.URL)
 	if !ok {
-		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /status and /instances", r.Method, r.URL.Path)
+		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /status, /instances, /callbacks and /v1/events", r.Method, r.URL.Path)
 	}
 	if h.o.NodeScope != "" && (key == routeComputes || key == routeCompute) {
 		return 0, nil, wire.Errorf(wire.CodeNotFound, "an allocator's connector has no computes: it is compute %q alone; computes are registry-service's (its -api-listen)", h.o.NodeScope)
@@ -204,7 +211,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
-	q := &request{name: name, query: r.URL.Query()}
+	q := &request{name: name, query: r.URL.Query(), w: w, r: r}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut {
 		if q.body, err = h.readBody(w, r); err != nil {
 			return 0, nil, err
@@ -259,6 +266,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return matchInstances(segs)
 	case segs[0] == "callbacks":
 		return matchCallbacks(segs)
+	case len(segs) == 2 && segs[0] == "v1" && segs[1] == "events":
+		return routeEvents, "", true
 	}
 	return "", "", false
 }
@@ -437,6 +446,8 @@ func StatusOf(code string) int {
 		return http.StatusServiceUnavailable
 	case wire.CodeTimeout:
 		return http.StatusGatewayTimeout
+	case wire.CodeGone:
+		return http.StatusGone
 	}
 	return http.StatusBadGateway
 }
