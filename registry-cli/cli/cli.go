@@ -61,7 +61,7 @@ func commands() []*command {
 		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
 		scaleCommand(), statusCommand(), computesCommand(), computeCommand(),
 		launchCommand(), launchedCommand(), instanceCommand(), actCommand(), forgetCommand(),
-		idCommand()}
+		eventsCommand(), idCommand()}
 }
 
 // session holds the global options and, once connected, the client.
@@ -85,7 +85,8 @@ const globalUsage = `Usage: registry-cli [OPTIONS] <command> [ARGS]
 Adds, reads and deletes service definitions in the Physarum registry, sets
 how many instances of a service to keep running and where (scale, computes),
 launches instances by UUID and acts on them (launch, act, forget), and shows
-their status, the registry's members, the network's nodes and instances.
+their status, the registry's members, the network's nodes and instances, and
+every change as it happens (events).
 
 Commands:
 %s
