@@ -12,9 +12,11 @@ import (
 
 	"github.com/physarum-p2p/physarum/common/backoff"
 	"github.com/physarum-p2p/physarum/common/daemon"
+	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/p2p"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/callbacks"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
 	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/server"
@@ -85,6 +87,12 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 			Name: base.Node.ID().String(), Logger: log, Registerer: base.Metrics,
 		})
 		g.Go(func() error { rec.Run(gctx); return nil })
+		// And for the callbacks' delivery, on an election of its own.
+		cbw := callbacks.New(member.Client(), callbacks.Config{
+			Name: base.Node.ID().String(), Logger: log, Registerer: base.Metrics,
+			Fast: os.Getenv(nodeflags.EnvFastTiming) == "1",
+		})
+		g.Go(func() error { cbw.Run(gctx); return nil })
 	}
 	g.Go(func() error {
 		select {

@@ -43,8 +43,10 @@ func (r CallbackRecord) Callback() registry.Callback {
 type CallbackState struct {
 	// Cursor is the index of the last event delivered; every event the
 	// callback selects up to it has been delivered, but for those of
-	// Cursor's own revision after LastID when LastID is of it. When the
-	// callback is added it is the store's revision then.
+	// Cursor's own revision after LastID when LastID is of it. It is
+	// never below the revision that created the callback (its
+	// definition's create revision), which a stored 0 stands for: the
+	// callback receives the events after its creation.
 	Cursor int64 `json:"cursor"`
 	// LastID is the ID ("<index>-<n>") of the last event delivered.
 	LastID string `json:"last_id,omitempty"`
@@ -68,6 +70,13 @@ type CallbackState struct {
 	// Skipped says which events were never delivered (compacted away
 	// before delivery reached them).
 	Skipped string `json:"skipped,omitempty"`
+}
+
+// From returns the state with its cursor at least created, the revision
+// that created the callback.
+func (s CallbackState) From(created int64) CallbackState {
+	s.Cursor = max(s.Cursor, created)
+	return s
 }
 
 // Apply sets a callback's delivery fields from the state.
@@ -113,14 +122,10 @@ func (c *Control) AddCallback(ctx context.Context, cb registry.Callback) (regist
 	if rec.Secret == "" {
 		rec.Secret = NewSecret()
 	}
-	// The cursor: the store's revision now. Events between this read and
-	// the write below are delivered too, which is what at least once
-	// allows.
-	probe, err := c.cli.Get(ctx, PrefixCallbacks, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return registry.Callback{}, unavailable("read the store's revision", err)
-	}
-	st := CallbackState{Cursor: probe.Header.Revision}
+	// The cursor starts at the revision that creates the callback (its
+	// definition's create revision, which a stored 0 stands for): it
+	// receives the events after it.
+	var st CallbackState
 	stb, _ := json.Marshal(st)
 	for range 3 { // a colliding ID (64 random bits) is all but impossible: try another
 		rec.ID = newCallbackID()
@@ -133,6 +138,7 @@ func (c *Control) AddCallback(ctx context.Context, cb registry.Callback) (regist
 		if resp.Succeeded {
 			out := rec.Callback()
 			out.Secret = rec.Secret
+			st.Cursor = resp.Header.Revision
 			st.Apply(&out)
 			c.log.Info("callback added", "callback", rec.ID, "url", rec.URL, "instance", rec.Instance, "service", rec.Service, "by", rec.SetBy)
 			return out, nil
@@ -165,7 +171,7 @@ func (c *Control) ListCallbacks(ctx context.Context) ([]registry.Callback, error
 			continue
 		}
 		cb := rec.Callback()
-		states[rec.ID].Apply(&cb)
+		states[rec.ID].From(kv.CreateRevision).Apply(&cb)
 		out = append(out, cb)
 	}
 	slices.SortFunc(out, func(a, b registry.Callback) int { return strings.Compare(a.ID, b.ID) })
@@ -188,12 +194,11 @@ func (c *Control) GetCallback(ctx context.Context, id string) (registry.Callback
 		return registry.Callback{}, notFound("no callback %s", id)
 	}
 	cb := rec.Callback()
+	var st CallbackState
 	if sts := resp.Responses[1].GetResponseRange().Kvs; len(sts) > 0 {
-		var st CallbackState
-		if json.Unmarshal(sts[0].Value, &st) == nil {
-			st.Apply(&cb)
-		}
+		_ = json.Unmarshal(sts[0].Value, &st)
 	}
+	st.From(defs[0].CreateRevision).Apply(&cb)
 	return cb, nil
 }
 

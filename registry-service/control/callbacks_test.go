@@ -86,8 +86,8 @@ func TestCallbackCRUD(t *testing.T) {
 	if err != nil || len(key) != 24 {
 		t.Errorf("generated secret %q: %v, %d bytes; want whsec_ and 24 bytes", cb.Secret, err, len(key))
 	}
-	if cb.Cursor != before.Header.Revision || cb.SetBy != "test" || cb.Created.IsZero() {
-		t.Errorf("added: cursor %d (store at %d before), set by %q, created %v", cb.Cursor, before.Header.Revision, cb.SetBy, cb.Created)
+	if cb.Cursor != before.Header.Revision+1 || cb.SetBy != "test" || cb.Created.IsZero() {
+		t.Errorf("added: cursor %d (store at %d before: want the next, the creation's), set by %q, created %v", cb.Cursor, before.Header.Revision, cb.SetBy, cb.Created)
 	}
 	// The definition and the state are stored, the secret with the
 	// definition only.
@@ -137,6 +137,9 @@ func TestCallbackCRUD(t *testing.T) {
 		if _, err := ctl.DeleteCallback(ctx, id); wire.CodeOf(err) != wire.CodeBadRequest {
 			t.Errorf("delete %q: %v, want bad_request", id, err)
 		}
+	}
+	if got, err := ctl.GetCallback(ctx, cb.ID); err != nil || got.Cursor != cb.Cursor {
+		t.Errorf("get %s: cursor %d, %v; want the creation's, %d", cb.ID, got.Cursor, err, cb.Cursor)
 	}
 	if _, err := ctl.GetCallback(ctx, "cb_0123456789abcdef"); wire.CodeOf(err) != wire.CodeNotFound {
 		t.Errorf("get unknown: %v, want not_found", err)

@@ -121,13 +121,19 @@ func (r *Reconciler) lead(ctx context.Context) error {
 }
 
 // relevant reports whether a change can alter what the reconciler
-// should do: not its own state records, nor the election's.
+// should do: not its own state records, nor the election's, nor the
+// callbacks' (their delivery state changes with every delivery).
 func relevant(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
-		if !strings.HasPrefix(k, PrefixReconcile) && !strings.HasPrefix(k, electionPrefix) && !strings.HasPrefix(k, "/physarum/members/") {
+		if !strings.HasPrefix(k, PrefixReconcile) && !strings.HasPrefix(k, electionPrefix) && !strings.HasPrefix(k, "/physarum/members/") &&
+			!strings.HasPrefix(k, PrefixCallbacks) && !strings.HasPrefix(k, PrefixCallbackState) && !strings.HasPrefix(k, callbacksElection) {
 			return true
 		}
 	}
 	return false
 }
+
+// callbacksElection is the callbacks' delivery worker's election
+// (registry-service/callbacks.ElectionKey).
+const callbacksElection = "/physarum/election/callbacks"
