@@ -48,6 +48,9 @@ type InstanceAddrs struct {
 	// PeerID and Multiaddrs are its proxy's libp2p identity and addresses.
 	PeerID     string   `json:"peer_id,omitempty"`
 	Multiaddrs []string `json:"multiaddrs,omitempty"`
+	// Host and Ports are where its service and proxy listen on its node.
+	Host  string         `json:"host,omitempty"`
+	Ports *InstancePorts `json:"ports,omitempty"`
 }
 
 // LaunchedInstance is a launched instance as the lifecycle API shows it.

@@ -235,6 +235,11 @@ type Instance struct {
 	PeerID string `json:"PeerID"`
 	// Addrs are the proxy's multiaddrs.
 	Addrs []string `json:"Addrs"`
+	// Host is the IP address the instance's ports listen on (0.0.0.0:
+	// all of the node's).
+	Host string `json:"Host,omitempty"`
+	// Ports are the instance's ports on that host.
+	Ports *InstancePorts `json:"Ports,omitempty"`
 	// OnDemand instances were started for a request and are culled when idle.
 	OnDemand bool `json:"OnDemand"`
 	// Compute is the compute whose desired count the instance counts
@@ -247,6 +252,15 @@ type Instance struct {
 	Restarts int `json:"Restarts,omitempty"`
 	// Message says why the instance failed, when it did.
 	Message string `json:"Message,omitempty"`
+}
+
+// InstancePorts are an instance's ports (SERVICE_PORT, PROXY_PORT, its
+// proxy's libp2p port, METRICS_PORT).
+type InstancePorts struct {
+	Service int `json:"Service"`
+	Proxy   int `json:"Proxy"`
+	P2P     int `json:"P2P"`
+	Metrics int `json:"Metrics"`
 }
 
 // Node is an allocator's record: what it offers and what is still free.

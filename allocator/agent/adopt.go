@@ -87,7 +87,7 @@ func (a *Agent) fromLabels(rt runtime.Runtime, st runtime.Status) (*instance, er
 		rt: rt, ports: p, cpu: cpu, mem: mem, ready: make(chan struct{}),
 		rec: registry.Instance{
 			ID: st.ID, Service: service, Node: a.node.ID().String(), State: registry.StateStarting,
-			Runtime: rt.Name(), PeerID: peerID, OnDemand: l[labelOnDemand] == "true", Compute: l[labelCompute], Started: started,
+			Runtime: rt.Name(), PeerID: peerID, OnDemand: l[labelOnDemand] == "true", Compute: l[labelCompute], Started: started, Host: a.listenIP(),
 			Restarts: st.Restarts,
 		},
 	}

@@ -44,6 +44,9 @@ func (in *instance) record() registry.Instance {
 	defer in.mu.Unlock()
 	r := in.rec
 	r.Addrs = append([]string(nil), r.Addrs...)
+	if in.ports != (ports{}) {
+		r.Ports = &registry.InstancePorts{Service: in.ports.Service, Proxy: in.ports.Proxy, P2P: in.ports.P2P, Metrics: in.ports.Metrics}
+	}
 	return r
 }
 
@@ -143,7 +146,7 @@ func (a *Agent) start(sr startReq, info *registry.ServiceInfo, rtName string) (*
 		rt: a.runtimes[rtName], ports: p, cpu: info.CpuReq, mem: info.MemoryReq, ready: make(chan struct{}),
 		rec: registry.Instance{
 			ID: id, Service: service, Node: a.node.ID().String(), State: registry.StatePending, Runtime: rtName,
-			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: sr.onDemand, Compute: sr.compute,
+			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: sr.onDemand, Compute: sr.compute, Host: a.listenIP(),
 			Started: time.Now().UTC(),
 		},
 	}

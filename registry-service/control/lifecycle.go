@@ -147,7 +147,7 @@ func (r launchedRecord) view(live *registry.Instance, nodeName string) registry.
 	if live != nil {
 		v.State, v.Started, v.NodeID = live.State, live.Started, live.Node
 		v.Restarts += live.Restarts
-		v.Addrs = registry.InstanceAddrs{PeerID: live.PeerID, Multiaddrs: live.Addrs}
+		v.Addrs = registry.InstanceAddrs{PeerID: live.PeerID, Multiaddrs: live.Addrs, Host: live.Host, Ports: live.Ports}
 		if live.Message != "" {
 			v.Message = live.Message
 		}
