@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -94,7 +95,7 @@ func (s *eventStream) read(ctx context.Context, url string) {
 		}
 		s.mu.Unlock()
 	}
-	fail(resp.StatusCode, fmt.Errorf("stream ended: %v", sc.Err()))
+	fail(resp.StatusCode, fmt.Errorf("stream ended: %w", cmp.Or(sc.Err(), io.EOF)))
 }
 
 // close disconnects the reader and waits for it.
