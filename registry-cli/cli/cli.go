@@ -61,7 +61,7 @@ func commands() []*command {
 		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
 		scaleCommand(), statusCommand(), computesCommand(), computeCommand(),
 		launchCommand(), launchedCommand(), instanceCommand(), actCommand(), forgetCommand(),
-		eventsCommand(), idCommand()}
+		eventsCommand(), callbacksCommand(), callbackCommand(), idCommand()}
 }
 
 // session holds the global options and, once connected, the client.
