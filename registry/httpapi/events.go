@@ -2,12 +2,14 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/wire"
@@ -170,8 +172,12 @@ func (h *handler) events(src registry.EventSource, q *request) (int, any, error)
 		q.w.WriteHeader(http.StatusOK)
 		return 0, streamed{}, nil
 	}
-	// The stream outlives RequestTimeout: it runs until the reader goes.
-	ctx := registry.WithCaller(q.r.Context(), registry.CallerOf(q.ctx))
+	// The stream outlives RequestTimeout: it runs until the reader goes,
+	// or its server shuts down (which would otherwise wait for it).
+	ctx, cancel := context.WithCancel(registry.WithCaller(q.r.Context(), registry.CallerOf(q.ctx)))
+	defer cancel()
+	stop := context.AfterFunc(h.shut.of(q.r), cancel)
+	defer stop()
 	err = src.Events(ctx, req, sw.send)
 	switch {
 	case !sw.started && err != nil:
@@ -187,6 +193,35 @@ func (h *handler) events(src registry.EventSource, q *request) (int, any, error)
 		sw.fail(err)
 	}
 	return 0, streamed{}, nil
+}
+
+// shutdowns are contexts that end when their server shuts down, one per
+// server (http.Server.RegisterOnShutdown), so that a graceful shutdown
+// ends the streams, which it would otherwise wait for.
+type shutdowns struct {
+	mu sync.Mutex
+	m  map[*http.Server]context.Context
+}
+
+// of returns the context of the server r came in on (one that never
+// ends when r says of no server).
+func (s *shutdowns) of(r *http.Request) context.Context {
+	srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok {
+		return context.Background()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.m[srv]; ok {
+		return c
+	}
+	if s.m == nil {
+		s.m = map[*http.Server]context.Context{}
+	}
+	c, cancel := context.WithCancel(context.Background())
+	srv.RegisterOnShutdown(cancel)
+	s.m[srv] = c
+	return c
 }
 
 // streamWriter writes a stream's events as NDJSON or server-sent events,

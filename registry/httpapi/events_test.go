@@ -245,3 +245,32 @@ func TestEventsStreamOutlivesServerTimeouts(t *testing.T) {
 	})
 	_, _ = io.Copy(io.Discard, resp.Body)
 }
+
+// A graceful shutdown ends the streams at once instead of waiting for
+// them.
+func TestEventsEndOnShutdown(t *testing.T) {
+	f := &fakeEvents{fakeControl: newFake()}
+	f.stream = func(ctx context.Context, _ registry.EventsRequest, fn func(registry.Event) error) error {
+		if err := fn(registry.Event{Type: registry.EventHeartbeat, Index: 1, Time: t0}); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	srv := httptest.NewServer(New(f, Options{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with a stream open: %v after %s", err, time.Since(began))
+	}
+}

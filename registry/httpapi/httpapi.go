@@ -151,6 +151,7 @@ type handler struct {
 	log      *slog.Logger
 	tokenSum []byte // sha256 of the token, nil without one
 	routes   map[string]map[string]handlerFunc
+	shut     shutdowns // ends event streams when their server shuts down
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
