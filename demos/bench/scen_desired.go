@@ -119,7 +119,7 @@ func runDesired(ctx context.Context, r *run) error {
 	}
 
 	// scale 0 → 20, and back to 0 but for the last round.
-	rounds := r.pick(3, 1)
+	rounds := r.pick(5, 1)
 	var up, down dist
 	var spread string
 	for i := range rounds {
@@ -482,7 +482,8 @@ func unrestartedLoss(ctx context.Context, r *run, n *network, hc *http.Client, c
 			if !cs.BackoffUntil.IsZero() {
 				backoffUntil = cs.BackoffUntil
 			}
-			for _, m := range []string{cs.LastFailure, cs.Message} {
+			last, _, _ := strings.Cut(cs.LastFailure, "; last output")
+			for _, m := range []string{last, cs.Message} {
 				if m != "" && !slices.Contains(why, m) {
 					why = append(why, m)
 				}

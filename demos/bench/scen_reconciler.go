@@ -18,10 +18,12 @@ import (
 // runReconciler measures what desired state costs an idle network: the
 // leading registry-service's CPU and etcd traffic with N allocators and
 // S services, each service with a desired count of 1 or 0 (alternately),
-// against the same network without desired state in the same run: first
-// with nothing running, then with the same instances deployed explicitly
-// (no desired state), then with desired counts instead (the reconciler
-// keeping the same number of pinned instances).
+// against the same network without desired state in the same run. Four
+// idle windows: nothing running and no desired state; the instances the
+// desired counts will ask for deployed explicitly instead; the desired
+// counts, the reconciler keeping as many pinned instances; and the
+// explicit instances again once the desired state is gone (the services
+// deleted and added anew), so that what drifts with time alone shows.
 func runReconciler(ctx context.Context, r *run) error {
 	nodes, services := r.pick(100, 20), r.pick(200, 40)
 	window := time.Duration(r.pick(60, 10)) * time.Second
@@ -34,7 +36,7 @@ func runReconciler(ctx context.Context, r *run) error {
 	defer n.close()
 	r.sc.Setup = fmt.Sprintf("1 registry-service (the reconciler's leader; metrics scraped from its Prometheus endpoint) and %d "+
 		"allocators (process runtime, -cpus 0.1, -memory 256, as in the scale scenario), started in batches of %d; %d services "+
-		"(CpuReq 50, MemoryReq 16), %d of them with a desired count of 1 and %d of 0 in the last window; windows of %s after "+
+		"(CpuReq 50, MemoryReq 16), %d of them with a desired count of 1 and %d of 0 in the third window; idle windows of %s after "+
 		"%s of settling; %s.", nodes, r.s.o.scaleBatch, services, ones, services-ones, window, settle, n.timing())
 	if err := n.startRegistry(ctx); err != nil {
 		return err
@@ -79,87 +81,96 @@ func runReconciler(ctx context.Context, r *run) error {
 	}
 
 	// A: no desired state, nothing running.
-	label := [3]string{
+	label := [4]string{
 		"no desired state, nothing running",
 		fmt.Sprintf("no desired state, %d instances deployed explicitly", ones),
 		fmt.Sprintf("desired counts: %d services × 1, %d × 0", ones, services-ones),
+		fmt.Sprintf("no desired state again (the services deleted and added anew), %d instances deployed explicitly", ones),
 	}
-	var w [3]*idleWindow
-	r.say("window 1 of 3 (%s): %s", label[0], window)
+	var w [4]*idleWindow
+	r.say("window 1 of 4 (%s): %s", label[0], window)
 	if w[0], err = measureIdle(ctx, n, hc, window); err != nil {
 		return err
 	}
 
 	// B: the same instances as the desired counts below will keep,
 	// deployed explicitly.
-	r.say("deploying %d instances explicitly, one per service of the first window's ones", ones)
-	explicit, err := deploySpread(ctx, c, allocs, names, ones)
-	if err != nil {
+	if w[1], err = explicitWindow(ctx, r, n, c, hc, allocs, names, ones, settle, window, "window 2 of 4 ("+label[1]+")"); err != nil {
 		return err
-	}
-	if err := sleepCtx(ctx, settle); err != nil {
-		return err
-	}
-	r.say("window 2 of 3 (%s): %s", label[1], window)
-	if w[1], err = measureIdle(ctx, n, hc, window); err != nil {
-		return err
-	}
-	if err := c.stopInstances(ctx, explicit); err != nil {
-		return fmt.Errorf("stop the explicit instances: %w", err)
 	}
 
 	// C: desired counts, the reconciler keeping as many instances.
 	r.say("scaling %d services to 1 and %d to 0", ones, services-ones)
+	var posts dist
 	t0 := time.Now()
 	for i, name := range names {
+		t := time.Now()
 		if err := n.apiScale(ctx, hc, name, "", 1-i%2); err != nil {
 			return err
 		}
+		posts = append(posts, time.Since(t))
 	}
 	converged, err := waitAllRunning(ctx, n, hc, ones, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	r.notef("Scaling %d services through the HTTP API (one POST each) took %s; %d pinned instances were running %s after the first POST.",
+	r.fig(Figure{Name: fmt.Sprintf("one scale (POST /service/<name>/scale), %d nodes, %d services, p50", nodes, services),
+		Value: msec(posts.p50()), Unit: "ms", Samples: len(posts)})
+	r.fig(Figure{Name: fmt.Sprintf("one scale, %d nodes, %d services, p99", nodes, services),
+		Value: msec(posts.p99()), Unit: "ms", Samples: len(posts)})
+	r.notef("Scaling %d services through the HTTP API, one POST after another, took %s; %d pinned instances were running %s after the first POST.",
 		services, converged.sent.Sub(t0).Round(time.Millisecond), ones, converged.at.Sub(t0).Round(time.Millisecond))
 	if err := sleepCtx(ctx, settle); err != nil {
 		return err
 	}
-	r.say("window 3 of 3 (%s): %s", label[2], window)
+	r.say("window 3 of 4 (%s): %s", label[2], window)
 	if w[2], err = measureIdle(ctx, n, hc, window); err != nil {
 		return err
 	}
-	if all, err := n.apiStatusAll(ctx, hc); err == nil {
+	if all, err := n.apiStatusAll(ctx, hc); err != nil {
+		r.failf("status after the desired-state window: %v", err)
+	} else {
 		running := 0
 		for _, st := range all {
 			running += st.RunningResources
 		}
 		if running != ones {
-			r.failf("after the last window status shows %d pinned instances running, want %d", running, ones)
+			r.failf("after the desired-state window status shows %d pinned instances running, want %d", running, ones)
 		}
 	}
 
-	figs := []struct {
-		name, unit string
-		v          func(*idleWindow) float64
-	}{
-		{"registry-service CPU", "% of a core", func(w *idleWindow) float64 { return w.cpu }},
-		{"etcd requests (Range, Put, Txn, DeleteRange, LeaseGrant ...)", "/s", func(w *idleWindow) float64 { return w.etcdRequests }},
-		{"etcd lease renewals", "/s", func(w *idleWindow) float64 { return w.leaseRenewals }},
-		{"etcd keys read (mvcc range)", "/s", func(w *idleWindow) float64 { return w.mvccRange }},
-		{"etcd writes (mvcc put + delete)", "/s", func(w *idleWindow) float64 { return w.mvccWrites }},
-		{"registry requests over libp2p", "/s", func(w *idleWindow) float64 { return w.registryRequests }},
-		{"reconcile passes", "/s", func(w *idleWindow) float64 { return w.passes }},
-		{"reconcile pass, mean duration", "ms", func(w *idleWindow) float64 { return w.passMean }},
-		{"registry-service background I/O (rchar+wchar)", "B/s", func(w *idleWindow) float64 { return w.io }},
-		{"registry-service RSS at the window's end", "MB", func(w *idleWindow) float64 { return w.rss }},
+	// D: B again, after the desired state is gone, to show what drifts
+	// with time alone.
+	info, err := c.reg.GetService(ctx, names[0])
+	if err != nil {
+		return err
 	}
-	for _, f := range figs {
+	for _, name := range names {
+		if _, err := c.reg.DeleteService(ctx, name); err != nil {
+			return fmt.Errorf("delete %s: %w", name, err)
+		}
+	}
+	if err := waitNoInstances(ctx, c, time.Minute); err != nil {
+		return err
+	}
+	for _, name := range names {
+		if _, err := c.reg.AddService(ctx, name, info); err != nil {
+			return fmt.Errorf("add %s again: %w", name, err)
+		}
+	}
+	if w[3], err = explicitWindow(ctx, r, n, c, hc, allocs, names, ones, settle, window, "window 4 of 4 ("+label[3]+")"); err != nil {
+		return err
+	}
+
+	before := fmt.Sprintf("no desired state, %d instances deployed explicitly: mean of the windows before and after", ones)
+	for _, f := range idleFigures {
 		r.fig(Figure{Name: fmt.Sprintf("%s, %d nodes, %s", f.name, nodes, label[2]), Value: f.v(w[2]), Unit: f.unit,
-			Baseline: &Baseline{Name: label[1], Value: f.v(w[1]), Unit: f.unit}})
+			Baseline: &Baseline{Name: before, Value: (f.v(w[1]) + f.v(w[3])) / 2, Unit: f.unit}})
 	}
-	for _, f := range figs {
-		r.fig(Figure{Name: fmt.Sprintf("%s, %d nodes, %s", f.name, nodes, label[0]), Value: f.v(w[0]), Unit: f.unit})
+	for _, i := range []int{0, 1, 3} {
+		for _, f := range idleFigures {
+			r.fig(Figure{Name: fmt.Sprintf("%s, %d nodes, %s", f.name, nodes, label[i]), Value: f.v(w[i]), Unit: f.unit})
+		}
 	}
 	for i, x := range w {
 		r.notef("Window %d (%s): load average %s at its start; etcd requests by type per second: %s; registry requests by "+
@@ -168,11 +179,73 @@ func runReconciler(ctx context.Context, r *run) error {
 	r.notef("CPU is utime+stime of the registry-service (etcd embedded) from /proc/<pid>/stat over the window, as in the scale " +
 		"scenario; etcd figures are the growth of its own counters over the window (etcd_server_request_duration_seconds_count " +
 		"by type, etcd_debugging_lease_renewed_total, etcd_mvcc_range_total, etcd_mvcc_put_total + etcd_mvcc_delete_total), " +
-		"registry requests physarum_registry_requests_total, passes physarum_reconciler_passes_total and its duration histogram.")
+		"registry requests physarum_registry_requests_total, passes physarum_reconciler_passes_total and its duration histogram; " +
+		"\"reconcile passes, time spent\" is the sum of the passes' durations over the window, as a share of one core (an upper " +
+		"bound of their CPU: a pass also waits on etcd). The reconciler runs in every window: it leads and passes every 10 s " +
+		"whether or not anything is desired.")
 	if k, top := problemSummary([]*launch.Proc{n.reg}, 4); k > 0 {
 		r.notef("registry-service logged %d error and warning lines: %s", k, strings.Join(top, "; "))
 	}
 	return nil
+}
+
+// idleFigures are the figures of an idle window.
+var idleFigures = []struct {
+	name, unit string
+	v          func(*idleWindow) float64
+}{
+	{"registry-service CPU", "% of a core", func(w *idleWindow) float64 { return w.cpu }},
+	{"etcd requests (Range, Put, Txn, DeleteRange, LeaseGrant ...)", "/s", func(w *idleWindow) float64 { return w.etcdRequests }},
+	{"etcd lease renewals", "/s", func(w *idleWindow) float64 { return w.leaseRenewals }},
+	{"etcd keys read (mvcc range)", "/s", func(w *idleWindow) float64 { return w.mvccRange }},
+	{"etcd writes (mvcc put + delete)", "/s", func(w *idleWindow) float64 { return w.mvccWrites }},
+	{"registry requests over libp2p", "/s", func(w *idleWindow) float64 { return w.registryRequests }},
+	{"reconcile passes", "/s", func(w *idleWindow) float64 { return w.passes }},
+	{"reconcile pass, mean duration", "ms", func(w *idleWindow) float64 { return w.passMean }},
+	{"reconcile passes, time spent", "% of a core", func(w *idleWindow) float64 { return w.passShare }},
+	{"registry-service background I/O (rchar+wchar)", "B/s", func(w *idleWindow) float64 { return w.io }},
+	{"registry-service RSS at the window's end", "MB", func(w *idleWindow) float64 { return w.rss }},
+}
+
+// explicitWindow deploys one instance of every other service explicitly,
+// spread over allocs, measures an idle window and stops them.
+func explicitWindow(ctx context.Context, r *run, n *network, c *client, hc *http.Client, allocs []*allocator, names []string,
+	count int, settle, window time.Duration, what string) (*idleWindow, error) {
+	r.say("deploying %d instances explicitly, one per service that a desired count of 1 goes to", count)
+	explicit, err := deploySpread(ctx, c, allocs, names, count)
+	if err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, settle); err != nil {
+		return nil, err
+	}
+	r.say("%s: %s", what, window)
+	w, err := measureIdle(ctx, n, hc, window)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.stopInstances(ctx, explicit); err != nil {
+		return nil, fmt.Errorf("stop the explicit instances: %w", err)
+	}
+	return w, waitNoInstances(ctx, c, time.Minute)
+}
+
+// waitNoInstances waits until the registry lists no instance.
+func waitNoInstances(ctx context.Context, c *client, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	left := 0
+	for time.Now().Before(deadline) {
+		ins, err := c.reg.ListInstances(ctx, "")
+		if err == nil {
+			if left = len(ins); left == 0 {
+				return nil
+			}
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%d instances still listed %s after they were stopped", left, timeout)
 }
 
 // idleWindow is what the registry-service did over one idle window, per
@@ -180,7 +253,7 @@ func runReconciler(ctx context.Context, r *run) error {
 type idleWindow struct {
 	cpu, io, rss                                       float64
 	etcdRequests, leaseRenewals, mvccRange, mvccWrites float64
-	registryRequests, passes, passMean                 float64
+	registryRequests, passes, passMean, passShare      float64
 	etcdByType, registryByOp                           map[string]float64
 	load                                               string
 }
@@ -235,9 +308,11 @@ func measureIdle(ctx context.Context, n *network, hc *http.Client, window time.D
 		load:             load,
 	}
 	w.passMean = notMeasured
+	spent := m1.sum("physarum_reconciler_pass_duration_seconds_sum") - m0.sum("physarum_reconciler_pass_duration_seconds_sum")
 	if k := m1.sum("physarum_reconciler_pass_duration_seconds_count") - m0.sum("physarum_reconciler_pass_duration_seconds_count"); k > 0 {
-		w.passMean = 1000 * (m1.sum("physarum_reconciler_pass_duration_seconds_sum") - m0.sum("physarum_reconciler_pass_duration_seconds_sum")) / k
+		w.passMean = 1000 * spent / k
 	}
+	w.passShare = 100 * spent / span
 	return w, nil
 }
 
