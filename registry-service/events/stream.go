@@ -55,6 +55,9 @@ type Streamer struct {
 	cfg     Config
 	m       *metrics
 	readers atomic.Int64 // numbers each stream's gRPC stream
+	// cut, when above 0, ends every watch after that many responses of
+	// events, as a lost leader would (tests, export_test.go).
+	cut atomic.Int64
 }
 
 // New returns a Streamer reading cli. cli should honour
@@ -277,6 +280,7 @@ func (st *stream) watch(ctx context.Context) (healthy bool, err error) {
 	timer := time.NewTimer(quiet)
 	defer timer.Stop()
 	due := false // a heartbeat waits for a progress answer
+	responses := int64(0)
 	reset := func(d time.Duration) {
 		timer.Stop()
 		timer.Reset(d)
@@ -336,6 +340,9 @@ func (st *stream) watch(ctx context.Context) (healthy bool, err error) {
 				delivered, err := st.deliver(wr.Events)
 				if err != nil {
 					return healthy, err
+				}
+				if responses++; responses == st.s.cut.Load() {
+					return healthy, fmt.Errorf("%w: cut after %d responses", errWatchEnded, responses)
 				}
 				if delivered {
 					due = false

@@ -462,3 +462,42 @@ func TestStreamOnTheInProcessClient(t *testing.T) {
 		return all[len(all)-1].Type == registry.EventHeartbeat && all[len(all)-1].Index >= r
 	})
 }
+
+// A watch that ends (a member lost its leader) is opened again from the
+// last revision delivered: nothing skipped, nothing repeated, also
+// within a revision of several events.
+func TestStreamResumesWhenItsWatchEnds(t *testing.T) {
+	cli := etcd(t)
+	reg := prometheus.NewRegistry()
+	cut := events.New(cli, events.Config{Registerer: reg})
+	defer cut.Close()
+	cut.CutWatchesEvery(1)
+	whole := events.New(cli, events.Config{})
+	before := history(t, cli, "cut1")
+	f := follow(t, cut, events.Request{EventsRequest: registry.EventsRequest{Index: before}})
+	// Changes one at a time, each seen before the next: each in a
+	// watch of its own.
+	for i := range 5 {
+		r := mustPut(t, cli, fmt.Sprintf("/physarum/services/cut-%d", i), `{}`)
+		eventually.True(t, 10*time.Second, fmt.Sprint("the change at ", r), func() bool {
+			got := f.events()
+			return len(got) > 0 && got[len(got)-1].Index == r
+		})
+	}
+	history(t, cli, "cut2")
+	end := rev(t, cli)
+	want, err := read(t, whole, events.Request{EventsRequest: registry.EventsRequest{Index: before}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 20*time.Second, "every event", func() bool {
+		got := f.events()
+		return len(got) > 0 && got[len(got)-1].Index >= end
+	})
+	if got, want := ids(f.events()), ids(changes(want)); !slices.Equal(got, want) {
+		t.Errorf("through cut watches\n%v\nwant\n%v", got, want)
+	}
+	if n := value(t, reg, "physarum_events_watch_restarts_total"); n < 5 {
+		t.Errorf("watch_restarts_total = %v: the watches were not cut", n)
+	}
+}
