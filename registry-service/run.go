@@ -78,7 +78,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
 	if api != nil {
-		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible: /compute, /service, /service/<name>/scale and /status)\n", api.url())
+		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible /compute and /service, /instances, /callbacks, /v1/events)\n", api.url())
 		g.Go(func() error { return api.serve(gctx) })
 	}
 	if !member.IsClient() {

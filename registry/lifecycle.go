@@ -172,7 +172,10 @@ func (e Event) Matches(filters []string) bool {
 
 // ValidateTopic checks a topic filter.
 func ValidateTopic(f string) error {
-	topic, _, _ := strings.Cut(f, ":")
+	topic, key, hasKey := strings.Cut(f, ":")
+	if hasKey && key == "" {
+		return invalid("topic", "%.80q: a key after ':' (e.g. instance:hello), or no ':'", f)
+	}
 	switch topic {
 	case TopicService, TopicDesired, TopicCompute, TopicNode, TopicInstance, TopicLaunched:
 		return nil
