@@ -28,6 +28,7 @@ func NewReconciler(ctl *Control, cli *clientv3.Client, h host.Host, cfg Reconcil
 // campaign. It waits for the starts and stops it launched before
 // returning.
 func (r *Reconciler) Run(ctx context.Context) {
+	defer r.metrics.unregister()
 	defer r.wg.Wait()
 	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -556,14 +557,14 @@ func (r *Reconciler) gone(ctx context.Context, s *snapshot, rec launchedRecord) 
 		l.State, l.Message = state, msg
 		return nil
 	})
-	if err != nil && err != errChanged {
+	if err != nil && !errors.Is(err, errChanged) {
 		r.log.Warn("could not record a launched instance's end", "uuid", rec.UUID, "err", err)
 		return
 	}
 	r.log.Info("launched instance "+state, "uuid", rec.UUID, "node", rec.Node)
 }
 
-var errChanged = fmt.Errorf("changed meanwhile")
+var errChanged = errors.New("changed meanwhile")
 
 // placeLaunched starts a launched instance within its compute, unless it
 // is backing off after failed starts.

@@ -46,30 +46,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startEtcd starts the package's test etcd, once.
+func startEtcd() {
+	key, err := psk.Derive("control-test")
+	if err != nil {
+		etcd.err = err
+		return
+	}
+	if etcd.dir, err = os.MkdirTemp("", "control-test-"); err != nil {
+		etcd.err = err
+		return
+	}
+	ports, err := freeport.Take("127.0.0.1", 2, nil)
+	if err != nil {
+		etcd.err = err
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	etcd.m, etcd.err = cluster.StartNew(ctx, cluster.Config{
+		Name: "control-test", DataDir: etcd.dir, IP: "127.0.0.1",
+		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
+	})
+}
+
+// member returns the test etcd, emptied of every registry key.
 func member(t *testing.T) *cluster.Member {
 	t.Helper()
-	etcd.once.Do(func() {
-		key, err := psk.Derive("control-test")
-		if err != nil {
-			etcd.err = err
-			return
-		}
-		if etcd.dir, err = os.MkdirTemp("", "control-test-"); err != nil {
-			etcd.err = err
-			return
-		}
-		ports, err := freeport.Take("127.0.0.1", 2, nil)
-		if err != nil {
-			etcd.err = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		etcd.m, etcd.err = cluster.StartNew(ctx, cluster.Config{
-			Name: "control-test", DataDir: etcd.dir, IP: "127.0.0.1",
-			ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
-		})
-	})
+	etcd.once.Do(startEtcd)
 	if etcd.err != nil {
 		t.Fatal(etcd.err)
 	}
