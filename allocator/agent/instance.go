@@ -37,6 +37,10 @@ type instance struct {
 	stopping    bool
 	startErr    error
 	failedAt    time.Time
+	// unpublished: the last put of its record failed (no registry
+	// answered); the next heartbeat puts it again, or the registry would
+	// show a state the instance has left.
+	unpublished bool
 }
 
 func (in *instance) record() registry.Instance {
@@ -552,7 +556,18 @@ func (a *Agent) putRecord(ctx context.Context, in *instance) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := a.reg.PutInstance(ctx, rec); err != nil {
-		a.log.Debug("publish instance record", "instance", rec.ID, "err", err)
+	err := a.reg.PutInstance(ctx, rec)
+	if err != nil {
+		a.log.Debug("publish instance record; the next heartbeat tries again", "instance", rec.ID, "err", err)
 	}
+	in.mu.Lock()
+	in.unpublished = err != nil
+	in.mu.Unlock()
+}
+
+// isUnpublished reports whether the instance's record is to be put again.
+func (in *instance) isUnpublished() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.unpublished
 }

@@ -90,16 +90,17 @@ func (a *Agent) publish(ctx context.Context) {
 		return
 	}
 	a.metrics.observeResources(a)
-	if !granted {
-		return // instance records are written as they change
-	}
-	// A new lease: the records of the old one (ours, after a registry
-	// outage or at start) are gone; put them back.
+	// Instance records are written as they change. With a new lease, the
+	// records of the old one (ours, after a registry outage or at start)
+	// are gone: put them all back; else put back those whose last put
+	// failed.
 	a.mu.Lock()
 	insts := a.snapshot()
 	a.mu.Unlock()
 	for _, in := range insts {
-		a.putRecord(ctx, in)
+		if granted || in.isUnpublished() {
+			a.putRecord(ctx, in)
+		}
 	}
 }
 
