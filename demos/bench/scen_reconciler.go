@@ -174,7 +174,8 @@ func runReconciler(ctx context.Context, r *run) error {
 	}
 	for i, x := range w {
 		r.notef("Window %d (%s): load average %s at its start; etcd requests by type per second: %s; registry requests by "+
-			"operation per second: %s.", i+1, label[i], x.load, rates(x.etcdByType), rates(x.registryByOp))
+			"operation per second: %s; at its end %.0f connected peers and %.0f goroutines.",
+			i+1, label[i], x.load, rates(x.etcdByType), rates(x.registryByOp), x.peers, x.goroutines)
 	}
 	r.notef("CPU is utime+stime of the registry-service (etcd embedded) from /proc/<pid>/stat over the window, as in the scale " +
 		"scenario; etcd figures are the growth of its own counters over the window (etcd_server_request_duration_seconds_count " +
@@ -256,6 +257,7 @@ type idleWindow struct {
 	registryRequests, passes, passMean, passShare      float64
 	etcdByType, registryByOp                           map[string]float64
 	load                                               string
+	peers, goroutines                                  float64 // at the window's end
 }
 
 // measureIdle samples the registry's process and metrics at the start and
@@ -306,6 +308,8 @@ func measureIdle(ctx context.Context, n *network, hc *http.Client, window time.D
 		etcdByType:       byRate("etcd_server_request_duration_seconds_count", "type"),
 		registryByOp:     byRate("physarum_registry_requests_total", "op"),
 		load:             load,
+		peers:            m1.sum("physarum_p2p_connected_peers"),
+		goroutines:       m1.sum("go_goroutines"),
 	}
 	w.passMean = notMeasured
 	spent := m1.sum("physarum_reconciler_pass_duration_seconds_sum") - m0.sum("physarum_reconciler_pass_duration_seconds_sum")
