@@ -321,6 +321,24 @@ func TestLaunchedInstanceLifecycleWithCallbacksAndEvents(t *testing.T) {
 	if li := waitLaunched(t, base, id, registry.StateLost); !strings.Contains(li.Message, "n1") {
 		t.Errorf("lost instance's message %q does not name its node", li.Message)
 	}
+	// Forgotten: the callback hears the deletion, then goes.
+	cbID := li.Callback
+	mustAPI(t, "DELETE", base+"/instances/"+id, nil)
+	eventually.Succeeds(t, 30*time.Second, func() error {
+		evs, _ := rcv.got()
+		if !slices.ContainsFunc(evs, func(ev registry.Event) bool {
+			return ev.Topic == registry.TopicLaunched && ev.Type == registry.EventDeleted && ev.Key == id
+		}) {
+			return fmt.Errorf("callback has not heard of the deletion")
+		}
+		if code, out := api(t, "GET", base+"/callbacks/"+cbID, nil); code != http.StatusNotFound {
+			return fmt.Errorf("the forgotten instance's callback %s: %d %s", cbID, code, out)
+		}
+		return nil
+	})
+	if code, _ := api(t, "GET", base+"/instances/"+id, nil); code != http.StatusNotFound {
+		t.Errorf("forgotten instance: GET answers %d, want 404", code)
+	}
 	// Every delivery verified, none twice.
 	evs, bad := rcv.got()
 	if len(bad) > 0 {

@@ -468,7 +468,27 @@ func (l *leader) deliverLoop(s *sub) {
 			// delivers it again, which at least once allows.
 			l.w.log.Warn("callbacks: could not store a cursor", "callback", s.def.ID, "index", p.index, "err", err)
 		}
+		if s.def.Instance != "" && e.Topic == registry.TopicLaunched && e.Type == registry.EventDeleted && e.Key == s.def.Instance {
+			l.retire(s)
+			return
+		}
 	}
+}
+
+// retire deletes the callback of a launched instance once the instance's
+// deletion was delivered: Forget leaves it until then, so that the
+// instance's last events reach it.
+func (l *leader) retire(s *sub) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := l.w.cli.Txn(ctx).Then(
+		clientv3.OpDelete(control.PrefixCallbacks+s.def.ID),
+		clientv3.OpDelete(control.PrefixCallbackState+s.def.ID),
+	).Commit(); err != nil {
+		l.w.log.Warn("callbacks: could not delete a forgotten instance's callback", "callback", s.def.ID, "err", err)
+		return
+	}
+	l.w.log.Info("callbacks: a forgotten instance's callback delivered its last event and is deleted", "callback", s.def.ID, "instance", s.def.Instance)
 }
 
 // head waits for the first event of a callback's queue.

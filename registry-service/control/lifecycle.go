@@ -468,7 +468,8 @@ func instanceKeyOf(rec launchedRecord) string {
 	return "/physarum/instances/" + rec.Service + "/" + rec.UUID
 }
 
-// Forget stops a launched instance and deletes its record and callback.
+// Forget stops a launched instance and deletes its record; its callback
+// goes once it has heard of the deletion.
 func (c *Control) Forget(ctx context.Context, id string) (string, error) {
 	id, err := registry.NormalizeUUID(id)
 	if err != nil {
@@ -489,11 +490,8 @@ func (c *Control) Forget(ctx context.Context, id string) (string, error) {
 	if _, err := c.cli.Delete(ctx, PrefixLaunched+id); err != nil {
 		return "", unavailable("delete launched instance", err)
 	}
-	if rec.Callback != "" {
-		if adder, ok := any(c).(callbackAdder); ok {
-			_, _ = adder.DeleteCallback(ctx, rec.Callback)
-		}
-	}
+	// Its callback stays until the callbacks worker has delivered this
+	// deletion to it, then goes (registry-service/callbacks).
 	c.log.Info("launched instance forgotten", "uuid", id, "by", registry.CallerOf(ctx))
 	return "forgot instance " + id, nil
 }
