@@ -179,7 +179,9 @@ func runReconciler(ctx context.Context, r *run) error {
 	}
 	r.notef("CPU is utime+stime of the registry-service (etcd embedded) from /proc/<pid>/stat over the window, as in the scale " +
 		"scenario; etcd figures are the growth of its own counters over the window (etcd_server_request_duration_seconds_count " +
-		"by type, etcd_debugging_lease_renewed_total, etcd_mvcc_range_total, etcd_mvcc_put_total + etcd_mvcc_delete_total), " +
+		"by type, etcd_network_client_grpc_received_bytes_total + etcd_network_client_grpc_sent_bytes_total, " +
+		"etcd_debugging_lease_renewed_total, etcd_mvcc_range_total, etcd_mvcc_put_total + etcd_mvcc_delete_total; requests " +
+		"through the member's in-process client count as requests but not as gRPC bytes), " +
 		"registry requests physarum_registry_requests_total, passes physarum_reconciler_passes_total and its duration histogram; " +
 		"\"reconcile passes, time spent\" is the sum of the passes' durations over the window, as a share of one core (an upper " +
 		"bound of their CPU: a pass also waits on etcd). The reconciler runs in every window: it leads and passes every 10 s " +
@@ -197,6 +199,7 @@ var idleFigures = []struct {
 }{
 	{"registry-service CPU", "% of a core", func(w *idleWindow) float64 { return w.cpu }},
 	{"etcd requests (Range, Put, Txn, DeleteRange, LeaseGrant ...)", "/s", func(w *idleWindow) float64 { return w.etcdRequests }},
+	{"etcd gRPC traffic (bytes received + sent by the etcd server)", "B/s", func(w *idleWindow) float64 { return w.grpcBytes }},
 	{"etcd lease renewals", "/s", func(w *idleWindow) float64 { return w.leaseRenewals }},
 	{"etcd keys read (mvcc range)", "/s", func(w *idleWindow) float64 { return w.mvccRange }},
 	{"etcd writes (mvcc put + delete)", "/s", func(w *idleWindow) float64 { return w.mvccWrites }},
@@ -252,12 +255,12 @@ func waitNoInstances(ctx context.Context, c *client, timeout time.Duration) erro
 // idleWindow is what the registry-service did over one idle window, per
 // second.
 type idleWindow struct {
-	cpu, io, rss                                       float64
-	etcdRequests, leaseRenewals, mvccRange, mvccWrites float64
-	registryRequests, passes, passMean, passShare      float64
-	etcdByType, registryByOp                           map[string]float64
-	load                                               string
-	peers, goroutines                                  float64 // at the window's end
+	cpu, io, rss                                                  float64
+	etcdRequests, leaseRenewals, mvccRange, mvccWrites, grpcBytes float64
+	registryRequests, passes, passMean, passShare                 float64
+	etcdByType, registryByOp                                      map[string]float64
+	load                                                          string
+	peers, goroutines                                             float64 // at the window's end
 }
 
 // measureIdle samples the registry's process and metrics at the start and
@@ -301,6 +304,7 @@ func measureIdle(ctx context.Context, n *network, hc *http.Client, window time.D
 		cpu: 100 * (p1.cpu - p0.cpu).Seconds() / span, io: float64(p1.io-p0.io) / span, rss: mb(p1.rss),
 		etcdRequests:     rate("etcd_server_request_duration_seconds_count"),
 		leaseRenewals:    rate("etcd_debugging_lease_renewed_total"),
+		grpcBytes:        rate("etcd_network_client_grpc_received_bytes_total") + rate("etcd_network_client_grpc_sent_bytes_total"),
 		mvccRange:        rate("etcd_mvcc_range_total"),
 		mvccWrites:       rate("etcd_mvcc_put_total") + rate("etcd_mvcc_delete_total"),
 		registryRequests: rate("physarum_registry_requests_total"),
