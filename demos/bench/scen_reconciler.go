@@ -201,7 +201,7 @@ var idleFigures = []struct {
 	{"etcd requests (Range, Put, Txn, DeleteRange, LeaseGrant ...)", "/s", func(w *idleWindow) float64 { return w.etcdRequests }},
 	{"etcd gRPC traffic (bytes received + sent by the etcd server)", "B/s", func(w *idleWindow) float64 { return w.grpcBytes }},
 	{"etcd lease renewals", "/s", func(w *idleWindow) float64 { return w.leaseRenewals }},
-	{"etcd keys read (mvcc range)", "/s", func(w *idleWindow) float64 { return w.mvccRange }},
+	{"etcd reads (mvcc range operations)", "/s", func(w *idleWindow) float64 { return w.mvccRange }},
 	{"etcd writes (mvcc put + delete)", "/s", func(w *idleWindow) float64 { return w.mvccWrites }},
 	{"registry requests over libp2p", "/s", func(w *idleWindow) float64 { return w.registryRequests }},
 	{"reconcile passes", "/s", func(w *idleWindow) float64 { return w.passes }},
