@@ -47,6 +47,7 @@ var scenarios = []scenario{
 	{"desired", "desired state: scale 0 → 20, a lost instance and a lost node until replaced", 5 * time.Minute, runDesired},
 	{"scale", "networks of 10 to 100 allocators on one machine", 12 * time.Minute, runScale},
 	{"reconciler", "the reconciler's idle cost at 100 allocators and 200 services", 12 * time.Minute, runReconciler},
+	{"events", "event stream and callbacks: latency, and 1,000 changes with 10 readers and 10 callbacks", 8 * time.Minute, runEvents},
 }
 
 func scenarioNames() []string {
