@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,6 +83,39 @@ func handOut(ports []int, now time.Time) {
 	for _, p := range ports {
 		handedOut.at[p] = now
 	}
+	markMachineWide(ports, now)
+}
+
+// Across processes: a port one process handed out may be free for a
+// while before its owner binds it, or again (a daemon restarted on the
+// same port after a crash, an outage test's registry); another process
+// picking it meanwhile makes the owner fail with "address already in
+// use". So every pick is also marked for the whole machine, as an empty
+// file named after the port whose time is the pick's, and no process picks
+// a port marked within markedFor. Failing to mark (no writable temporary
+// directory) only loses that protection.
+const markedFor = 10 * time.Minute
+
+func markDir() string { return filepath.Join(os.TempDir(), "physarum-ports") }
+
+func markFile(p int) string { return filepath.Join(markDir(), strconv.Itoa(p)) }
+
+func markMachineWide(ports []int, now time.Time) {
+	if err := os.MkdirAll(markDir(), 0o777); err != nil {
+		return
+	}
+	for _, p := range ports {
+		f := markFile(p)
+		if os.WriteFile(f, nil, 0o666) == nil {
+			_ = os.Chtimes(f, now, now)
+		}
+	}
+}
+
+// markedElsewhere reports whether any process marked p lately.
+func markedElsewhere(p int, now time.Time) bool {
+	st, err := os.Stat(markFile(p))
+	return err == nil && now.Sub(st.ModTime()) < markedFor
 }
 
 // Take returns n distinct ports that are free on host (e.g. "127.0.0.1",
@@ -102,7 +136,7 @@ func Take(host string, n int, skip func(port int) bool) ([]int, error) {
 			return nil, fmt.Errorf("%w in %d-%d after %d attempts", ErrNone, low, high, attempt)
 		}
 		p := low + rand.IntN(high-low+1)
-		if skip != nil && skip(p) || slices.Contains(got, p) || recent(p, time.Now()) {
+		if skip != nil && skip(p) || slices.Contains(got, p) || recent(p, time.Now()) || markedElsewhere(p, time.Now()) {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
@@ -126,7 +160,9 @@ func One(host string) int {
 	return p[0]
 }
 
-// Prefer returns want if it is free on host, or else One(host).
+// Prefer returns want if it is free on host, or else One(host). (want is
+// the caller's own: it is neither checked against nor marked for the
+// machine.)
 func Prefer(host string, want int) int {
 	if want > 0 {
 		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(want))); err == nil {

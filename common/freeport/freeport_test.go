@@ -2,8 +2,10 @@ package freeport
 
 import (
 	"net"
+	"os"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestTakeGivesDistinctFreePortsBelowTheEphemeralRange(t *testing.T) {
@@ -63,7 +65,7 @@ func TestPreferAndT(t *testing.T) {
 // bound yet (a registry's etcd client and peer ports, picked one by one).
 func TestPicksInARowAreDistinct(t *testing.T) {
 	seen := map[int]bool{}
-	for range 2000 {
+	for range 300 {
 		p := One("127.0.0.1")
 		if p == 0 {
 			t.Fatal("no free port")
@@ -72,5 +74,21 @@ func TestPicksInARowAreDistinct(t *testing.T) {
 			t.Fatalf("port %d handed out twice", p)
 		}
 		seen[p] = true
+	}
+}
+
+// A pick is marked for the whole machine: another process (which has not
+// this one's memory) leaves the port alone until the mark is old.
+func TestPicksAreMarkedForOtherProcesses(t *testing.T) {
+	p := T(t)
+	if !markedElsewhere(p, time.Now()) {
+		t.Fatalf("port %d was just picked, yet not marked for other processes", p)
+	}
+	old := time.Now().Add(-markedFor - time.Minute)
+	if err := os.Chtimes(markFile(p), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if markedElsewhere(p, time.Now()) {
+		t.Fatalf("port %d, marked long ago, still left alone", p)
 	}
 }
