@@ -654,5 +654,10 @@ func (r *Runtime) Close() error {
 		inst.mu.Unlock()
 	}
 	r.wg.Wait()
-	return r.lock.Close() // releases the flock
+	// Unlock before closing: a child forked meanwhile (by this process,
+	// for anything) holds a copy of the descriptor until it execs, and
+	// the lock would outlive the Close until then; a runtime opened on the
+	// directory right after would find it in use.
+	_ = unix.Flock(int(r.lock.Fd()), unix.LOCK_UN)
+	return r.lock.Close()
 }
