@@ -146,7 +146,7 @@ func (c *Control) Scale(ctx context.Context, service, compute string, number int
 	if _, err := c.recs.GetService(ctx, service); err != nil {
 		return registry.Desired{}, err
 	}
-	if _, err := c.GetCompute(ctx, compute); err != nil {
+	if err := c.computeExists(ctx, compute); err != nil {
 		return registry.Desired{}, err
 	}
 	d := registry.Desired{
@@ -160,6 +160,26 @@ func (c *Control) Scale(ctx context.Context, service, compute string, number int
 	d.Revision = rev
 	c.log.Info("desired count set", "service", service, "compute", compute, "number", number, "by", d.SetBy)
 	return d, nil
+}
+
+// computeExists checks a compute cheaply: "physarum" always exists, an
+// operator's is one key; only an allocator's own needs the node list.
+func (c *Control) computeExists(ctx context.Context, name string) error {
+	if name == registry.ComputePhysarum {
+		return nil
+	}
+	if err := registry.ValidateComputeName(name); err != nil {
+		return badRequest(err)
+	}
+	resp, err := c.cli.Get(ctx, PrefixComputes+name, clientv3.WithCountOnly())
+	if err != nil {
+		return unavailable("read compute", err)
+	}
+	if resp.Count > 0 {
+		return nil
+	}
+	_, err = c.GetCompute(ctx, name)
+	return err
 }
 
 // ListComputes lists every compute: "physarum", each live allocator's

@@ -90,6 +90,7 @@ func (r *Reconciler) lead(ctx context.Context) error {
 	r.trigger()
 	var gather <-chan time.Time  // set while changes are being gathered
 	var rewatch <-chan time.Time // set while the watch is down
+	var wake <-chan time.Time    // set while a backoff is to end
 	for {
 		select {
 		case <-ctx.Done():
@@ -113,10 +114,14 @@ func (r *Reconciler) lead(ctx context.Context) error {
 		case <-gather:
 		case <-tick.C:
 		case <-r.kick:
+		case <-wake:
 		}
-		gather = nil
+		gather, wake = nil, nil
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile pass failed", "err", err)
+		}
+		if d := r.nextWake(r.cfg.Now()); d > 0 {
+			wake = time.After(d + time.Millisecond)
 		}
 	}
 }

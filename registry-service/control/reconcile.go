@@ -46,7 +46,7 @@ type ReconcilerConfig struct {
 	// Resync is the period of the full pass that backs the watches up
 	// (default 10s).
 	Resync time.Duration
-	// Debounce gathers a burst of changes into one pass (default 100ms).
+	// Debounce gathers a burst of changes into one pass (default 25ms).
 	Debounce time.Duration
 	// ElectionTTL is the leader's lease in seconds: a dead leader is
 	// replaced within about this long (default 3).
@@ -70,7 +70,7 @@ func (c *ReconcilerConfig) defaults() {
 		c.Resync = 10 * time.Second
 	}
 	if c.Debounce <= 0 {
-		c.Debounce = 100 * time.Millisecond
+		c.Debounce = 25 * time.Millisecond
 	}
 	if c.ElectionTTL <= 0 {
 		c.ElectionTTL = 3
@@ -171,10 +171,10 @@ func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
 	if s.services, err = r.ctl.recs.ListServices(ctx); err != nil {
 		return nil, err
 	}
-	if s.desired, err = listDesired(ctx, r.cli, ""); err != nil {
+	if s.desired, err = listDesired(ctx, r.ctl.cli, ""); err != nil {
 		return nil, err
 	}
-	if s.computes, err = listOperatorComputes(ctx, r.cli); err != nil {
+	if s.computes, err = listOperatorComputes(ctx, r.ctl.cli); err != nil {
 		return nil, err
 	}
 	if s.nodes, err = r.ctl.recs.ListNodes(ctx); err != nil {
@@ -184,7 +184,7 @@ func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.launched, err = listLaunched(ctx, r.cli); err != nil {
+	if s.launched, err = listLaunched(ctx, r.ctl.cli); err != nil {
 		return nil, err
 	}
 	for _, in := range insts {
@@ -609,10 +609,30 @@ func (r *Reconciler) failure(p pair, reason string) {
 		}
 		st.Failures++
 		st.LastFailure, st.LastFailedAt = reason, now.UTC()
-		wait := r.cfg.BackoffMin << min(st.Failures-1, 20)
-		st.BackoffUntil = now.Add(min(wait, r.cfg.BackoffMax)).UTC()
 		st.Message = ""
+		if st.Failures == 1 {
+			// One failure may be bad luck (an instance that ran fine and
+			// crashed, a node that went): replace at once.
+			st.BackoffUntil = time.Time{}
+			return
+		}
+		wait := r.cfg.BackoffMin << min(st.Failures-2, 20)
+		st.BackoffUntil = now.Add(min(wait, r.cfg.BackoffMax)).UTC()
 	})
+}
+
+// nextWake is how long until the earliest backoff of a pair ends (0:
+// none), so that its pass is not left to the next resync.
+func (r *Reconciler) nextWake(now time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var next time.Duration
+	for _, st := range r.states {
+		if d := st.BackoffUntil.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
 }
 
 // converged clears the message of a pair that runs as desired, and its
@@ -662,7 +682,7 @@ func (r *Reconciler) persist(ctx context.Context, keys []pair) error {
 		if states[p] == (keyState{}) && !r.isWrittenLocked(p) {
 			continue // nothing to say and nothing stored
 		}
-		if err := putJSON(ctx, r.cli, reconcileKey(p.service, p.compute), states[p]); err != nil {
+		if err := putJSON(ctx, r.ctl.cli, reconcileKey(p.service, p.compute), states[p]); err != nil {
 			return err
 		}
 		r.mu.Lock()
@@ -670,7 +690,7 @@ func (r *Reconciler) persist(ctx context.Context, keys []pair) error {
 		r.mu.Unlock()
 	}
 	for _, p := range dels {
-		if _, err := r.cli.Delete(ctx, reconcileKey(p.service, p.compute)); err != nil {
+		if _, err := r.ctl.cli.Delete(ctx, reconcileKey(p.service, p.compute)); err != nil {
 			return unavailable("delete reconciler state", err)
 		}
 		r.mu.Lock()
@@ -700,7 +720,7 @@ func (r *Reconciler) isWrittenLocked(p pair) bool {
 
 // load reads the stored states, as a new leader starts.
 func (r *Reconciler) load(ctx context.Context) error {
-	states, err := listStates(ctx, r.cli, "")
+	states, err := listStates(ctx, r.ctl.cli, "")
 	if err != nil {
 		return err
 	}

@@ -311,15 +311,18 @@ func TestFailingStartsBackOffAndSayWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.pass(t)
-	r.pass(t) // the next pass (the start's end triggers one) stores why
 	if r.nodes.deploys != 1 {
 		t.Fatalf("first pass: %d deploys, want 1 (a runtime error is the service's: no other node is asked)", r.nodes.deploys)
 	}
-	for range 5 {
-		r.pass(t) // within the backoff: nothing
+	r.pass(t) // one failure may be bad luck: tried again at once
+	if r.nodes.deploys != 2 {
+		t.Fatalf("after one failure: %d deploys, want 2", r.nodes.deploys)
 	}
-	if r.nodes.deploys != 1 {
-		t.Errorf("%d deploys within the backoff, want 1", r.nodes.deploys)
+	for range 5 {
+		r.pass(t) // within the backoff that the second failure set: nothing
+	}
+	if r.nodes.deploys != 2 {
+		t.Errorf("%d deploys within the backoff, want 2", r.nodes.deploys)
 	}
 	st, err := r.ctl.Status(ctx, "svc")
 	if err != nil {
@@ -329,11 +332,14 @@ func TestFailingStartsBackOffAndSayWhy(t *testing.T) {
 	if cs.LastFailure == "" || !cs.BackoffUntil.After(r.now) || cs.Message == "" {
 		t.Errorf("status while backing off: %+v", cs)
 	}
+	if d := r.rec.NextWake(r.now); d <= 0 || d > cs.BackoffUntil.Sub(r.now)+time.Millisecond {
+		t.Errorf("the reconciler wakes in %s; the backoff ends in %s", d, cs.BackoffUntil.Sub(r.now))
+	}
 	first := cs.BackoffUntil.Sub(r.now)
 	r.now = cs.BackoffUntil.Add(time.Millisecond)
 	r.pass(t)
-	if r.nodes.deploys != 2 {
-		t.Fatalf("after the backoff: %d deploys, want 2", r.nodes.deploys)
+	if r.nodes.deploys != 3 {
+		t.Fatalf("after the backoff: %d deploys, want 3", r.nodes.deploys)
 	}
 	r.pass(t)
 	st, _ = r.ctl.Status(ctx, "svc")
