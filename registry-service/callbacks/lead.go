@@ -452,14 +452,26 @@ func (l *leader) deliverLoop(s *sub) {
 		l.w.metrics.setBacklog(s.def.ID, pending)
 		now := l.w.cfg.Now().UTC()
 		p := posOf(e)
-		err := l.save(s, func(st *control.CallbackState) {
+		change := func(st *control.CallbackState) {
 			if stored(*st).less(p) {
 				p.store(st)
 			}
 			st.Delivered++
 			st.Pending = pending
 			st.LastSuccess, st.LastError, st.FailingSince, st.Attempts, st.LastAttempt = now, "", time.Time{}, 0, time.Time{}
-		})
+		}
+		var err error
+		if pending > 0 && l.savedLately(s) {
+			// Catching up: the cursor is stored at most every
+			// cursorBatch (and when the queue empties). One etcd write
+			// per delivery cost 0.5 ms of CPU each and slowed the API's
+			// own writes 7x under 1,000 changes with 10 callbacks; a
+			// new leader redelivers at most that much, which at least
+			// once allows.
+			l.apply(s, change)
+		} else {
+			err = l.save(s, change)
+		}
 		switch {
 		case errors.Is(err, errDeleted), errors.Is(err, errDeposed):
 			return
@@ -649,6 +661,25 @@ func (l *leader) checkpoint() {
 			return
 		}
 	}
+}
+
+// cursorBatch is how often, at most, a callback catching up stores its
+// cursor.
+const cursorBatch = 250 * time.Millisecond
+
+// savedLately reports whether s's state was stored within cursorBatch.
+func (l *leader) savedLately(s *sub) bool {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return time.Since(s.savedAt) < cursorBatch
+}
+
+// apply changes a callback's state in memory only; the next save stores
+// it.
+func (l *leader) apply(s *sub, change func(*control.CallbackState)) {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	change(&s.st)
 }
 
 // save changes a callback's state and writes it, if the callback still

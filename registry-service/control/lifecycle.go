@@ -349,6 +349,11 @@ func (c *Control) stopLaunched(ctx context.Context, rec launchedRecord) error {
 	if err := c.stopLive(ctx, rec); err != nil {
 		return err
 	}
+	// The allocator answers once the processes are gone, and removes the
+	// record just after: wait for it, so that the answer says stopped.
+	if err := c.waitGone(ctx, rec); err != nil {
+		return err
+	}
 	_, err := c.updateLaunched(ctx, rec.UUID, func(r *launchedRecord) error {
 		if r.Want == wantStopped {
 			r.State, r.Message = registry.StateStopped, ""
