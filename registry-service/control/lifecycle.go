@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -56,13 +55,6 @@ var _ registry.Lifecycle = (*Control)(nil)
 // lifecycle's actions (registry-service sets its libp2p host's).
 func (c *Control) SetDeployer(d Deployer) { c.dep = d }
 
-// callbackAdder is what Launch needs of callbacks (Control's own
-// AddCallback, in callbacks.go).
-type callbackAdder interface {
-	AddCallback(ctx context.Context, cb registry.Callback) (registry.Callback, error)
-	DeleteCallback(ctx context.Context, id string) (string, error)
-}
-
 // Launch records a pinned instance of a service as wanted, and answers at
 // once with its UUID and state pending; the reconciler places it.
 func (c *Control) Launch(ctx context.Context, r registry.LaunchRequest) (registry.LaunchedInstance, error) {
@@ -74,8 +66,8 @@ func (c *Control) Launch(ctx context.Context, r registry.LaunchRequest) (registr
 		return registry.LaunchedInstance{}, badRequest(err)
 	}
 	if r.Callback != "" {
-		if u, err := url.Parse(r.Callback); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return registry.LaunchedInstance{}, wire.Errorf(wire.CodeBadRequest, "callback %.100q: want an http:// or https:// URL", r.Callback)
+		if err := registry.ValidateCallbackURL(r.Callback); err != nil {
+			return registry.LaunchedInstance{}, badRequest(err)
 		}
 	}
 	if r.Compute == "" {
@@ -96,11 +88,7 @@ func (c *Control) Launch(ctx context.Context, r registry.LaunchRequest) (registr
 	// The callback first: it is to hear of the launch itself.
 	var cb registry.Callback
 	if r.Callback != "" {
-		adder, ok := any(c).(callbackAdder)
-		if !ok {
-			return registry.LaunchedInstance{}, wire.Errorf(wire.CodeUnsupported, "this registry-service does not deliver callbacks")
-		}
-		if cb, err = adder.AddCallback(ctx, registry.Callback{URL: r.Callback, Instance: id}); err != nil {
+		if cb, err = c.AddCallback(ctx, registry.Callback{URL: r.Callback, Instance: id}); err != nil {
 			return registry.LaunchedInstance{}, err
 		}
 		rec.Callback = cb.ID
@@ -115,7 +103,7 @@ func (c *Control) Launch(ctx context.Context, r registry.LaunchRequest) (registr
 	}
 	if err != nil {
 		if cb.ID != "" {
-			_, _ = any(c).(callbackAdder).DeleteCallback(context.WithoutCancel(ctx), cb.ID)
+			_, _ = c.DeleteCallback(context.WithoutCancel(ctx), cb.ID)
 		}
 		return registry.LaunchedInstance{}, err
 	}
