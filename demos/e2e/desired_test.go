@@ -22,6 +22,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 )
 
 // Desired state end to end: real registry-services (three voters), real
@@ -301,7 +302,7 @@ func TestLeaderDeathDuringAScaleIsFinishedByAnother(t *testing.T) {
 	leader := ""
 	eventually.Succeeds(t, 10*time.Second, func() error {
 		for name, p := range regs {
-			if strings.Contains(p.Stderr()+p.Stdout(), "reconciler: this registry-service leads") {
+			if strings.Contains(p.Stderr()+p.Stdout(), control.LeadsLine) {
 				leader = name
 				return nil
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/proctest"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 )
 
 // eventStream is a reader of a registry-service's GET /v1/events, as a
@@ -191,7 +192,7 @@ func TestEventStreamResumesAcrossALeaderKill(t *testing.T) {
 	}
 	sort.Strings(survivors)
 	for name, p := range regs {
-		if strings.Contains(p.Stderr()+p.Stdout(), "reconciler: this registry-service leads") {
+		if strings.Contains(p.Stderr()+p.Stdout(), control.LeadsLine) {
 			t.Logf("etcd leader %s; reconciler leader %s", leader, name)
 		}
 	}

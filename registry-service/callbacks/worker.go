@@ -32,9 +32,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/physarum-p2p/physarum/common/backoff"
+	"github.com/physarum-p2p/physarum/registry-service/election"
 )
 
 // ElectionKey is the delivery worker's election, beside the
@@ -169,51 +168,10 @@ func (w *Worker) Close() { w.metrics.unregister() }
 // session lapsed, a write refused because another leads) returns it to
 // the campaign. It returns once every delivery it started has stopped.
 func (w *Worker) Run(ctx context.Context) {
-	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
-	for ctx.Err() == nil {
-		err := w.campaign(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		w.log.Warn("callbacks election interrupted; campaigning again", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(retry.Next()):
-		}
-	}
-}
-
-// campaign waits to be elected, leads until the session ends, ctx does or
-// leading fails, and resigns.
-func (w *Worker) campaign(ctx context.Context) error {
-	sess, err := concurrency.NewSession(w.cli, concurrency.WithTTL(w.cfg.ElectionTTL), concurrency.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sess.Close() }()
-	e := concurrency.NewElection(sess, ElectionKey)
-	if err := e.Campaign(ctx, w.cfg.Name); err != nil {
-		return err
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	w.metrics.leading(true)
-	w.log.Info(LeadsLine)
-	l := newLeader(w, e.Key(), e.Rev())
-	err = l.run(lctx)
-	w.metrics.leading(false)
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer rcancel()
-	_ = e.Resign(rctx)
-	if ctx.Err() == nil {
-		w.log.Warn("callbacks: lost the lead", "err", err)
-	}
-	return err
+	election.Run(ctx, w.cli, election.Config{
+		Key: ElectionKey, Name: w.cfg.Name, TTL: w.cfg.ElectionTTL, What: "callbacks",
+		LeadsLine: LeadsLine, Logger: w.log,
+	}, func(ctx context.Context, t election.Term) error {
+		return newLeader(w, t.Key, t.Rev).run(ctx)
+	}, w.metrics.leading)
 }

@@ -7,9 +7,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/physarum-p2p/physarum/common/backoff"
+	"github.com/physarum-p2p/physarum/registry-service/election"
 )
 
 // NewReconciler returns a Reconciler that reads through ctl, watches and
@@ -30,53 +29,15 @@ func NewReconciler(ctl *Control, cli *clientv3.Client, h host.Host, cfg Reconcil
 func (r *Reconciler) Run(ctx context.Context) {
 	defer r.metrics.unregister()
 	defer r.wg.Wait()
-	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
-	for ctx.Err() == nil {
-		err := r.campaign(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		r.log.Warn("reconciler election interrupted; campaigning again", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(retry.Next()):
-		}
-	}
+	election.Run(ctx, r.cli, election.Config{
+		Key: electionPrefix, Name: r.cfg.Name, TTL: r.cfg.ElectionTTL, What: "reconciler",
+		LeadsLine: LeadsLine, Logger: r.log,
+	}, func(ctx context.Context, _ election.Term) error { return r.lead(ctx) }, r.metrics.leading)
 }
 
-// campaign waits to be elected, leads until the session ends or ctx does,
-// and resigns.
-func (r *Reconciler) campaign(ctx context.Context) error {
-	sess, err := concurrency.NewSession(r.cli, concurrency.WithTTL(r.cfg.ElectionTTL), concurrency.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sess.Close() }()
-	e := concurrency.NewElection(sess, electionPrefix)
-	if err := e.Campaign(ctx, r.cfg.Name); err != nil {
-		return err
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	r.metrics.leading(true)
-	r.log.Info("reconciler: this registry-service leads")
-	err = r.lead(lctx)
-	r.metrics.leading(false)
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer rcancel()
-	_ = e.Resign(rctx)
-	if ctx.Err() == nil {
-		r.log.Warn("reconciler: lost the lead", "err", err)
-	}
-	return err
-}
+// LeadsLine is what the reconciler logs when its registry-service becomes
+// the leader.
+const LeadsLine = "reconciler: this registry-service leads"
 
 // lead reconciles on every relevant change (gathered for Debounce) and
 // every Resync, until ctx ends.
