@@ -1,41 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/instenv"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/registry"
 )
-
-// pidsWithEnv lists the live processes whose environment holds
-// PHYSARUM_INSTANCE_ID=id: an instance's proxy and its program.
-func pidsWithEnv(t *testing.T, id string) []string {
-	t.Helper()
-	kv := []byte(instenv.InstanceID + "=" + id)
-	envs, err := filepath.Glob("/proc/[0-9]*/environ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []string
-	for _, p := range envs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // gone, or not ours to read
-		}
-		if slices.ContainsFunc(bytes.Split(b, []byte{0}), func(v []byte) bool { return bytes.Equal(v, kv) }) {
-			pids = append(pids, filepath.Base(filepath.Dir(p)))
-		}
-	}
-	return pids
-}
 
 // instance reads a launched instance through registry-cli -json.
 func (n *cliNet) instance(id string) registry.LaunchedInstance {
@@ -47,13 +22,13 @@ func (n *cliNet) instance(id string) registry.LaunchedInstance {
 
 // running waits until the launched instance runs, its processes with it,
 // and returns it and their PIDs.
-func (n *cliNet) running(id string, restarts int) (registry.LaunchedInstance, []string) {
+func (n *cliNet) running(id string, restarts int) (registry.LaunchedInstance, []int) {
 	n.t.Helper()
 	var li registry.LaunchedInstance
-	var pids []string
+	var pids []int
 	eventually.Succeeds(n.t, time.Minute, func() error {
 		li = n.instance(id)
-		pids = pidsWithEnv(n.t, id)
+		pids = launch.InstancePIDs(id)
 		if li.State != registry.StateRunning || li.Want != "running" || li.Restarts != restarts || li.Node == "" ||
 			li.Addrs.PeerID == "" || len(li.Addrs.Multiaddrs) == 0 || li.Started.IsZero() || len(pids) == 0 {
 			return fmt.Errorf("instance %+v, processes %v", li, pids)
@@ -113,7 +88,7 @@ func TestLaunchActForget(t *testing.T) {
 	}
 	eventually.Succeeds(t, 30*time.Second, func() error {
 		li := n.instance(id)
-		if p := pidsWithEnv(t, id); li.State != registry.StateStopped || li.Want != "stopped" || len(p) != 0 {
+		if p := launch.InstancePIDs(id); li.State != registry.StateStopped || li.Want != "stopped" || len(p) != 0 {
 			return fmt.Errorf("after stop: instance %+v, processes %v", li, p)
 		}
 		return nil
@@ -129,7 +104,7 @@ func TestLaunchActForget(t *testing.T) {
 		t.Fatalf("act start -json: %+v", after)
 	}
 	li, started := n.running(id, 0)
-	if li.Node != node || slices.ContainsFunc(started, func(p string) bool { return slices.Contains(pids, p) }) {
+	if li.Node != node || slices.ContainsFunc(started, func(p int) bool { return slices.Contains(pids, p) }) {
 		t.Fatalf("after start: instance %+v on %s (was %s), processes %v (before the stop %v)", li, li.Node, node, started, pids)
 	}
 
@@ -140,7 +115,7 @@ func TestLaunchActForget(t *testing.T) {
 		t.Fatalf("act reboot: %q", out)
 	}
 	li, rebooted := n.running(id, 1)
-	if li.Node != node || slices.ContainsFunc(rebooted, func(p string) bool { return slices.Contains(started, p) }) {
+	if li.Node != node || slices.ContainsFunc(rebooted, func(p int) bool { return slices.Contains(started, p) }) {
 		t.Fatalf("after reboot: instance %+v on %s (was %s), processes %v (before %v)", li, li.Node, node, rebooted, started)
 	}
 
@@ -157,7 +132,7 @@ func TestLaunchActForget(t *testing.T) {
 	n.fails(1, "no launched instance "+id, "instance", id)
 	n.fails(1, "no launched instance "+id, "act", id, "start")
 	eventually.Succeeds(t, 30*time.Second, func() error {
-		if p := pidsWithEnv(t, id); len(p) != 0 {
+		if p := launch.InstancePIDs(id); len(p) != 0 {
 			return fmt.Errorf("processes of a forgotten instance: %v", p)
 		}
 		return nil

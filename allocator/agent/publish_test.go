@@ -2,17 +2,13 @@ package agent_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/physarum-p2p/physarum/allocator/agent"
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/instenv"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/registry/registrytest"
 )
 
@@ -31,7 +27,7 @@ func TestRecordPutWhileNoRegistryAnswersIsPutAgain(t *testing.T) {
 	id := resp.Instance.ID
 
 	w.reg.Server.Close()
-	for _, pid := range pidsWithEnv(instenv.InstanceID + "=" + id) {
+	for _, pid := range launch.InstancePIDs(id) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	eventually.Succeeds(t, 20*time.Second, func() error {
@@ -49,20 +45,4 @@ func TestRecordPutWhileNoRegistryAnswersIsPutAgain(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// pidsWithEnv lists live processes whose environment holds kv.
-func pidsWithEnv(kv string) []int {
-	envs, _ := filepath.Glob("/proc/[0-9]*/environ")
-	var out []int
-	for _, p := range envs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains("\x00"+string(b)+"\x00", "\x00"+kv+"\x00") {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

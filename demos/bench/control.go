@@ -8,14 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/physarum-p2p/physarum/common/instenv"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -226,27 +225,10 @@ func (p promSamples) by(name, lbl string) map[string]float64 {
 	return out
 }
 
-// pidsWithEnv returns the processes whose environment holds kv
-// ("KEY=value"), as demos/e2e finds an instance's processes.
-func pidsWithEnv(kv string) []int {
-	envs, _ := filepath.Glob("/proc/[0-9]*/environ")
-	var out []int
-	for _, p := range envs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains("\x00"+string(b)+"\x00", "\x00"+kv+"\x00") {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // killInstance sends SIGKILL to every process of instance id (its proxy
 // and the service), as a crash would, and returns their pids.
 func killInstance(id string) ([]int, error) {
-	pids := pidsWithEnv(instenv.InstanceID + "=" + id)
+	pids := launch.InstancePIDs(id)
 	if len(pids) == 0 {
 		return nil, fmt.Errorf("no process of instance %s found (by %s in /proc/*/environ)", id, instenv.InstanceID)
 	}

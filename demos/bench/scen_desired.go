@@ -352,7 +352,7 @@ func instanceLoss(ctx context.Context, r *run, n *network, hc *http.Client, serv
 // answersAgain reports whether instance id has processes other than the
 // killed ones and its service answers /healthz on its port.
 func answersAgain(a *allocator, id string, killed []int) bool {
-	pids := pidsWithEnv(instenv.InstanceID + "=" + id)
+	pids := launch.InstancePIDs(id)
 	fresh := false
 	for _, p := range pids {
 		if !slices.Contains(killed, p) {

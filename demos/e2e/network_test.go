@@ -149,17 +149,4 @@ func hello(t *testing.T, base string, timeout time.Duration) string {
 }
 
 // pidsWithEnv lists live processes whose environment holds kv.
-func pidsWithEnv(kv string) []int {
-	envs, _ := filepath.Glob("/proc/[0-9]*/environ")
-	var out []int
-	for _, p := range envs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains("\x00"+string(b)+"\x00", "\x00"+kv+"\x00") {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+func pidsWithEnv(kv string) []int { return launch.PIDsWithEnv(kv) }
