@@ -595,7 +595,7 @@ func (r *Reconciler) placeLaunched(s *snapshot, rec launchedRecord) bool {
 		defer r.trigger()
 		ctx, cancel := context.WithTimeout(context.Background(), deploy.DefaultTimeout+5*time.Second)
 		defer cancel()
-		node, err := r.startLaunched(ctx, rec, order)
+		node, err := r.deployFirst(ctx, order, deploy.Request{Op: deploy.OpDeploy, Service: rec.Service, ID: rec.UUID})
 		r.mu.Lock()
 		delete(r.launching, rec.UUID)
 		r.mu.Unlock()
@@ -609,31 +609,11 @@ func (r *Reconciler) placeLaunched(s *snapshot, rec launchedRecord) bool {
 			return
 		}
 		r.metrics.action("launch", "ok")
+		r.log.Info("launched instance started", "uuid", rec.UUID, "service", rec.Service, "node", nodeName(node))
 		_, _ = r.ctl.updateLaunched(ctx, rec.UUID, func(l *launchedRecord) error {
 			l.Node, l.NodeID, l.State, l.Message = nodeName(node), node.PeerID, registry.StateRunning, ""
 			return nil
 		})
 	}()
 	return true
-}
-
-// startLaunched deploys the instance on the first node of order that
-// admits it.
-func (r *Reconciler) startLaunched(ctx context.Context, rec launchedRecord, order []registry.Node) (registry.Node, error) {
-	var refusals []string
-	for _, n := range order {
-		_, err := r.dep.Deploy(ctx, n, deploy.Request{Op: deploy.OpDeploy, Service: rec.Service, ID: rec.UUID})
-		if err == nil {
-			r.log.Info("launched instance started", "uuid", rec.UUID, "service", rec.Service, "node", nodeName(n))
-			return n, nil
-		}
-		if ctx.Err() != nil {
-			return registry.Node{}, err
-		}
-		refusals = append(refusals, fmt.Sprintf("%s: %s", nodeName(n), wire.MessageOf(err)))
-		if c := wire.CodeOf(err); c != wire.CodeNoCapacity && c != wire.CodeUnsupported && c != wire.CodeUnavailable && c != "" {
-			break
-		}
-	}
-	return registry.Node{}, fmt.Errorf("%s", joinMax(refusals, 4))
 }

@@ -469,7 +469,7 @@ func (r *Reconciler) launch(p pair, order []registry.Node) {
 		defer r.trigger()
 		ctx, cancel := context.WithTimeout(context.Background(), deploy.DefaultTimeout+5*time.Second)
 		defer cancel()
-		err := r.startOn(ctx, p, id, order)
+		n, err := r.deployFirst(ctx, order, deploy.Request{Op: deploy.OpDeploy, Service: p.service, ID: id, Compute: p.compute})
 		r.mu.Lock()
 		delete(r.starts, id)
 		r.mu.Unlock()
@@ -480,28 +480,31 @@ func (r *Reconciler) launch(p pair, order []registry.Node) {
 			return
 		}
 		r.metrics.action("start", "ok")
+		r.log.Info("pinned instance started", "service", p.service, "compute", p.compute, "id", id, "node", nodeName(n))
 	}()
 }
 
-func (r *Reconciler) startOn(ctx context.Context, p pair, id string, order []registry.Node) error {
+// deployFirst starts the instance r describes on the first node of order
+// that admits it. A refusal another node may not share (no room, no
+// runtime, unreachable) moves on to the next; any other failure (the
+// service itself failed to start) ends there: another try waits for the
+// backoff.
+func (r *Reconciler) deployFirst(ctx context.Context, order []registry.Node, req deploy.Request) (registry.Node, error) {
 	var refusals []string
 	for _, n := range order {
-		in, err := r.dep.Deploy(ctx, n, deploy.Request{Op: deploy.OpDeploy, Service: p.service, ID: id, Compute: p.compute})
+		_, err := r.dep.Deploy(ctx, n, req)
 		if err == nil {
-			r.log.Info("pinned instance started", "service", p.service, "compute", p.compute, "id", in.ID, "node", nodeName(n))
-			return nil
+			return n, nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return registry.Node{}, err
 		}
 		refusals = append(refusals, fmt.Sprintf("%s: %s", nodeName(n), wire.MessageOf(err)))
-		switch wire.CodeOf(err) {
-		case wire.CodeNoCapacity, wire.CodeUnsupported, wire.CodeUnavailable, "":
-			continue // another node may do better
+		if c := wire.CodeOf(err); c != wire.CodeNoCapacity && c != wire.CodeUnsupported && c != wire.CodeUnavailable && c != "" {
+			break
 		}
-		break // the service itself failed to start: another try waits for the backoff
 	}
-	return errors.New(joinMax(refusals, 4))
+	return registry.Node{}, errors.New(joinMax(refusals, 4))
 }
 
 // stopSurplus stops n of p's live instances, newest first.
