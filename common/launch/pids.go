@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/physarum-p2p/physarum/common/instenv"
 )
 
 // PIDsWithEnv lists the live processes whose environment holds kv
@@ -26,6 +24,11 @@ func PIDsWithEnv(kv string) []int {
 	return out
 }
 
+// instanceIDVar is common/instenv.InstanceID, which this package cannot
+// import: instenv reaches package testing through libp2p's DHT (see
+// TestDoesNotImportTesting; TestInstanceIDVar checks they agree).
+const instanceIDVar = "PHYSARUM_INSTANCE_ID"
+
 // InstancePIDs lists the processes of an instance (its proxy and its
 // program): those whose environment names it.
-func InstancePIDs(id string) []int { return PIDsWithEnv(instenv.InstanceID + "=" + id) }
+func InstancePIDs(id string) []int { return PIDsWithEnv(instanceIDVar + "=" + id) }
