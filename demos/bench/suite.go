@@ -39,6 +39,7 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{"proxy", "added latency, throughput and memory of a client proxy + service proxy pair", 4 * time.Minute, runProxy},
+	{"ceiling", "a raw libp2p stream under the PSK between two processes, and the proxy pair as a fraction of it", 2 * time.Minute, runCeiling},
 	{"coldstart", "first request to a service with no instance", 4 * time.Minute, runColdStart},
 	{"burst", "20 instances of one service asked for at once", 3 * time.Minute, runBurst},
 	{"registry", "registry get/add over libp2p, registry-cli, registry-service memory", 4 * time.Minute, runRegistry},
@@ -64,6 +65,9 @@ type suite struct {
 	dir   string // work directory: data and logs of every network
 	runID string
 	procs tracker
+
+	// res holds the scenarios run so far (the ceiling reads the proxy's).
+	res *Results
 
 	docker    string // daemon version; "" when none answers
 	dockerErr error
@@ -195,6 +199,7 @@ func runSuite(ctx context.Context, o options) int {
 		res.Mode = "quick"
 	}
 	res.Machine.OtherProcs = otherPhysarumProcs()
+	s.res = res
 	switch o.docker {
 	case "off":
 		s.dockerErr = fmt.Errorf("disabled with -docker off")
