@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -70,10 +71,13 @@ func TestTheDocumentedStreamIsWhatTheStreamSends(t *testing.T) {
 	// The same change, streamed for real.
 	cli := etcd(t)
 	from := rev(t, cli)
-	mustPut(t, cli, "/physarum/services/docs-example", `{"Exec":{"Command":"/usr/local/bin/hello"},"CpuReq":100,"MemoryReq":32}`)
+	// A name of its own each run: the shared etcd outlives a test (and
+	// -count=2 runs it again).
+	name := fmt.Sprintf("docs-example-%d", from)
+	mustPut(t, cli, "/physarum/services/"+name, `{"Exec":{"Command":"/usr/local/bin/hello"},"CpuReq":100,"MemoryReq":32}`)
 	s := events.New(cli, events.Config{})
 	defer s.Close()
-	evs, err := read(t, s, events.Request{EventsRequest: registry.EventsRequest{Index: from, Topics: []string{"service:docs-example"}}})
+	evs, err := read(t, s, events.Request{EventsRequest: registry.EventsRequest{Index: from, Topics: []string{"service:" + name}}})
 	if err != nil {
 		t.Fatal(err)
 	}
