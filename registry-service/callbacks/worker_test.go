@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,11 +20,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/freeport"
-	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/callbacks"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/cluster/clustertest"
 	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/events"
 	"github.com/physarum-p2p/physarum/registry-service/server"
@@ -35,12 +33,7 @@ import (
 // run one at a time) and real HTTP receivers (httptest servers that
 // verify each delivery's signature as a receiver would).
 
-var shared struct {
-	once sync.Once
-	m    *cluster.Member
-	err  error
-	dir  string
-}
+var shared = clustertest.New("callbacks-test")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(stopEtcdAfterRun{m},
@@ -56,50 +49,14 @@ func TestMain(m *testing.M) {
 type stopEtcdAfterRun struct{ m *testing.M }
 
 func (r stopEtcdAfterRun) Run() int {
-	defer func() {
-		if shared.m != nil {
-			shared.m.Close()
-		}
-		if shared.dir != "" {
-			_ = os.RemoveAll(shared.dir)
-		}
-	}()
+	defer shared.Close()
 	return r.m.Run()
-}
-
-// startShared starts the tests' etcd (shared: a new one per test costs
-// seconds; the tests run one at a time and clear /physarum/ first).
-func startShared() (*cluster.Member, error) {
-	key, err := psk.Derive("callbacks-test")
-	if err != nil {
-		return nil, err
-	}
-	if shared.dir, err = os.MkdirTemp("", "callbacks-test-"); err != nil {
-		return nil, err
-	}
-	ports, err := freeport.Take("127.0.0.1", 2, nil)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return cluster.StartNew(ctx, cluster.Config{
-		Name: "callbacks-test", DataDir: shared.dir, IP: "127.0.0.1",
-		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
-	})
 }
 
 // member is the shared etcd member, with /physarum/ cleared.
 func member(t *testing.T) *cluster.Member {
 	t.Helper()
-	shared.once.Do(func() { shared.m, shared.err = startShared() })
-	if shared.err != nil {
-		t.Fatalf("start etcd: %v", shared.err)
-	}
-	if _, err := shared.m.Client().Delete(t.Context(), "/physarum/", clientv3.WithPrefix()); err != nil {
-		t.Fatal(err)
-	}
-	return shared.m
+	return shared.Empty(t)
 }
 
 // rig is an etcd with the control operations and a place to start

@@ -14,11 +14,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/physarum-p2p/physarum/allocator/deploy"
-	"github.com/physarum-p2p/physarum/common/freeport"
-	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/cluster/clustertest"
 	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/server"
 )
@@ -28,59 +27,18 @@ import (
 // while they have room and write the instance record as an allocator
 // does): the end-to-end tests in demos/e2e run real ones.
 
-var etcd struct {
-	once sync.Once
-	m    *cluster.Member
-	err  error
-	dir  string
-}
+var etcd = clustertest.New("control-test")
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if etcd.m != nil {
-		etcd.m.Close()
-	}
-	if etcd.dir != "" {
-		_ = os.RemoveAll(etcd.dir)
-	}
+	etcd.Close()
 	os.Exit(code)
-}
-
-// startEtcd starts the package's test etcd, once.
-func startEtcd() {
-	key, err := psk.Derive("control-test")
-	if err != nil {
-		etcd.err = err
-		return
-	}
-	if etcd.dir, err = os.MkdirTemp("", "control-test-"); err != nil {
-		etcd.err = err
-		return
-	}
-	ports, err := freeport.Take("127.0.0.1", 2, nil)
-	if err != nil {
-		etcd.err = err
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	etcd.m, etcd.err = cluster.StartNew(ctx, cluster.Config{
-		Name: "control-test", DataDir: etcd.dir, IP: "127.0.0.1",
-		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
-	})
 }
 
 // member returns the test etcd, emptied of every registry key.
 func member(t *testing.T) *cluster.Member {
 	t.Helper()
-	etcd.once.Do(startEtcd)
-	if etcd.err != nil {
-		t.Fatal(etcd.err)
-	}
-	if _, err := etcd.m.Client().Delete(t.Context(), "/physarum/", clientv3.WithPrefix()); err != nil {
-		t.Fatal(err)
-	}
-	return etcd.m
+	return etcd.Empty(t)
 }
 
 // fakeNodes admit instances while they have room, and publish records as
@@ -288,7 +246,7 @@ func TestSurplusGoesNewestFirstAndOnDemandStays(t *testing.T) {
 		t.Errorf("pinned instances after the service was deleted: %v", got)
 	}
 	r.pass(t)
-	resp, err := etcd.m.Client().Get(ctx, "/physarum/", clientv3.WithPrefix())
+	resp, err := etcd.Member(t).Client().Get(ctx, "/physarum/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +334,7 @@ func TestLostInstancesAreReplacedWithinTheCompute(t *testing.T) {
 
 func revision(t *testing.T) int64 {
 	t.Helper()
-	resp, err := etcd.m.Client().Get(t.Context(), "/physarum/none")
+	resp, err := etcd.Member(t).Client().Get(t.Context(), "/physarum/none")
 	if err != nil {
 		t.Fatal(err)
 	}

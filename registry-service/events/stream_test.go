@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,23 +15,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/freeport"
-	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/cluster/clustertest"
 	"github.com/physarum-p2p/physarum/registry-service/events"
 )
 
 // Streams against a real embedded etcd, shared by the tests (which run
 // one at a time: each reads the whole store's log).
 
-var shared struct {
-	once sync.Once
-	m    *cluster.Member
-	err  error
-	dir  string
-}
+var shared = clustertest.New("events-test")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(stopEtcdAfterRun{m},
@@ -44,45 +37,14 @@ func TestMain(m *testing.M) {
 type stopEtcdAfterRun struct{ m *testing.M }
 
 func (r stopEtcdAfterRun) Run() int {
-	defer func() {
-		if shared.m != nil {
-			shared.m.Close()
-		}
-		if shared.dir != "" {
-			_ = os.RemoveAll(shared.dir)
-		}
-	}()
+	defer shared.Close()
 	return r.m.Run()
-}
-
-func startShared() (*cluster.Member, error) {
-	key, err := psk.Derive("events-test")
-	if err != nil {
-		return nil, err
-	}
-	if shared.dir, err = os.MkdirTemp("", "events-test-"); err != nil {
-		return nil, err
-	}
-	ports, err := freeport.Take("127.0.0.1", 2, nil)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return cluster.StartNew(ctx, cluster.Config{
-		Name: "events-test", DataDir: shared.dir, IP: "127.0.0.1",
-		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
-	})
 }
 
 // member is the shared etcd member.
 func member(t *testing.T) *cluster.Member {
 	t.Helper()
-	shared.once.Do(func() { shared.m, shared.err = startShared() })
-	if shared.err != nil {
-		t.Fatalf("start etcd: %v", shared.err)
-	}
-	return shared.m
+	return shared.Member(t)
 }
 
 // etcd returns a client of the shared etcd's endpoints.

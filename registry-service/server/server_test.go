@@ -36,14 +36,12 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// stopEtcdAfterRun starts the Store tests' etcd before the tests, and
-// stops it once they have run, before goleak looks for goroutines left
-// behind.
+// stopEtcdAfterRun stops the Store tests' etcd once they have run,
+// before goleak looks for goroutines left behind.
 type stopEtcdAfterRun struct{ m *testing.M }
 
 func (r stopEtcdAfterRun) Run() int {
-	defer stopShared()
-	shared.once.Do(func() { shared.m, shared.err = startShared() })
+	defer shared.Close()
 	return r.m.Run()
 }
 

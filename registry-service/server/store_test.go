@@ -1,78 +1,30 @@
 package server
 
 import (
-	"context"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
-	"github.com/physarum-p2p/physarum/common/freeport"
-	"github.com/physarum-p2p/physarum/common/psk"
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
-	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/cluster/clustertest"
 )
 
 // These tests are about the Store itself, so they run it on a real
-// single-member embedded etcd: one for the package, started by TestMain
-// before the tests (a few hundred ms, which no test pays) and stopped
-// after them; each test starts from an empty registry.
+// single-member embedded etcd: one for the package, started by the first
+// test that needs it and stopped by TestMain after them; each test starts
+// from an empty registry.
 
-var shared struct {
-	once sync.Once
-	dir  string
-	m    *cluster.Member
-	err  error
-}
-
-func startShared() (*cluster.Member, error) {
-	key, err := psk.Derive("store-test")
-	if err != nil {
-		return nil, err
-	}
-	if shared.dir, err = os.MkdirTemp("", "server-store-test-"); err != nil {
-		return nil, err
-	}
-	ports, err := freeport.Take("127.0.0.1", 2, nil)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return cluster.StartNew(ctx, cluster.Config{
-		Name: "store-test", DataDir: shared.dir, IP: "127.0.0.1",
-		ClientPort: ports[0], PeerPort: ports[1], PSK: key, UnsafeNoFsync: true,
-	})
-}
-
-// stopShared stops the shared etcd, if a test started it.
-func stopShared() {
-	if shared.m != nil {
-		shared.m.Close()
-	}
-	if shared.dir != "" {
-		_ = os.RemoveAll(shared.dir)
-	}
-}
+var shared = clustertest.New("store-test")
 
 // emptyEtcd returns the client a Store would use, on the shared etcd
 // with every registry key deleted.
 func emptyEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
-	shared.once.Do(func() { shared.m, shared.err = startShared() })
-	if shared.err != nil {
-		t.Fatalf("start etcd: %v", shared.err)
-	}
-	cli := shared.m.KV()
-	if _, err := cli.Delete(t.Context(), "/physarum/", clientv3.WithPrefix()); err != nil {
-		t.Fatal(err)
-	}
-	return cli
+	return shared.Empty(t).KV()
 }
 
 func modRevision(t *testing.T, cli *clientv3.Client, key string) int64 {
