@@ -19,6 +19,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
 	"github.com/physarum-p2p/physarum/common/daemon"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry/httpapi"
 )
 
 func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
@@ -28,11 +29,11 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	defer base.Close()
 	log := base.Log
-	conn, err := listenConnector(c.connectorListen)
+	conn, err := httpapi.Listen(c.connectorListen, "-connector-listen")
 	if err != nil {
 		return err
 	}
-	defer conn.close()
+	defer conn.Close()
 	if err := base.Join(ctx, stdout); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the network
@@ -65,7 +66,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	if conn != nil {
-		fmt.Fprintf(stdout, "connector listening on %s (seed 001's protocol for %s alone)\n", conn.url(), a.Name())
+		fmt.Fprintf(stdout, "connector listening on %s (seed 001's protocol for %s alone)\n", conn.URL(), a.Name())
 	}
 	fmt.Fprintf(stdout, "allocator ready: name %s, %d millicores, %d MiB, runtimes %v, %d instances adopted\n",
 		a.Name(), c.cpuMillis, c.memoryMiB, a.Runtimes(), len(a.Instances()))
@@ -74,7 +75,10 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
 	if conn != nil {
-		g.Go(func() error { return conn.serve(gctx, reg, a.Name(), log) })
+		// Seed 001's connector protocol for this node alone: scale and
+		// status act on the compute named after this allocator.
+		h := httpapi.New(reg, httpapi.Options{NodeScope: a.Name(), Logger: log.With("component", "connector")})
+		g.Go(func() error { return conn.Serve(gctx, h, log.With("component", "connector")) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

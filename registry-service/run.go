@@ -20,6 +20,7 @@ import (
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
 	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/server"
+	"github.com/physarum-p2p/physarum/registry/httpapi"
 )
 
 func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
@@ -60,10 +61,11 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		Writers: c.writers, VoterCap: c.voters, MaxScale: c.maxScale, Logger: log, Registerer: base.Metrics,
 	})
 	defer srv.Close()
-	api, err := listenAPI(c, srv.Control(), log)
+	api, err := httpapi.Listen(c.apiListen, "-api-listen")
 	if err != nil {
 		return err
 	}
+	defer api.Close()
 	base.Node.Advertise(registry.Rendezvous)
 	// A joiner is a learner until it has caught up: say member, not voter.
 	role := "etcd member"
@@ -78,8 +80,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
 	if api != nil {
-		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible /compute and /service, /instances, /callbacks, /v1/events)\n", api.url())
-		g.Go(func() error { return api.serve(gctx) })
+		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible /compute and /service, /instances, /callbacks, /v1/events)\n", api.URL())
+		h := httpapi.New(srv.Control(), httpapi.Options{Token: c.apiToken, PublicRead: c.apiPublicRead, Logger: log})
+		g.Go(func() error { return api.Serve(gctx, h, log) })
 	}
 	if !member.IsClient() {
 		// Every voter campaigns; the elected one reconciles.
