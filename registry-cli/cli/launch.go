@@ -154,14 +154,7 @@ func instanceCommand() *command {
 		summary: "Show an instance launched by UUID: state, node, addresses",
 		help:    instanceHelp,
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<uuid>"); err != nil {
-				return err
-			}
-			id, err := registry.NormalizeUUID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, id, err := s.openUUID(ctx, args)
 			if err != nil {
 				return err
 			}
@@ -269,14 +262,7 @@ func forgetCommand() *command {
 		name: "forget", args: "<uuid>",
 		summary: "Stop an instance launched by UUID and delete its record (and its launch's callback)",
 		run: func(ctx context.Context, s *session, args []string) error {
-			if err := wantArgs(args, 1, "<uuid>"); err != nil {
-				return err
-			}
-			id, err := registry.NormalizeUUID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := s.connect(ctx)
+			c, id, err := s.openUUID(ctx, args)
 			if err != nil {
 				return err
 			}
@@ -291,4 +277,18 @@ func forgetCommand() *command {
 			})
 		},
 	}
+}
+
+// openUUID checks that the command's one argument is a UUID (before
+// connecting: bad input fails at once), then connects.
+func (s *session) openUUID(ctx context.Context, args []string) (*registry.Client, string, error) {
+	if err := wantArgs(args, 1, "<uuid>"); err != nil {
+		return nil, "", err
+	}
+	id, err := registry.NormalizeUUID(args[0])
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := s.connect(ctx)
+	return c, id, err
 }
