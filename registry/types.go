@@ -289,4 +289,8 @@ type Node struct {
 	Updated time.Time `json:"Updated"`
 	// Message explains a degraded node (e.g. "docker unreachable").
 	Message string `json:"Message,omitempty"`
+	// Images are the IDs of the registered services' images this node's
+	// Docker daemon holds (sorted): placement prefers a node that need not
+	// fetch the image first.
+	Images []string `json:"Images,omitempty"`
 }
