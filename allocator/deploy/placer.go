@@ -154,7 +154,7 @@ func (p *Placer) Place(ctx context.Context, service string, info *registry.Servi
 		}
 		resp, err := p.ask.Deploy(ctx, id, service, opts.OnDemand)
 		if err == nil {
-			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "reused", resp.Reused)
+			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "holds_image", r.HoldsImage, "reused", resp.Reused)
 			return resp, nil
 		}
 		if ctx.Err() != nil {

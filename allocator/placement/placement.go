@@ -17,10 +17,16 @@
 //
 //  1. nodes within the soft RTT (NetworkSoftReq.RTT; 0 means every node is
 //     within it) ahead of the others;
-//  2. more free capacity after placing, compared in steps of HeadroomStep;
-//  3. fewer instances of this service already on the node (spreading);
-//  4. lower RTT (unknown RTT last);
-//  5. peer ID, ascending.
+//  2. nodes that need not fetch the service's image ahead of those that
+//     must: a node fetches when the service has a DockerHash, the node
+//     offers the docker runtime (which it then runs the service under) and
+//     its Node.Images lacks the DockerHash. A node that runs the service as
+//     a process needs no image, and for a service without DockerHash no
+//     node does;
+//  3. more free capacity after placing, compared in steps of HeadroomStep;
+//  4. fewer instances of this service already on the node (spreading);
+//  5. lower RTT (unknown RTT last);
+//  6. peer ID, ascending.
 package placement
 
 import (
@@ -69,9 +75,20 @@ type Ranked struct {
 	Candidate
 	// WithinSoft says the node is within the service's soft RTT.
 	WithinSoft bool
+	// HoldsImage says the node offers the docker runtime and its Docker
+	// daemon already holds the service's image (Node.Images has
+	// ServiceInfo.DockerHash), so an instance starts without fetching it.
+	// It is false for a service without DockerHash and on a node without
+	// the docker runtime, which need no image: such a node ranks with the
+	// holders, ahead of the nodes that must fetch the image.
+	HoldsImage bool
 	// Headroom is the fraction of the node's capacity left after placing
 	// the instance: the smaller of the CPU and memory fractions, in [0, 1].
 	Headroom float64
+
+	// fetches says the node would run the service under Docker without
+	// holding its image, so it must fetch the image first.
+	fetches bool
 }
 
 // Rank filters candidates for req and returns the rest, best first. When
@@ -93,10 +110,13 @@ func Rank(req Request, candidates []Candidate) ([]Ranked, error) {
 			rej.add(c, reason)
 			continue
 		}
+		holds, fetches := imageAt(req.Info, c.Node)
 		out = append(out, Ranked{
 			Candidate:  c,
 			WithinSoft: withinSoft(req.Info.NetworkSoftReq.RTT, c),
+			HoldsImage: holds,
 			Headroom:   headroom(req.Info, c.Node),
+			fetches:    fetches,
 		})
 	}
 	if len(out) == 0 {
@@ -149,6 +169,18 @@ func withinSoft(soft float64, c Candidate) bool {
 	return c.RTTKnown && !math.IsNaN(c.RTT) && c.RTT <= soft
 }
 
+// imageAt says whether n holds the service's image, or must fetch it before
+// an instance can start. A node that offers the docker runtime runs a
+// service with a DockerHash under it (the preferred runtime); a node that
+// does not needs no image, and neither holds nor fetches one.
+func imageAt(info registry.ServiceInfo, n registry.Node) (holds, fetches bool) {
+	if info.DockerHash == "" || !slices.Contains(n.Runtimes, registry.RuntimeDocker) {
+		return false, false
+	}
+	holds = slices.Contains(n.Images, info.DockerHash)
+	return holds, !holds
+}
+
 // headroom is the smaller of the CPU and memory fractions the node has left
 // after placing the instance. A dimension the node offers no capacity in
 // counts as full.
@@ -170,11 +202,11 @@ func step(h float64) int {
 
 // compare orders a before b when a is the better choice.
 func compare(a, b Ranked) int {
-	if a.WithinSoft != b.WithinSoft {
-		if a.WithinSoft {
-			return -1
-		}
-		return 1
+	if c := trueFirst(a.WithinSoft, b.WithinSoft); c != 0 {
+		return c
+	}
+	if c := trueFirst(!a.fetches, !b.fetches); c != 0 {
+		return c
 	}
 	if c := cmp.Compare(step(b.Headroom), step(a.Headroom)); c != 0 {
 		return c
@@ -186,6 +218,17 @@ func compare(a, b Ranked) int {
 		return c
 	}
 	return cmp.Compare(a.Node.PeerID, b.Node.PeerID)
+}
+
+// trueFirst orders true before false.
+func trueFirst(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
 }
 
 func compareRTT(a, b Candidate) int {

@@ -10,6 +10,9 @@ import (
 	"github.com/physarum-p2p/physarum/registry"
 )
 
+// image is the image ID of the Docker services of these tests.
+const image = "sha256:5e1f0000000000000000000000000000000000000000000000000000000000aa"
+
 // node returns a node offering cpu millicores and mem MiB, with freeCPU
 // and freeMem left, running runtimes (docker when none are given).
 func node(id string, cpu, freeCPU, mem, freeMem int, runtimes ...string) registry.Node {
@@ -33,6 +36,12 @@ func unknownRTT(n registry.Node) Candidate { return Candidate{Node: n} }
 
 func withInstances(c Candidate, n int) Candidate { c.Instances = n; return c }
 
+// holding returns n with images in its Docker daemon.
+func holding(n registry.Node, images ...string) registry.Node {
+	n.Images = images
+	return n
+}
+
 func withLabels(n registry.Node, kv ...string) registry.Node {
 	n.Labels = map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -43,7 +52,7 @@ func withLabels(n registry.Node, kv ...string) registry.Node {
 
 func dockerService(cpu, mem int, soft, hard float64) registry.ServiceInfo {
 	return registry.ServiceInfo{
-		DockerHash:     "svc@sha256:0000",
+		DockerHash:     image,
 		CpuReq:         cpu,
 		MemoryReq:      mem,
 		NetworkSoftReq: registry.PerfInd{RTT: soft},
@@ -64,7 +73,7 @@ func ids(rs []Ranked) []string {
 }
 
 func TestFilters(t *testing.T) {
-	both := registry.ServiceInfo{DockerHash: "svc@sha256:0000", Exec: &registry.ExecConf{Command: "/bin/svc"}}
+	both := registry.ServiceInfo{DockerHash: image, Exec: &registry.ExecConf{Command: "/bin/svc"}}
 	tests := []struct {
 		name       string
 		req        Request
@@ -89,7 +98,7 @@ func TestFilters(t *testing.T) {
 			name: "runtime: a service with both runtimes runs on either",
 			req:  Request{Service: "x", Info: both},
 			candidates: []Candidate{
-				at(big("a", registry.RuntimeDocker), 1),
+				at(holding(big("a", registry.RuntimeDocker), image), 1), // holds it: RTT decides
 				at(big("b", registry.RuntimeProcess), 2),
 				at(big("c", "wasm"), 3),
 				{Node: registry.Node{PeerID: "d", CPU: 1000, FreeCPU: 1000}, RTT: 4, RTTKnown: true},
@@ -253,6 +262,61 @@ func TestRankOrder(t *testing.T) {
 			want: []string{"near", "unknown"},
 		},
 		{
+			name: "holding the image beats free capacity",
+			info: dockerService(100, 0, 0, 0),
+			candidates: []Candidate{
+				at(node("roomy-fetches", 4000, 4000, 1024, 1024), 1),
+				at(holding(node("tight-holds", 1000, 200, 1024, 1024), image), 1),
+			},
+			want: []string{"tight-holds", "roomy-fetches"},
+		},
+		{
+			name: "holding the image beats spreading and RTT",
+			info: dockerService(0, 0, 50, 0),
+			candidates: []Candidate{
+				withInstances(at(big("near-empty"), 1), 0),
+				withInstances(at(holding(big("far-crowded"), "sha256:other", image), 40), 3),
+			},
+			want: []string{"far-crowded", "near-empty"},
+		},
+		{
+			name: "within soft beats holding the image",
+			info: dockerService(0, 0, 10, 0),
+			candidates: []Candidate{
+				at(holding(big("far-holds"), image), 30),
+				at(node("near-fetches", 1000, 100, 1024, 100), 5),
+			},
+			want: []string{"near-fetches", "far-holds"},
+		},
+		{
+			name: "only the service's own image counts",
+			info: dockerService(100, 0, 0, 0),
+			candidates: []Candidate{
+				at(holding(node("tight-other", 1000, 200, 1024, 1024), "sha256:other"), 1),
+				at(node("roomy", 4000, 4000, 1024, 1024), 1),
+			},
+			want: []string{"roomy", "tight-other"},
+		},
+		{
+			name: "a service without DockerHash: images do not matter",
+			info: processService(100, 0),
+			candidates: []Candidate{
+				at(holding(node("tight-images", 1000, 200, 1024, 1024, registry.RuntimeProcess), image), 1),
+				at(node("roomy", 4000, 4000, 1024, 1024, registry.RuntimeProcess), 1),
+			},
+			want: []string{"roomy", "tight-images"},
+		},
+		{
+			name: "a process node needs no image: it ranks with the holders",
+			info: registry.ServiceInfo{DockerHash: image, Exec: &registry.ExecConf{Command: "/bin/svc"}, CpuReq: 100},
+			candidates: []Candidate{
+				at(node("roomiest-fetches", 8000, 8000, 1024, 1024, registry.RuntimeDocker, registry.RuntimeProcess), 1),
+				at(holding(node("tight-holds", 1000, 200, 1024, 1024), image), 1),
+				at(node("roomy-process", 4000, 4000, 1024, 1024, registry.RuntimeProcess), 1),
+			},
+			want: []string{"roomy-process", "tight-holds", "roomiest-fetches"},
+		},
+		{
 			name: "free capacity beats spreading",
 			info: dockerService(100, 100, 0, 0),
 			candidates: []Candidate{
@@ -395,8 +459,35 @@ func TestRankedCarriesScore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got[0].WithinSoft || got[0].Headroom != 0.5 || got[0].RTT != 12 {
-		t.Fatalf("got %+v, want WithinSoft=false Headroom=0.5 RTT=12", got[0])
+	if got[0].WithinSoft || got[0].HoldsImage || got[0].Headroom != 0.5 || got[0].RTT != 12 {
+		t.Fatalf("got %+v, want WithinSoft=false HoldsImage=false Headroom=0.5 RTT=12", got[0])
+	}
+}
+
+func TestRankedHoldsImage(t *testing.T) {
+	both := registry.ServiceInfo{DockerHash: image, Exec: &registry.ExecConf{Command: "/bin/svc"}}
+	tests := []struct {
+		name string
+		info registry.ServiceInfo
+		node registry.Node
+		want bool
+	}{
+		{"docker node with the image", both, holding(big("n"), "sha256:other", image), true},
+		{"docker node with other images", both, holding(big("n"), "sha256:other"), false},
+		{"docker node with none", both, big("n"), false},
+		{"process node listing the image", both, holding(big("n", registry.RuntimeProcess), image), false},
+		{"service without DockerHash", processService(0, 0), holding(big("n", registry.RuntimeDocker, registry.RuntimeProcess), image), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Rank(Request{Info: tt.info}, []Candidate{at(tt.node, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].HoldsImage != tt.want {
+				t.Errorf("HoldsImage = %v, want %v", got[0].HoldsImage, tt.want)
+			}
+		})
 	}
 }
 
