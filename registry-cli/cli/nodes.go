@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -34,17 +36,21 @@ func nodesCommand() *command {
 				return err
 			}
 			views := s.measureNodes(ctx, nodes)
-			return show(s, views, func(views []nodeView) error {
-				t := newTable(s.env.Stdout, "NODE", "RUNTIMES", "CPU FREE/TOTAL", "MEMORY FREE/TOTAL", "INSTANCES", "RTT", "LABELS", "NOTE")
-				for _, v := range views {
-					t.row(v.PeerID, strings.Join(v.Runtimes, ","),
-						fmt.Sprintf("%d/%dm", v.FreeCPU, v.CPU), fmt.Sprintf("%d/%dMiB", v.FreeMemory, v.Memory),
-						fmt.Sprint(v.Instances), ms(v.RTT), labels(v.Labels), v.Message)
-				}
-				return t.flush()
-			})
+			return show(s, views, func(views []nodeView) error { return writeNodes(s.env.Stdout, views) })
 		},
 	}
+}
+
+// writeNodes prints the nodes table. IMAGES counts the registered
+// services' images the node's Docker daemon holds.
+func writeNodes(w io.Writer, views []nodeView) error {
+	t := newTable(w, "NODE", "RUNTIMES", "CPU FREE/TOTAL", "MEMORY FREE/TOTAL", "INSTANCES", "IMAGES", "RTT", "LABELS", "NOTE")
+	for _, v := range views {
+		t.row(v.PeerID, strings.Join(v.Runtimes, ","),
+			fmt.Sprintf("%d/%dm", v.FreeCPU, v.CPU), fmt.Sprintf("%d/%dMiB", v.FreeMemory, v.Memory),
+			strconv.Itoa(v.Instances), strconv.Itoa(len(v.Images)), ms(v.RTT), labels(v.Labels), v.Message)
+	}
+	return t.flush()
 }
 
 // measureNodes pings every node in parallel.
