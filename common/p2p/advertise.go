@@ -37,6 +37,21 @@ func (n *Node) Advertise(ns string) {
 	}()
 }
 
+// AdvertiseNow is Advertise without the first random pause: for a record
+// others wait for (an image a node just took), not for announcements that
+// every node makes at start.
+func (n *Node) AdvertiseNow(ns string) {
+	n.Advertise(ns)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if a := n.advertised[ns]; a != nil {
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // StopAdvertising ends the advertisement loop for ns. Records already on
 // other nodes expire after Timing.ProvideValidity.
 func (n *Node) StopAdvertising(ns string) {

@@ -20,6 +20,7 @@ const (
 	CodeUnsupported  = "unsupported"   // the server cannot do this (e.g. no Docker)
 	CodeRuntimeError = "runtime_error" // starting or running an instance failed
 	CodeGone         = "gone"          // what was asked for is no longer kept (a compacted event index)
+	CodeBusy         = "busy"          // the server is at its limit of such requests; try another or later
 )
 
 // Error is a structured error that crosses the wire as

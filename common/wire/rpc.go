@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -168,7 +169,7 @@ func (s *Server) serve(st network.Stream, proto protocol.ID, fn Handler, opts Ha
 		// The deadline has passed: allow a moment to tell the peer why.
 		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
 	}
-	werr := writeResponse(st, result, err, opts.MaxResponse)
+	werr := WriteResponse(st, result, err, opts.MaxResponse)
 	code := CodeOf(err)
 	if err != nil && code == "" {
 		code = CodeInternal
@@ -208,7 +209,11 @@ func framingError(err error) *Error {
 	}
 }
 
-func writeResponse(st network.Stream, result any, err error, max int) error {
+// WriteResponse writes the reply envelope of a request: err (an *Error as
+// it is, any other error as "internal") or result. Protocols that stream
+// after a reply (image transfer) write their reply with it, so that
+// DecodeResponse reads it as it reads a Call's.
+func WriteResponse(st io.Writer, result any, err error, max int) error {
 	var resp response
 	if err != nil {
 		var we *Error

@@ -1,0 +1,243 @@
+// Package dockerd starts Docker daemons of a test's (or a demo's) own on
+// this machine, each with its own image store, so that images can be seen
+// to travel between Docker hosts without a second machine. It needs root
+// and dockerd; Test skips with the reason where either is missing.
+//
+// A daemon runs with its own data root, exec root, pid file and socket,
+// no bridge and no iptables rules (instances use the host network), and an
+// empty config file: the machine's daemon.json may set a data root, which
+// dockerd refuses to take twice.
+package dockerd
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/client"
+)
+
+// StartTimeout bounds how long Start waits for the daemon to answer.
+const StartTimeout = 60 * time.Second
+
+// Daemon is a running dockerd of our own.
+type Daemon struct {
+	// Dir holds its data, exec root, socket and log.
+	Dir string
+	// Host is its address for DOCKER_HOST or client.WithHost.
+	Host string
+	// Client talks to it.
+	Client *client.Client
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Start starts a daemon under a new directory in parent ("" for /tmp:
+// socket paths are limited to 107 bytes, so keep parent short).
+func Start(ctx context.Context, parent string) (*Daemon, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("a Docker daemon of our own needs root")
+	}
+	bin, err := exec.LookPath("dockerd")
+	if err != nil {
+		return nil, fmt.Errorf("no dockerd on PATH: %w", err)
+	}
+	if parent == "" {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "dkd")
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(conf, []byte("{}\n"), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	defer logf.Close()
+	sock := filepath.Join(dir, "sock")
+	args := []string{
+		"--config-file", conf, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
+		"--pidfile", filepath.Join(dir, "pid"), "-H", "unix://" + sock,
+		"--bridge", "none", "--iptables=false", "--ip6tables=false",
+		"--storage-driver", storageDriver(),
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a test's Ctrl-C is for the test, and Close
+	// stops the daemon and the containerd it started together.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start dockerd: %w", err)
+	}
+	d := &Daemon{Dir: dir, Host: "unix://" + sock, cmd: cmd, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait() }()
+	if err := d.waitReady(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// storageDriver picks fuse-overlayfs where it is installed (what this
+// machine's own daemon uses), else vfs, which works anywhere (copies whole
+// layers: fine for the small images of tests).
+func storageDriver() string {
+	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
+		return "fuse-overlayfs"
+	}
+	return "vfs"
+}
+
+// waitReady polls the socket until the daemon answers, it exits, or
+// StartTimeout passes.
+func (d *Daemon) waitReady(ctx context.Context) error {
+	cli, err := client.New(client.WithHost(d.Host))
+	if err != nil {
+		return err
+	}
+	d.Client = cli
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		_, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true})
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case exitErr := <-d.done:
+			d.done <- exitErr
+			return fmt.Errorf("dockerd exited at start (%v): %s", exitErr, d.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("dockerd did not answer within %s: %s", StartTimeout, d.logTail())
+		case <-tick.C:
+		}
+	}
+}
+
+// logTail is the end of the daemon's log, for errors.
+func (d *Daemon) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "dockerd.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-3):], " | ")
+}
+
+// Close stops the daemon (SIGTERM, then SIGKILL to its group after 15 s)
+// with whatever containers it runs, and removes its directory.
+func (d *Daemon) Close() {
+	if d.Client != nil {
+		d.Client.Close()
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+	}
+	// Mounts under the data root go with the daemon; what is left is files.
+	_ = os.RemoveAll(d.Dir)
+}
+
+// Test starts a daemon for t and stops it when t ends, or skips t with the
+// reason where no daemon of our own can start here.
+func Test(t testing.TB) *Daemon {
+	t.Helper()
+	d, err := Start(context.Background(), "")
+	if err != nil {
+		t.Skipf("a second Docker daemon cannot start here: %v", err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// BuildScratchImage builds, in the daemon cli talks to, an image FROM
+// scratch holding files (name to content; mode 0755) with the given
+// labels, and returns its ID. Nothing is pulled. The classic builder is
+// used: BuildKit needs a session.
+func BuildScratchImage(ctx context.Context, cli *client.Client, files map[string][]byte, labels map[string]string) (string, error) {
+	var dockerfile strings.Builder
+	dockerfile.WriteString("FROM scratch\n")
+	names := slices.Sorted(maps.Keys(files))
+	for _, name := range names {
+		fmt.Fprintf(&dockerfile, "COPY %s /%s\n", name, name)
+	}
+	var buildCtx bytes.Buffer
+	tw := tar.NewWriter(&buildCtx)
+	add := func(name string, mode int64, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data))}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	if err := add("Dockerfile", 0o644, []byte(dockerfile.String())); err != nil {
+		return "", err
+	}
+	for _, name := range names {
+		if err := add(name, 0o755, files[name]); err != nil {
+			return "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	res, err := cli.ImageBuild(ctx, &buildCtx, client.ImageBuildOptions{
+		Remove: true, ForceRemove: true, Labels: labels, Version: build.BuilderV1,
+	})
+	if err != nil {
+		return "", fmt.Errorf("build image: %w", err)
+	}
+	defer res.Body.Close()
+	id := ""
+	dec := json.NewDecoder(res.Body)
+	for {
+		var msg jsonstream.Message
+		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return "", fmt.Errorf("build image: read output: %w", err)
+		}
+		if msg.Error != nil {
+			return "", fmt.Errorf("build image: %s", msg.Error.Message)
+		}
+		if msg.Aux != nil {
+			var aux struct {
+				ID string `json:"ID"`
+			}
+			if json.Unmarshal(*msg.Aux, &aux) == nil && aux.ID != "" {
+				id = aux.ID
+			}
+		}
+	}
+	if id == "" {
+		return "", errors.New("build image: the daemon gave no image ID")
+	}
+	return id, nil
+}
