@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/physarum-p2p/physarum/allocator/images"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/registry"
 )
@@ -35,6 +36,14 @@ type config struct {
 	// connectorListen is where seed 001's connector protocol is served
 	// for this node ("": not served).
 	connectorListen string
+	// pull is the image pull policy (images.PullNever or PullMissing).
+	pull string
+	// imageGrace is how long an image no service uses stays on the node.
+	imageGrace time.Duration
+	// imageMaxSize bounds an image stream taken from a peer, in bytes.
+	imageMaxSize int64
+	// imageTransfers bounds image transfers served at once, each way.
+	imageTransfers int
 }
 
 const usage = `Usage: allocator [OPTIONS]
@@ -42,7 +51,9 @@ const usage = `Usage: allocator [OPTIONS]
 Offers this node's CPU and memory to the Physarum network and runs
 instances of registered services on it, as proxies ask for them and as
 desired counts need them: Docker containers (built FROM scratch, never
-pulled) or local processes, each behind its proxy. Instances survive the
+pulled from outside the network unless -pull allows it) or local processes,
+each behind its proxy. A Docker node fetches an image it lacks from the
+nearest node that holds it, and serves the images it holds to others. Instances survive the
 allocator's crash; a restarted allocator adopts them. On SIGINT
 or SIGTERM it stops its instances and leaves the network, unless
 -keep-instances.
@@ -86,6 +97,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxRestarts, "max-restarts", 5, "restarts of a crashing instance before it is marked failed")
 	fs.StringVar(&c.connectorListen, "connector-listen", "", "serve seed 001's connector protocol (Genisys) for this node on this address, conventionally :7051 (default: off); scale and status act on this node alone. It has no token: whoever reaches the address can scale services here and add, change or delete service definitions, so listen where only the Genisys that drives it can reach")
 	fs.BoolVar(&c.keepInstances, "keep-instances", false, "on exit, leave instances running for the next allocator to adopt")
+	fs.StringVar(&c.pull, "pull", images.PullNever, "outside registries: never (images come only from the network's nodes), or missing (an image reference that names a registry, and that no node holds, is pulled from it)")
+	fs.DurationVar(&c.imageGrace, "image-gc-grace", images.DefaultGrace, "remove an image this node fetched or held for a service once no registered service has used it, and no container run it, for this long")
+	imageMaxMiB := fs.Int64("image-max-size", images.DefaultMaxSize>>20, "largest image stream taken from a peer, in MiB")
+	fs.IntVar(&c.imageTransfers, "image-transfers", images.DefaultMaxTransfers, "image transfers served at once, each way (one more is told busy and tries another holder)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -141,6 +156,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.leaseTTL < 2*time.Second || c.leaseTTL > 5*time.Minute {
 		return nil, fmt.Errorf("-lease-ttl %s: want 2s to 5m (the registry's bounds)", c.leaseTTL)
 	}
+	switch c.pull {
+	case images.PullNever, images.PullMissing:
+	default:
+		return nil, fmt.Errorf("-pull %q: want never or missing", c.pull)
+	}
+	if c.imageGrace <= 0 || *imageMaxMiB <= 0 || c.imageTransfers <= 0 {
+		return nil, errors.New("-image-gc-grace, -image-max-size and -image-transfers must be positive")
+	}
+	c.imageMaxSize = *imageMaxMiB << 20
 	if c.idleTimeout <= 0 || c.startTimeout <= 0 || c.maxRestarts < 0 {
 		return nil, errors.New("-idle-timeout and -start-timeout must be positive, -max-restarts not negative")
 	}

@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/physarum-p2p/physarum/allocator/agent"
+	"github.com/physarum-p2p/physarum/allocator/images"
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
@@ -40,7 +42,16 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), log, stdout)
+	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
+	defer reg.Close()
+	if err := reg.RegisterMetrics(base.Metrics, "physarum_allocator"); err != nil {
+		return err
+	}
+	// The Docker runtime fetches missing images through the image
+	// network, made once the runtime is known to work (before any start).
+	var inet *imageNet
+	fetch := func(ctx context.Context, image string) error { return inet.fetcher.Fetch(ctx, image) }
+	rts, err := openRuntimes(ctx, c, base.Node.ID().String(), log, stdout, fetch)
 	if err != nil {
 		return err
 	}
@@ -49,18 +60,22 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 			_ = rt.Close()
 		}
 	}()
+	var heldImages func() []string
+	if slices.ContainsFunc(rts, func(rt runtime.Runtime) bool { return rt.Name() == docker.Name }) {
+		if inet, err = newImageNet(c, base, reg, log); err != nil {
+			return err
+		}
+		defer inet.close()
+		heldImages = inet.keeper.Held
+		fmt.Fprintf(stdout, "images: serving %s to peers; fetching missing images from the nearest holder (pull from outside registries: %s)\n", images.Protocol, c.pull)
+	}
 	if c.proxyPath == "" {
 		c.proxyPath = findProxy()
-	}
-	reg := registry.NewClient(base.Node, registry.Options{Logger: log})
-	defer reg.Close()
-	if err := reg.RegisterMetrics(base.Metrics, "physarum_allocator"); err != nil {
-		return err
 	}
 	a, err := agent.New(ctx, base.Node, reg, rts, agent.Config{
 		Name: c.name, CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
 		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout,
-		MaxRestarts: c.maxRestarts, KeepInstances: c.keepInstances, Logger: log, Registerer: base.Metrics,
+		MaxRestarts: c.maxRestarts, KeepInstances: c.keepInstances, Images: heldImages, Logger: log, Registerer: base.Metrics,
 	})
 	if err != nil {
 		return err
@@ -74,6 +89,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// rest, and its error is the daemon's.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
+	if inet != nil {
+		g.Go(func() error { return inet.run(gctx, a.Republish) })
+	}
 	if conn != nil {
 		// Seed 001's connector protocol for this node alone: scale and
 		// status act on the compute named after this allocator.
@@ -95,10 +113,10 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 
 // openRuntimes opens what -runtime asks for. auto offers Docker when a
 // daemon answers, and processes always.
-func openRuntimes(ctx context.Context, c *config, node string, log *slog.Logger, stdout io.Writer) ([]runtime.Runtime, error) {
+func openRuntimes(ctx context.Context, c *config, node string, log *slog.Logger, stdout io.Writer, fetch func(context.Context, string) error) ([]runtime.Runtime, error) {
 	var rts []runtime.Runtime
 	if c.runtime != registry.RuntimeProcess {
-		d, err := docker.New(ctx, docker.Options{Node: node, ConnectTimeout: 2 * time.Second, Logger: log})
+		d, err := docker.New(ctx, docker.Options{Node: node, ConnectTimeout: 2 * time.Second, Fetch: fetch, Logger: log})
 		switch {
 		case err == nil:
 			rts = append(rts, d)

@@ -59,6 +59,10 @@ type Config struct {
 	// KeepInstances leaves instances running when the agent closes (for
 	// upgrades: the next agent adopts them). By default Close stops them.
 	KeepInstances bool
+	// Images, when set, returns the IDs of the registered services'
+	// images this node's Docker daemon holds, published in the node record
+	// (placement prefers holders).
+	Images func() []string
 	// Logger and Registerer receive the agent's logs and metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -266,6 +270,10 @@ func (a *Agent) Instances() []registry.Instance {
 	}
 	return out
 }
+
+// Republish publishes the node record at once (something in it changed,
+// such as the images held).
+func (a *Agent) Republish() { a.publishNow() }
 
 // publishNow asks the publish loop for an update at once.
 func (a *Agent) publishNow() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,7 +126,16 @@ func (a *Agent) nodeRecord() registry.Node {
 		PeerID: a.node.ID().String(), Name: a.cfg.Name, Addrs: addrs, Runtimes: a.Runtimes(), Labels: a.cfg.Labels,
 		CPU: cpu, Memory: mem, FreeCPU: max(freeCPU, 0), FreeMemory: max(freeMem, 0),
 		Instances: count, Updated: time.Now().UTC(), Message: strings.Join(notes, "; "),
+		Images: a.images(),
 	}
+}
+
+// images are the service images held, when the node offers Docker.
+func (a *Agent) images() []string {
+	if a.cfg.Images == nil || !slices.Contains(a.Runtimes(), registry.RuntimeDocker) {
+		return nil
+	}
+	return a.cfg.Images()
 }
 
 // checkRuntimes pings runtimes that can lose their backend and records

@@ -32,6 +32,9 @@ const (
 	// it already), the sender sends the image, and the peer replies again
 	// once it has loaded and checked it.
 	OpPut = "put"
+	// OpHas asks whether the peer holds an image (Reply.Have); nothing
+	// else follows.
+	OpHas = "has"
 )
 
 // Limits of the protocol.
@@ -89,11 +92,11 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, err
 	}
 	switch r.Op {
-	case OpGet, OpPut:
+	case OpGet, OpPut, OpHas:
 	case "":
-		return Request{}, wire.Errorf(wire.CodeBadRequest, "image request without op (want %q or %q)", OpGet, OpPut)
+		return Request{}, wire.Errorf(wire.CodeBadRequest, "image request without op (want %q, %q or %q)", OpGet, OpPut, OpHas)
 	default:
-		return Request{}, wire.Errorf(wire.CodeBadRequest, "image request: unknown op %.40q (want %q or %q)", r.Op, OpGet, OpPut)
+		return Request{}, wire.Errorf(wire.CodeBadRequest, "image request: unknown op %.40q (want %q, %q or %q)", r.Op, OpGet, OpPut, OpHas)
 	}
 	if !ValidID(r.Image) {
 		return Request{}, wire.Errorf(wire.CodeBadRequest, "image request: %.80q is not an image ID (want sha256:<64 hex digits>)", r.Image)

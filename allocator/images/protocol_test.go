@@ -83,6 +83,7 @@ func TestDecodeRequest(t *testing.T) {
 	}{
 		{`{"op":"get","image":"` + id + `"}`, ""},
 		{`{"op":"put","image":"` + id + `"}`, ""},
+		{`{"op":"has","image":"` + id + `"}`, ""},
 		{`{"op":"delete","image":"` + id + `"}`, "unknown op"},
 		{`{"image":"` + id + `"}`, "without op"},
 		{`{"op":"get","image":"alpine:latest"}`, "not an image ID"},
@@ -120,7 +121,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if (r.Op != OpGet && r.Op != OpPut) || !ValidID(r.Image) {
+		if (r.Op != OpGet && r.Op != OpPut && r.Op != OpHas) || !ValidID(r.Image) {
 			t.Fatalf("accepted %+v", r)
 		}
 	})

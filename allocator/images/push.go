@@ -81,3 +81,15 @@ func readReply(st interface{ Read([]byte) (int, error) }, reply *Reply) error {
 	}
 	return wire.DecodeResponse(b, reply)
 }
+
+// Has asks peer p whether it holds image id.
+func Has(ctx context.Context, h host.Host, p peer.ID, id string) (bool, error) {
+	if !ValidID(id) {
+		return false, fmt.Errorf("has %s: not an image ID (want sha256:<64 hex digits>)", id)
+	}
+	var reply Reply
+	if err := wire.Call(ctx, h, p, Protocol, Request{Op: OpHas, Image: id}, &reply, wire.CallOptions{MaxResponse: maxReply, Timeout: requestTimeout}); err != nil {
+		return false, err
+	}
+	return reply.Have, nil
+}

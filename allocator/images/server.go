@@ -118,6 +118,10 @@ func (s *Server) handle(st network.Stream) {
 		s.serveGet(st, req.Image)
 	case OpPut:
 		s.servePut(st, req.Image)
+	case OpHas:
+		_, err := s.store.Size(s.ctx, req.Image)
+		_ = wire.WriteResponse(st, Reply{Have: err == nil}, nil, maxReply)
+		_ = st.Close()
 	}
 }
 

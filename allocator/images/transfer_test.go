@@ -411,6 +411,9 @@ func TestPushHandsTheImageOverOnce(t *testing.T) {
 	var loaded atomic.Value
 	serve(t, nodes[0].Host(), st.b, images.ServerOptions{Loaded: func(got string) { loaded.Store(got) }})
 
+	if has, err := images.Has(t.Context(), nodes[1].Host(), nodes[0].ID(), id); err != nil || has {
+		t.Fatalf("has before the push: %v, %v", has, err)
+	}
 	var progress atomic.Int64
 	res, err := images.Push(t.Context(), nodes[1].Host(), nodes[0].ID(), st.a, id, 0, func(n int64) { progress.Store(n) })
 	if err != nil {
@@ -424,6 +427,9 @@ func TestPushHandsTheImageOverOnce(t *testing.T) {
 	}
 	if loaded.Load() != id {
 		t.Errorf("Loaded told %v", loaded.Load())
+	}
+	if has, err := images.Has(t.Context(), nodes[1].Host(), nodes[0].ID(), id); err != nil || !has {
+		t.Fatalf("has after the push: %v, %v", has, err)
 	}
 	res, err = images.Push(t.Context(), nodes[1].Host(), nodes[0].ID(), st.a, id, 0, nil)
 	if err != nil || !res.Had || res.Bytes != 0 {

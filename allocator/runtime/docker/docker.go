@@ -11,9 +11,10 @@
 // containers labelled with its own node, and a restarted allocator finds
 // its containers again through List.
 //
-// The runtime never pulls: an instance whose image is not on the node
-// fails to start with ErrImageNotFound (images are built with
-// registry-cli add).
+// An instance whose image is not on the node is started after
+// Options.Fetch brings the image (from the network's other nodes); without
+// Fetch, or when it fails, the start fails with ErrImageNotFound and the
+// reason.
 //
 // It talks to the daemon through the Engine API client
 // (github.com/moby/moby/client), which negotiates the API version.
@@ -68,15 +69,20 @@ type Options struct {
 	// ConnectTimeout bounds how long New waits for the daemon to answer.
 	// Default: DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// Fetch, when set, brings an image the daemon lacks (see
+	// allocator/images): Start calls it before it gives up on a missing
+	// image. Its error says why the image could not be had.
+	Fetch func(ctx context.Context, image string) error
 	// Logger receives the runtime's logs. Default: discard.
 	Logger *slog.Logger
 }
 
 // Runtime is the Docker runtime. Create it with New.
 type Runtime struct {
-	cli  *client.Client
-	node string
-	log  *slog.Logger
+	cli   *client.Client
+	node  string
+	fetch func(ctx context.Context, image string) error
+	log   *slog.Logger
 
 	// life ends at Close, cancelling calls in flight.
 	life      context.Context
@@ -120,9 +126,10 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("ping docker daemon at %s: %w: %w", cli.DaemonHost(), ErrUnavailable, err)
 	}
 	r := &Runtime{
-		cli:  cli,
-		node: opts.Node,
-		log:  log.With("component", "runtime", "runtime", Name),
+		cli:   cli,
+		node:  opts.Node,
+		fetch: opts.Fetch,
+		log:   log.With("component", "runtime", "runtime", Name),
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
 	r.log.Debug("connected to docker daemon", "host", cli.DaemonHost(), "api_version", ping.APIVersion)
@@ -184,11 +191,8 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) (runtime.Status,
 	defer done()
 	log := r.log.With("instance_id", spec.ID)
 
-	if _, err := r.cli.ImageInspect(ctx, spec.Image); err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return runtime.Status{}, imageNotFound(spec)
-		}
-		return runtime.Status{}, fmt.Errorf("start %s: inspect image %s: %w", spec.ID, spec.Image, cause(ctx, err))
+	if err := r.ensureImage(ctx, spec); err != nil {
+		return runtime.Status{}, err
 	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       containerName(spec.ID),
@@ -221,6 +225,27 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) (runtime.Status,
 	}
 	log.Info("started instance", "container_id", created.ID, "image", spec.Image)
 	return status(c), nil
+}
+
+// ensureImage checks that the daemon holds the instance's image, and has
+// Fetch bring it when it does not.
+func (r *Runtime) ensureImage(ctx context.Context, spec runtime.Spec) error {
+	_, err := r.cli.ImageInspect(ctx, spec.Image)
+	switch {
+	case err == nil:
+		return nil
+	case !cerrdefs.IsNotFound(err):
+		return fmt.Errorf("start %s: inspect image %s: %w", spec.ID, spec.Image, cause(ctx, err))
+	case r.fetch == nil:
+		return imageNotFound(spec)
+	}
+	start := time.Now()
+	r.log.Info("image not on this node; fetching it", "instance_id", spec.ID, "image", spec.Image)
+	if err := r.fetch(ctx, spec.Image); err != nil {
+		return fmt.Errorf("start %s: %w: %w", spec.ID, ErrImageNotFound, err)
+	}
+	r.log.Info("image fetched", "instance_id", spec.ID, "image", spec.Image, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func imageNotFound(spec runtime.Spec) error {
