@@ -248,6 +248,46 @@ func TestDocker(t *testing.T) {
 			t.Errorf("image %s after Start: %v; want not pulled", missing, err)
 		}
 	})
+
+	t.Run("MissingImageIsFetchedFirst", func(t *testing.T) {
+		t.Parallel()
+		node := newNode()
+		removeNodeContainers(t, cli, node)
+		// The image "arrives" under a new tag when Fetch is called: what
+		// the image network does, without a second host.
+		arrived := fmt.Sprintf("physarum-test-fetched:%08x", rand.Uint32())
+		var asked []string
+		rt, err := docker.New(t.Context(), docker.Options{Node: node, Logger: p2ptest.Logger(t), Fetch: func(ctx context.Context, want string) error {
+			asked = append(asked, want)
+			if want != arrived {
+				return errors.New("no node of the network holds image " + want)
+			}
+			_, err := cli.ImageTag(ctx, client.ImageTagOptions{Source: image, Target: arrived})
+			return err
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Close()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _ = cli.ImageRemove(ctx, arrived, client.ImageRemoveOptions{})
+		})
+		spec := runtime.Spec{ID: fmt.Sprintf("rt-%08x", rand.Uint32()), Image: arrived, Env: map[string]string{runtimetest.EnvTask: runtimetest.ModeSleep}}
+		if _, err := rt.Start(t.Context(), spec); err != nil {
+			t.Fatalf("Start with an image Fetch brings: %v", err)
+		}
+		defer func() { _ = rt.Remove(context.Background(), spec.ID) }()
+		const missing = "physarum-test-missing:nobody-has-it"
+		_, err = rt.Start(t.Context(), runtime.Spec{ID: fmt.Sprintf("rt-%08x", rand.Uint32()), Image: missing})
+		if !errors.Is(err, docker.ErrImageNotFound) || !strings.Contains(err.Error(), "no node of the network holds image "+missing) {
+			t.Fatalf("Start with an image Fetch cannot bring: %v; want ErrImageNotFound and Fetch's reason", err)
+		}
+		if len(asked) != 2 || asked[0] != arrived || asked[1] != missing {
+			t.Errorf("Fetch asked for %v", asked)
+		}
+	})
 }
 
 // checkContainer checks through the Engine API that the container of st
