@@ -41,7 +41,8 @@ func TestAddBuildsAnImageFromScratchThatRunsWithTheProxyInside(t *testing.T) {
 	conf := writeFile(t, "hello.json", `{"NetworkSoftReq":{"RTT":20},"NetworkHardReq":{"RTT":50},"CpuReq":100,"MemoryReq":32,
 "DockerConf":{"From":"scratch","Copy":[["hello","hello"]],"Cmd":"/app/hello"}}`)
 	image := "physarum-test-cli-hello:" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	out, errs, code := n.run("add", "-dir", filepath.Dir(hello), conf, image, "hello-img")
+	// No allocator takes the image: -replicas 0 registers it all the same.
+	out, errs, code := n.run("add", "-replicas", "0", "-dir", filepath.Dir(hello), conf, image, "hello-img")
 	if code != 0 {
 		t.Fatalf("add: exit %d\n%s", code, errs)
 	}

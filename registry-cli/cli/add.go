@@ -21,13 +21,21 @@ type addOptions struct {
 	customProxy      string
 	proxyCmd         string
 	contentID        string
+	replicas         int
 }
 
 const addHelp = `
 With DockerConf in the config, builds a Docker image FROM DockerConf.From with
 this project's proxy inside as the entrypoint (it runs DockerConf.Cmd as its
-child), then registers it:
+child), hands it to the -replicas nearest Docker allocators over the network
+(progress on stderr), then registers it:
     registry-cli add [OPTIONS] <config> <image-name> <service-name>
+The service is registered once at least one Docker allocator holds the image
+(one that had it counts; one that refuses is skipped for the next nearest).
+When none takes it, add fails and the image stays built here: register it
+later with -use-existing-image. -replicas 0 registers without handing the
+image over, for operators who copy images to the nodes themselves.
+
 With Exec in the config, registers a process-runtime service (no Docker
 needed; Exec.Command must exist on the nodes that run it: a path, or a
 bare name found on each allocator's PATH; add warns when it is not found
@@ -56,11 +64,12 @@ func addCommand() *command {
 		flags: func(fs *flag.FlagSet, s *session) {
 			o := &s.add
 			fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")
-			fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not register the service")
+			fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not hand it to the network nor register the service")
 			fs.BoolVar(&o.useExistingImage, "use-existing-image", false, "do not build: register <image-name>, which must exist locally")
 			fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: the proxy beside registry-cli, else one built from this module, static)")
 			fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "image entrypoint instead of \"/app/proxy -instance --\" (split like Cmd; keep \"-instance --\" so the service runs as the proxy's child)")
 			fs.StringVar(&o.contentID, "content-id", "", "content identifier to record (default: the image ID, or the SHA-256 of Exec.Command)")
+			fs.IntVar(&o.replicas, "replicas", 2, "DockerConf: hand the image to this many Docker allocators, nearest first, before registering (0: none; fewer when the network has fewer)")
 		},
 		run: runAdd,
 	}
@@ -69,6 +78,9 @@ func addCommand() *command {
 func runAdd(ctx context.Context, s *session, args []string) error {
 	if len(args) < 2 || len(args) > 3 {
 		return usagef("want <config> <service-name> (Exec) or <config> <image-name> <service-name> (DockerConf)")
+	}
+	if s.add.replicas < 0 {
+		return usagef("-replicas %d: want 0 or more Docker allocators to hand the image to", s.add.replicas)
 	}
 	conf, err := loadConfig(args[0])
 	if err != nil {
@@ -121,12 +133,28 @@ func runAdd(ctx context.Context, s *session, args []string) error {
 	if err != nil {
 		return err
 	}
+	out := map[string]any{"Service": name, "Info": info}
+	if conf.isDocker() {
+		replicas := []replica{}
+		if s.add.replicas > 0 {
+			if replicas, err = s.distributeImage(ctx, c, info.DockerHash, args[1]); err != nil {
+				return err
+			}
+			// A push takes as long as it makes progress: registering
+			// gets its -timeout afresh, as after a build.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(s.parent, s.timeout)
+			defer cancel()
+		}
+		out["Replicas"] = replicas
+	}
 	msg, err := c.AddService(ctx, name, info)
 	if err != nil {
 		return err
 	}
 	if s.json {
-		return s.printJSON(map[string]any{"Message": msg, "Service": name, "Info": info})
+		out["Message"] = msg
+		return s.printJSON(out)
 	}
 	fmt.Fprintln(s.env.Stdout, msg)
 	return nil
