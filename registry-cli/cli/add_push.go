@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -70,6 +71,10 @@ func (s *session) distributeImage(ctx context.Context, c *registry.Client, id, i
 		return nil, fmt.Errorf("hand image %s to the network: %w", id, err)
 	}
 	h := s.p2p.Host()
+	// Allocators that hold the image already (one on this very daemon,
+	// say) count first: a push to them sends nothing, and makes them
+	// announce it at once.
+	targets = holdersFirst(targets, s.probeHolders(ctx, targets, id))
 	push := func(t nodeView, progress func(int64)) (images.PushResult, error) {
 		p, err := peer.Decode(t.PeerID)
 		if err != nil {
@@ -120,6 +125,47 @@ func pushTargets(views []nodeView, replicas int) (targets []nodeView, want int) 
 		return cmp.Compare(a.RTT, b.RTT)
 	})
 	return targets, min(replicas, len(targets))
+}
+
+// probeHolders asks every target, in parallel, whether it holds image id;
+// one that does not answer within a few seconds counts as not holding it.
+func (s *session) probeHolders(ctx context.Context, targets []nodeView, id string) map[string]bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	has := make([]bool, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		p, err := peer.Decode(t.PeerID)
+		if err != nil {
+			continue
+		}
+		wg.Go(func() { has[i], _ = images.Has(ctx, s.p2p.Host(), p, id) })
+	}
+	wg.Wait()
+	out := make(map[string]bool, len(targets))
+	for i, t := range targets {
+		if has[i] {
+			out[t.PeerID] = true
+		}
+	}
+	return out
+}
+
+// holdersFirst moves the targets that hold the image ahead of the others,
+// keeping the order within each.
+func holdersFirst(targets []nodeView, holds map[string]bool) []nodeView {
+	out := make([]nodeView, 0, len(targets))
+	for _, t := range targets {
+		if holds[t.PeerID] {
+			out = append(out, t)
+		}
+	}
+	for _, t := range targets {
+		if !holds[t.PeerID] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // distribute pushes the image to targets in order until want of them hold

@@ -53,6 +53,17 @@ func TestPushTargetsAreDockerAllocatorsNearestFirst(t *testing.T) {
 	}
 }
 
+func TestHoldersComeFirstInTheirOrder(t *testing.T) {
+	targets := []nodeView{dockerNode("a", 1, "docker"), dockerNode("b", 2, "docker"), dockerNode("c", 3, "docker"), dockerNode("d", 0, "docker")}
+	holds := map[string]bool{targets[2].PeerID: true, targets[3].PeerID: true}
+	if got := names(holdersFirst(targets, holds)); !slices.Equal(got, []string{"c", "d", "a", "b"}) {
+		t.Fatalf("order %v, want the holders c, d first, then a, b", got)
+	}
+	if got := names(holdersFirst(targets, nil)); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Fatalf("with no holder the order changed: %v", got)
+	}
+}
+
 // fakeClock advances by step at each reading.
 func fakeClock(step time.Duration) func() time.Time {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
