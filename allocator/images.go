@@ -74,6 +74,7 @@ func (n *imageNet) run(ctx context.Context, republish func()) error {
 
 // close stops serving and closes the daemon's client.
 func (n *imageNet) close() {
+	n.fetcher.Close()
 	n.server.Close()
 	n.metrics.Unregister()
 	_ = n.store.Close()

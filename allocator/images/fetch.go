@@ -60,8 +60,14 @@ type Fetcher struct {
 	opts    FetcherOptions
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	calls map[string]*fetchCall
+	// life ends at Close, and with it the fetches under way.
+	life    context.Context
+	endLife context.CancelFunc
+	runs    sync.WaitGroup
+
+	mu     sync.Mutex
+	calls  map[string]*fetchCall
+	closed bool
 }
 
 // fetchCall is one fetch under way, shared by every need of its image.
@@ -87,10 +93,22 @@ func NewFetcher(h host.Host, holders Holders, store Store, opts FetcherOptions) 
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fetcher{
+	f := &Fetcher{
 		h: h, holders: holders, store: store, opts: opts,
 		log: opts.Logger.With("component", "images"), calls: make(map[string]*fetchCall),
 	}
+	f.life, f.endLife = context.WithCancel(context.Background())
+	return f
+}
+
+// Close ends the fetches under way (their callers get an error) and waits
+// for them.
+func (f *Fetcher) Close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.endLife()
+	f.runs.Wait()
 }
 
 // Fetch makes the image ref present in the store, if it is not: from the
@@ -108,10 +126,15 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string) error {
 		return refusal(ref, f.opts.Pull)
 	}
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return fmt.Errorf("fetch image %s: the fetcher is closed", ref)
+	}
 	c, joined := f.calls[ref]
 	if !joined {
 		c = &fetchCall{done: make(chan struct{})}
 		f.calls[ref] = c
+		f.runs.Add(1)
 		go f.run(ref, c)
 	}
 	f.mu.Unlock()
@@ -128,7 +151,8 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string) error {
 
 // run is one shared fetch, under its own deadline.
 func (f *Fetcher) run(id string, c *fetchCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), f.opts.Timeout)
+	defer f.runs.Done()
+	ctx, cancel := context.WithTimeout(f.life, f.opts.Timeout)
 	defer cancel()
 	c.err = f.fetch(ctx, id)
 	f.mu.Lock()

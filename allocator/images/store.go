@@ -71,9 +71,9 @@ func (d *DockerStore) Size(ctx context.Context, id string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("inspect image %s: %w", id, err)
 	}
-	if res.ID != id {
-		// A name that happens to look like an ID but is a tag of another
-		// image: not the image asked for.
+	if ValidID(id) && res.ID != id {
+		// Asked by ID, found something else (a tag spelled like an ID):
+		// not the image asked for.
 		return 0, fmt.Errorf("%s: %w", id, ErrNotHeld)
 	}
 	return res.Size, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/allocator/images"
 	"github.com/physarum-p2p/physarum/common/dockerd"
@@ -77,6 +78,17 @@ func mainClient(t *testing.T) *client.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// newFetcher is images.NewFetcher, closed when the test ends.
+func newFetcher(t *testing.T, h host.Host, holders images.Holders, store images.Store, opts images.FetcherOptions) *images.Fetcher {
+	f := images.NewFetcher(h, holders, store, opts)
+	t.Cleanup(f.Close)
+	return f
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, p2ptest.IgnoreLeaks()...)
 }
 
 // static is a Holders that names the same peers every time.
@@ -167,7 +179,7 @@ func TestFetchBringsTheImageOnceForConcurrentNeeds(t *testing.T) {
 	holder := &countingStore{Store: st.a}
 	serve(t, nodes[0].Host(), holder, images.ServerOptions{})
 	var fetched atomic.Int32
-	f := images.NewFetcher(nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{
+	f := newFetcher(t, nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{
 		Fetched: func(got string) {
 			if got == id {
 				fetched.Add(1)
@@ -209,7 +221,7 @@ func TestALyingHolderIsRefusedAndWhatItSentRemoved(t *testing.T) {
 	serve(t, nodes[0].Host(), &lyingStore{Store: st.a, instead: decoy}, images.ServerOptions{})
 	before := imagesOf(t, st.b)
 
-	f := images.NewFetcher(nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{})
+	f := newFetcher(t, nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{})
 	err := f.Fetch(t.Context(), want)
 	if !errors.Is(err, images.ErrNoHolder) || !strings.Contains(err.Error(), "image ID mismatch") || !strings.Contains(err.Error(), decoy) {
 		t.Fatalf("err %v, want a refusal that names the mismatch and the image sent", err)
@@ -230,7 +242,7 @@ func TestAHolderThatDiesMidTransferIsReplacedByTheNext(t *testing.T) {
 	serve(t, nodes[1].Host(), good, images.ServerOptions{})
 	before := imagesOf(t, st.b)
 
-	f := images.NewFetcher(nodes[2].Host(), static{nodes[0].ID(), nodes[1].ID()}, st.b, images.FetcherOptions{})
+	f := newFetcher(t, nodes[2].Host(), static{nodes[0].ID(), nodes[1].ID()}, st.b, images.FetcherOptions{})
 	done := make(chan error, 1)
 	go func() { done <- f.Fetch(t.Context(), id) }()
 	select {
@@ -268,7 +280,7 @@ func TestAStalledTransferFailsWithinItsDeadlineLeavingNothing(t *testing.T) {
 	serve(t, nodes[0].Host(), stall, images.ServerOptions{IdleTimeout: time.Minute})
 	before := imagesOf(t, st.b)
 
-	f := images.NewFetcher(nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{IdleTimeout: 500 * time.Millisecond})
+	f := newFetcher(t, nodes[1].Host(), static{nodes[0].ID()}, st.b, images.FetcherOptions{IdleTimeout: 500 * time.Millisecond})
 	start := time.Now()
 	err := f.Fetch(t.Context(), id)
 	if !errors.Is(err, images.ErrNoHolder) || !strings.Contains(err.Error(), "truncated") {
@@ -286,7 +298,7 @@ func TestNoHolderIsAClearReason(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 1, nil)
 	id := "sha256:" + strings.Repeat("0", 64)
-	f := images.NewFetcher(nodes[0].Host(), static{}, st.b, images.FetcherOptions{})
+	f := newFetcher(t, nodes[0].Host(), static{}, st.b, images.FetcherOptions{})
 	err := f.Fetch(t.Context(), id)
 	if !errors.Is(err, images.ErrNoHolder) || err.Error() != "no node of the network holds image "+id+": no holder" {
 		t.Fatalf("err %v", err)
@@ -304,13 +316,13 @@ func TestABusyHolderSendsTheFetcherToTheNext(t *testing.T) {
 	serve(t, nodes[1].Host(), good, images.ServerOptions{})
 
 	// Occupy the first holder's only slot with a transfer that stalls.
-	busyFetcher := images.NewFetcher(nodes[2].Host(), static{nodes[0].ID()}, &countingStore{Store: st.b}, images.FetcherOptions{IdleTimeout: time.Minute})
+	busyFetcher := newFetcher(t, nodes[2].Host(), static{nodes[0].ID()}, &countingStore{Store: st.b}, images.FetcherOptions{IdleTimeout: time.Minute})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = busyFetcher.Fetch(ctx, id) }()
 	<-stall.sent
 
-	f := images.NewFetcher(nodes[2].Host(), static{nodes[0].ID(), nodes[1].ID()}, st.b, images.FetcherOptions{})
+	f := newFetcher(t, nodes[2].Host(), static{nodes[0].ID(), nodes[1].ID()}, st.b, images.FetcherOptions{})
 	if err := f.Fetch(t.Context(), id); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
