@@ -82,6 +82,7 @@ func mainClient(t *testing.T) *client.Client {
 
 // newFetcher is images.NewFetcher, closed when the test ends.
 func newFetcher(t *testing.T, h host.Host, holders images.Holders, store images.Store, opts images.FetcherOptions) *images.Fetcher {
+	t.Helper()
 	f := images.NewFetcher(h, holders, store, opts)
 	t.Cleanup(f.Close)
 	return f

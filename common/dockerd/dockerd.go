@@ -133,7 +133,7 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 		select {
 		case exitErr := <-d.done:
 			d.done <- exitErr
-			return fmt.Errorf("dockerd exited at start (%v): %s", exitErr, d.logTail())
+			return fmt.Errorf("dockerd exited at start (%w): %s", exitErr, d.logTail())
 		case <-ctx.Done():
 			return fmt.Errorf("dockerd did not answer within %s: %s", StartTimeout, d.logTail())
 		case <-tick.C:
