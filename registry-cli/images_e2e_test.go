@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -38,24 +36,6 @@ func machineDocker(t *testing.T) *client.Client {
 	return cli
 }
 
-// testImage builds, in the daemon of cli, an image FROM scratch holding
-// size random bytes (so that no daemon holds it yet), removed when t ends.
-func testImage(t *testing.T, cli *client.Client, size int) string {
-	t.Helper()
-	payload := make([]byte, size)
-	_, _ = rand.Read(payload)
-	id, err := dockerd.BuildScratchImage(t.Context(), cli, map[string][]byte{"payload": payload}, map[string]string{"physarum.test": t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Not t.Context(): it is cancelled before cleanups run.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
-	})
-	return id
-}
 
 // imageConfig is a DockerConf service config: with -use-existing-image
 // only its requirements count.
@@ -110,7 +90,7 @@ func (n *cliNet) waitNode(name, runtime string) {
 // registers nothing.
 func TestAddWithoutDockerAllocatorFailsAndRegistersNothing(t *testing.T) {
 	n := startRegistry(t)
-	id := testImage(t, machineDocker(t), 64<<10)
+	id := dockerd.TestImage(t, machineDocker(t), 64<<10)
 	n.startAllocator("")
 	n.waitNode("", registry.RuntimeProcess)
 
@@ -136,7 +116,7 @@ func TestAddWithoutDockerAllocatorFailsAndRegistersNothing(t *testing.T) {
 // machine's daemon had it, the other was sent it.
 func TestAddHandsTheImageToTwoDockerAllocators(t *testing.T) {
 	n := startRegistry(t)
-	id := testImage(t, machineDocker(t), 16<<20)
+	id := dockerd.TestImage(t, machineDocker(t), 16<<20)
 	second := dockerd.Test(t)
 	n.startDockerAllocator("docker-here", "")
 	n.startDockerAllocator("docker-second", second.Host)

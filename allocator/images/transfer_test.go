@@ -2,7 +2,6 @@ package images_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"slices"
@@ -52,23 +51,6 @@ func newStores(t *testing.T) stores {
 	return stores{a: a, b: b, bd: bd}
 }
 
-// buildImage builds a distinct image of about size bytes in the daemon cli
-// talks to, and removes it when the test ends.
-func buildImage(t *testing.T, cli *client.Client, size int) string {
-	t.Helper()
-	data := make([]byte, size)
-	_, _ = rand.Read(data)
-	id, err := dockerd.BuildScratchImage(t.Context(), cli, map[string][]byte{"payload": data}, map[string]string{"physarum.test": t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
-	})
-	return id
-}
 
 func mainClient(t *testing.T) *client.Client {
 	t.Helper()
@@ -176,7 +158,7 @@ func imagesOf(t *testing.T, s images.Store) []string {
 func TestFetchBringsTheImageOnceForConcurrentNeeds(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 2, nil)
-	id := buildImage(t, mainClient(t), 2<<20)
+	id := dockerd.TestImage(t, mainClient(t), 2<<20)
 	holder := &countingStore{Store: st.a}
 	serve(t, nodes[0].Host(), holder, images.ServerOptions{})
 	var fetched atomic.Int32
@@ -218,7 +200,7 @@ func TestALyingHolderIsRefusedAndWhatItSentRemoved(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 2, nil)
 	cli := mainClient(t)
-	want, decoy := buildImage(t, cli, 64<<10), buildImage(t, cli, 64<<10)
+	want, decoy := dockerd.TestImage(t, cli, 64<<10), dockerd.TestImage(t, cli, 64<<10)
 	serve(t, nodes[0].Host(), &lyingStore{Store: st.a, instead: decoy}, images.ServerOptions{})
 	before := imagesOf(t, st.b)
 
@@ -235,7 +217,7 @@ func TestALyingHolderIsRefusedAndWhatItSentRemoved(t *testing.T) {
 func TestAHolderThatDiesMidTransferIsReplacedByTheNext(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 3, nil)
-	id := buildImage(t, mainClient(t), 2<<20)
+	id := dockerd.TestImage(t, mainClient(t), 2<<20)
 	stall := &stallingStore{Store: st.a, sent: make(chan struct{}), release: make(chan struct{})}
 	defer close(stall.release)
 	serve(t, nodes[0].Host(), stall, images.ServerOptions{})
@@ -275,7 +257,7 @@ func TestAHolderThatDiesMidTransferIsReplacedByTheNext(t *testing.T) {
 func TestAStalledTransferFailsWithinItsDeadlineLeavingNothing(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 2, nil)
-	id := buildImage(t, mainClient(t), 2<<20)
+	id := dockerd.TestImage(t, mainClient(t), 2<<20)
 	stall := &stallingStore{Store: st.a, sent: make(chan struct{}), release: make(chan struct{})}
 	defer close(stall.release)
 	serve(t, nodes[0].Host(), stall, images.ServerOptions{IdleTimeout: time.Minute})
@@ -309,7 +291,7 @@ func TestNoHolderIsAClearReason(t *testing.T) {
 func TestABusyHolderSendsTheFetcherToTheNext(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 3, nil)
-	id := buildImage(t, mainClient(t), 1<<20)
+	id := dockerd.TestImage(t, mainClient(t), 1<<20)
 	stall := &stallingStore{Store: st.a, sent: make(chan struct{}), release: make(chan struct{})}
 	defer close(stall.release)
 	serve(t, nodes[0].Host(), stall, images.ServerOptions{MaxTransfers: 1})
@@ -367,7 +349,7 @@ func rawCall(t *testing.T, h host.Host, p peer.ID, payload []byte, then func(io.
 func TestBadRequestsAndStreamsAreRefusedAndTheServerKeepsServing(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 2, nil)
-	id := buildImage(t, mainClient(t), 16<<10) // its stream is under MaxSize
+	id := dockerd.TestImage(t, mainClient(t), 16<<10) // its stream is under MaxSize
 	srv := nodes[0].Host()
 	serve(t, srv, st.b, images.ServerOptions{MaxSize: 64 << 10})
 	h, p := nodes[1].Host(), nodes[0].ID()
@@ -420,7 +402,7 @@ func TestBadRequestsAndStreamsAreRefusedAndTheServerKeepsServing(t *testing.T) {
 func TestPushHandsTheImageOverOnce(t *testing.T) {
 	st := newStores(t)
 	nodes := p2ptest.Network(t, 2, nil)
-	id := buildImage(t, mainClient(t), 1<<20)
+	id := dockerd.TestImage(t, mainClient(t), 1<<20)
 	var loaded atomic.Value
 	serve(t, nodes[0].Host(), st.b, images.ServerOptions{Loaded: func(got string) { loaded.Store(got) }})
 
@@ -477,8 +459,8 @@ func (a *announcements) has(ns string) bool {
 func TestKeeperRemovesUnusedImagesAfterTheGraceOnly(t *testing.T) {
 	st := newStores(t)
 	cli := st.bd.Client
-	service, used, unused := buildImage(t, cli, 1<<10), buildImage(t, cli, 1<<10), buildImage(t, cli, 1<<10)
-	operators := buildImage(t, cli, 1<<10) // never handed to the keeper
+	service, used, unused := dockerd.TestImage(t, cli, 1<<10), dockerd.TestImage(t, cli, 1<<10), dockerd.TestImage(t, cli, 1<<10)
+	operators := dockerd.TestImage(t, cli, 1<<10) // never handed to the keeper
 	// A container (never started) keeps its image in use.
 	if _, err := cli.ContainerCreate(t.Context(), client.ContainerCreateOptions{
 		Name: "physarum-keeper-test", Config: &container.Config{Image: used, Cmd: []string{"/payload"}},
@@ -526,7 +508,7 @@ func TestKeeperRemovesUnusedImagesAfterTheGraceOnly(t *testing.T) {
 
 func TestKeeperChangesNothingWithoutTheRegistry(t *testing.T) {
 	st := newStores(t)
-	id := buildImage(t, st.bd.Client, 1<<10)
+	id := dockerd.TestImage(t, st.bd.Client, 1<<10)
 	ann := &announcements{on: map[string]bool{}}
 	var calls atomic.Int32
 	k := images.NewKeeper(st.b, func(context.Context) (map[string]bool, error) {

@@ -13,6 +13,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -240,4 +241,24 @@ func BuildScratchImage(ctx context.Context, cli *client.Client, files map[string
 		return "", errors.New("build image: the daemon gave no image ID")
 	}
 	return id, nil
+}
+
+// TestImage builds, in the daemon of cli, an image FROM scratch holding
+// size random bytes (so that no other daemon holds it yet), and removes it
+// when t ends.
+func TestImage(t testing.TB, cli *client.Client, size int) string {
+	t.Helper()
+	payload := make([]byte, size)
+	_, _ = rand.Read(payload)
+	id, err := BuildScratchImage(t.Context(), cli, map[string][]byte{"payload": payload}, map[string]string{"physarum.test": t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Not t.Context(): it is cancelled before cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	})
+	return id
 }
