@@ -36,7 +36,6 @@ func machineDocker(t *testing.T) *client.Client {
 	return cli
 }
 
-
 // imageConfig is a DockerConf service config: with -use-existing-image
 // only its requirements count.
 const imageConfig = `{"CpuReq":100,"MemoryReq":16,"DockerConf":{"From":"scratch","Cmd":"/payload"}}`

@@ -51,7 +51,6 @@ func newStores(t *testing.T) stores {
 	return stores{a: a, b: b, bd: bd}
 }
 
-
 func mainClient(t *testing.T) *client.Client {
 	t.Helper()
 	cli, err := client.New(client.FromEnv)
