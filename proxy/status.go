@@ -21,7 +21,7 @@ func statusHandler(srv *forward.Server, address string) http.Handler {
 				c.Close()
 			}
 			st.Ready = err == nil
-			st.LastRequest, st.InFlight = srv.LastRequest(), srv.InFlight()
+			st.LastRequest, st.InFlight, st.Requests = srv.LastRequest(), srv.InFlight(), srv.Requests()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if !st.Ready {

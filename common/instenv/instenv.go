@@ -70,7 +70,8 @@ func Expand(s string, env map[string]string) string {
 const StatusPath = "/.physarum/status"
 
 // Status is what an instance's proxy reports at StatusPath: whether the
-// service answers, and when it last served (for idle culling).
+// service answers, when it last served (for idle culling), and how much it
+// serves (for load reports).
 type Status struct {
 	// Ready means the service accepts connections on its port (a
 	// client-mode instance is ready as soon as it runs).
@@ -79,4 +80,8 @@ type Status struct {
 	LastRequest time.Time `json:"last_request"`
 	// InFlight is how many requests the service is serving now.
 	InFlight int `json:"in_flight"`
+	// Requests is how many requests the proxy has forwarded to the service
+	// since the proxy started: it only grows, until the proxy restarts and
+	// it starts again from 0. Readers take rates from its differences.
+	Requests uint64 `json:"requests"`
 }

@@ -864,6 +864,35 @@ func TestLastRequestAndInFlight(t *testing.T) {
 	eventually.True(t, 5*time.Second, "in flight to drop", func() bool { return p.srv.InFlight() == 0 })
 }
 
+// TestRequestsCountsForwardedRequests: Requests counts every request
+// forwarded to the service, on new streams and kept-alive ones alike, and
+// not one refused before it reaches the service.
+func TestRequestsCountsForwardedRequests(t *testing.T) {
+	p := startPair(t, http.HandlerFunc(echo), pairConfig{})
+	if n := p.srv.Requests(); n != 0 {
+		t.Fatalf("fresh server counts %d requests", n)
+	}
+	for i := range 3 {
+		resp, err := p.http.Get(p.url("/svc/x"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	if n := p.srv.Requests(); n != 3 {
+		t.Errorf("after 3 requests the server counts %d", n)
+	}
+	st := p.rawStream(t)
+	if _, err := io.WriteString(st, "GET http://evil/ HTTP/1.1\r\nHost: evil\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	wantJSONError(t, readResponse(t, st), http.StatusBadRequest, wire.CodeBadRequest)
+	if n := p.srv.Requests(); n != 3 {
+		t.Errorf("a refused request counted: %d, want 3", n)
+	}
+}
+
 func TestCloseCutsRequestsAfterGrace(t *testing.T) {
 	started := make(chan struct{}, 1)
 	p := startPair(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -105,7 +105,8 @@ type Server struct {
 	cancel context.CancelFunc
 
 	inFlight atomic.Int64
-	last     atomic.Int64 // unix nanos of the last request's start or end
+	requests atomic.Uint64 // requests forwarded since the Server started
+	last     atomic.Int64  // unix nanos of the last request's start or end
 	closed   atomic.Bool
 
 	mu        sync.Mutex
@@ -173,6 +174,12 @@ func (s *Server) LastRequest() time.Time {
 // upgraded connections included. Streams kept open between requests do
 // not count.
 func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
+
+// Requests returns how many requests the Server has forwarded to the
+// service since it started (upgraded connections included; a request
+// refused before it reached the service, for a malformed head, is not
+// counted). It only grows: the rate is the difference between two reads.
+func (s *Server) Requests() uint64 { return s.requests.Load() }
 
 // Close stops accepting streams, closes those waiting for a request, lets
 // the requests in flight finish for up to ShutdownTimeout, then cuts the
@@ -402,6 +409,7 @@ func (ss *serverStream) serveOne(first bool) (keep bool) {
 		x.fail(status, code, msg)
 		return false
 	}
+	s.requests.Add(1)
 	ss.sio.body()
 
 	ctx, cancel := context.WithCancel(s.ctx)
