@@ -58,6 +58,9 @@ const (
 	// ModeSpam writes $PHYSARUM_TESTTASK_BYTES bytes to stdout, then
 	// behaves as ModeSleep.
 	ModeSpam = "spam"
+	// ModeSpin keeps one core busy until SIGTERM or SIGINT, then exits 0
+	// (for tests of CPU accounting).
+	ModeSpin = "spin"
 )
 
 // Files the test task keeps in its working directory.
@@ -130,6 +133,8 @@ func runTask(mode string) error {
 		return nil
 	case ModeFork:
 		return fork()
+	case ModeSpin:
+		return spin()
 	case ModeSpam:
 		n, err := strconv.Atoi(os.Getenv(EnvBytes))
 		if err != nil {
@@ -161,6 +166,21 @@ func sleep() error {
 	}
 	<-sigs
 	return nil
+}
+
+// spin burns CPU until SIGTERM or SIGINT.
+func spin() error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	for n := uint64(0); ; n++ {
+		if n%(1<<20) == 0 {
+			select {
+			case <-sigs:
+				return nil
+			default:
+			}
+		}
+	}
 }
 
 func acceptAndClose(ln net.Listener) {

@@ -569,3 +569,36 @@ func TestStateIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUSecondsCountsTheWholeGroup: an instance whose command (a shell)
+// spins in a child it started reports the child's CPU time, growing as it
+// spins; an unknown instance has none.
+func TestCPUSecondsCountsTheWholeGroup(t *testing.T) {
+	rt := newRuntime(t, t.TempDir())
+	cleanup(t, rt)
+	spec := taskSpec(map[string]string{runtimetest.EnvTask: runtimetest.ModeSpin})
+	spec.Command = []string{"/bin/sh", "-c", `"$0" & wait`, spec.Command[0]}
+	spec.ID = "spinner"
+	if _, err := rt.Start(t.Context(), spec); err != nil {
+		t.Fatal(err)
+	}
+	var first float64
+	eventually.Succeeds(t, 10*time.Second, func() error {
+		var err error
+		first, err = rt.CPUSeconds(t.Context(), spec.ID)
+		if err == nil && first <= 0 {
+			err = errors.New("no CPU time yet")
+		}
+		return err
+	})
+	eventually.Succeeds(t, 20*time.Second, func() error {
+		s, err := rt.CPUSeconds(t.Context(), spec.ID)
+		if err == nil && s < first+0.3 {
+			err = fmt.Errorf("%.2f s of CPU, from %.2f", s, first)
+		}
+		return err
+	})
+	if _, err := rt.CPUSeconds(t.Context(), "nobody"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("unknown instance: %v, want ErrNotFound", err)
+	}
+}
