@@ -23,6 +23,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -488,6 +489,49 @@ func (r *Runtime) Close() error {
 		r.cli.Close()
 	})
 	return nil
+}
+
+// CPUSeconds returns the CPU time the instance's container has used in
+// its current run: cpu_stats.cpu_usage.total_usage of a one-shot stats
+// sample (the daemon answers at once, without the second sample a
+// streamed one waits a second for). It starts again from 0 when Docker
+// restarts the container, and fails while the container is not running.
+//
+// It asks for the container by name and does not check it is this node's:
+// the name is physarum-<id>, and a daemon has one container of a name, so
+// an instance of this node is the only container the name can be.
+func (r *Runtime) CPUSeconds(ctx context.Context, id string) (float64, error) {
+	ctx, done, err := r.call(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %s: %w", id, err)
+	}
+	defer done()
+	res, err := r.cli.ContainerStats(ctx, containerName(id), client.ContainerStatsOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return 0, fmt.Errorf("cpu time: instance %s: %w", id, runtime.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stats of container %s: %w", containerName(id), cause(ctx, err))
+	}
+	defer res.Body.Close()
+	var st container.StatsResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&st); err != nil {
+		return 0, fmt.Errorf("stats of container %s: %w", containerName(id), cause(ctx, err))
+	}
+	return cpuSeconds(id, st)
+}
+
+// cpuSeconds reads the CPU time of a stats sample: total_usage, in
+// nanoseconds on Linux. A container that is not running has a sample
+// with no read time.
+func cpuSeconds(id string, st container.StatsResponse) (float64, error) {
+	if st.Read.IsZero() || st.Read.Year() <= 1 {
+		return 0, fmt.Errorf("cpu time of %s: not running", id)
+	}
+	if st.OSType == "windows" {
+		return 0, fmt.Errorf("cpu time of %s: windows containers are not measured", id)
+	}
+	return float64(st.CPUStats.CPUUsage.TotalUsage) / 1e9, nil
 }
 
 // Tail returns the last n lines of the container's output.

@@ -28,6 +28,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtime"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 )
 
@@ -286,6 +287,47 @@ func TestDocker(t *testing.T) {
 		}
 		if len(asked) != 2 || asked[0] != arrived || asked[1] != missing {
 			t.Errorf("Fetch asked for %v", asked)
+		}
+	})
+
+	t.Run("CPUSecondsGrowsWhileItSpins", func(t *testing.T) {
+		t.Parallel()
+		node := newNode()
+		removeNodeContainers(t, cli, node)
+		rt := newRuntime(t, node)
+		defer rt.Close()
+		spec := runtime.Spec{ID: fmt.Sprintf("rt-%08x", rand.Uint32()), Image: image, Env: map[string]string{runtimetest.EnvTask: runtimetest.ModeSpin}}
+		if _, err := rt.Start(t.Context(), spec); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := rt.Remove(context.WithoutCancel(t.Context()), spec.ID); err != nil {
+				t.Errorf("remove: %v", err)
+			}
+		}()
+		var first float64
+		eventually.Succeeds(t, 10*time.Second, func() error {
+			var err error
+			if first, err = rt.CPUSeconds(t.Context(), spec.ID); err == nil && first <= 0 {
+				err = errors.New("no CPU time yet")
+			}
+			return err
+		})
+		eventually.Succeeds(t, 20*time.Second, func() error {
+			s, err := rt.CPUSeconds(t.Context(), spec.ID)
+			if err == nil && s < first+0.3 {
+				err = fmt.Errorf("%.2f s of CPU, from %.2f", s, first)
+			}
+			return err
+		})
+		if err := rt.Stop(t.Context(), spec.ID, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := rt.CPUSeconds(t.Context(), spec.ID); err == nil {
+			t.Errorf("stopped container: %.2f s of CPU, want an error", s)
+		}
+		if _, err := rt.CPUSeconds(t.Context(), "rt-nobody"); !errors.Is(err, runtime.ErrNotFound) {
+			t.Errorf("unknown instance: %v, want ErrNotFound", err)
 		}
 	})
 }

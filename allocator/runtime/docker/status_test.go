@@ -131,3 +131,32 @@ func TestConfigLabelsAndEnv(t *testing.T) {
 		t.Errorf("cmd %q without Spec.Command; want the image's", cfg.Cmd)
 	}
 }
+
+// The stats files are one-shot `GET /containers/<name>/stats` answers
+// recorded from Docker 20.10 (API 1.41, cgroup v1) for a container of the
+// test task spinning, and for the same container once stopped.
+func TestCPUSecondsFromRecordedStats(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want float64
+		ok   bool
+	}{
+		{"stats-running.json", 1.964009207, true},
+		{"stats-exited.json", 0, false},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st container.StatsResponse
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatalf("parse %s: %v", tc.file, err)
+			}
+			got, err := cpuSeconds("spinner", st)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("cpuSeconds = %v, %v; want %v (error: %v)", got, err, tc.want, !tc.ok)
+			}
+		})
+	}
+}
