@@ -1,0 +1,240 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"time"
+)
+
+// Autoscaling (SPEC.md section 12): a policy per service that the leader's
+// reconciler evaluates every evaluation_interval to set the service's
+// desired count between min and max. The decision itself is
+// registry-service/control/autoscale's Decide; these are the shapes every
+// door and registry-cli agree on:
+//
+//	{"min": 1, "max": 5, "checks": [{"metric": "rps", "target": 50}],
+//	 "evaluation_interval": "10s", "stabilization_window": "5m", "cooldown": "30s"}
+
+// The metrics an AutoscaleCheck may watch.
+const (
+	// MetricRPS is requests per second per instance, as the instances'
+	// proxies count them.
+	MetricRPS = "rps"
+	// MetricInflight is requests in flight per instance.
+	MetricInflight = "inflight"
+	// MetricCPU is CPU use per instance, in percent of one core.
+	MetricCPU = "cpu"
+	// MetricPrometheus is the one number a Prometheus query returns,
+	// taken as the service's total: the target is per instance, so the
+	// count follows value / target (see autoscale.Decide).
+	MetricPrometheus = "prometheus"
+)
+
+// Defaults for an AutoscalePolicy's durations, which WithDefaults fills in
+// where a policy leaves them out (or sets them to 0).
+const (
+	// DefaultEvaluationInterval is how often the policy is evaluated
+	// (Kubernetes' HPA syncs every 15 s).
+	DefaultEvaluationInterval = 10 * time.Second
+	// DefaultStabilizationWindow is how far back the highest
+	// recommendation bounds a scale-down (the HPA's default, 5 min).
+	DefaultStabilizationWindow = 5 * time.Minute
+	// DefaultCooldown is how long the count stays put after a change: three
+	// default evaluations, time enough for new instances to start and
+	// their proxies to report load.
+	DefaultCooldown = 30 * time.Second
+)
+
+// Limits on what an AutoscalePolicy may say.
+const (
+	// MaxAutoscaleMax bounds max; registry-service's -max-scale applies
+	// on top of it.
+	MaxAutoscaleMax = 1000000
+	// MaxAutoscaleChecks bounds the number of checks of a policy.
+	MaxAutoscaleChecks = 16
+	// MaxAutoscaleDuration bounds each of a policy's durations.
+	MaxAutoscaleDuration = 24 * time.Hour
+)
+
+// AutoscalePolicy is how one service scales with its load.
+type AutoscalePolicy struct {
+	// Min and Max bound the desired count. Min may be 0: the service then
+	// goes to zero after a stabilization window without load, and the
+	// proxies' on-demand start wakes it. Min left out is 0.
+	Min int `json:"min"`
+	Max int `json:"max"`
+	// Checks are what the count follows; with several, the one that wants
+	// the most instances wins.
+	Checks []AutoscaleCheck `json:"checks"`
+	// EvaluationInterval is how often the policy is evaluated (0:
+	// DefaultEvaluationInterval).
+	EvaluationInterval Duration `json:"evaluation_interval,omitzero"`
+	// StabilizationWindow is how far back the highest recommendation
+	// bounds a scale-down (0: DefaultStabilizationWindow).
+	StabilizationWindow Duration `json:"stabilization_window,omitzero"`
+	// Cooldown is how long the count stays put after a change, in either
+	// direction (0: DefaultCooldown).
+	Cooldown Duration `json:"cooldown,omitzero"`
+}
+
+// AutoscaleCheck is one metric with its target value per instance.
+type AutoscaleCheck struct {
+	// Metric is one of MetricRPS, MetricInflight, MetricCPU and
+	// MetricPrometheus.
+	Metric string `json:"metric"`
+	// Target is the value per instance the count aims at: requests per
+	// second, requests in flight, or CPU percent.
+	Target float64 `json:"target"`
+	// Query is the Prometheus query of a MetricPrometheus check, which
+	// must come to one number: the service's total.
+	Query string `json:"query,omitempty"`
+}
+
+// WithDefaults returns the policy with its left-out durations set to the
+// defaults.
+func (p AutoscalePolicy) WithDefaults() AutoscalePolicy {
+	if p.EvaluationInterval == 0 {
+		p.EvaluationInterval = Duration(DefaultEvaluationInterval)
+	}
+	if p.StabilizationWindow == 0 {
+		p.StabilizationWindow = Duration(DefaultStabilizationWindow)
+	}
+	if p.Cooldown == 0 {
+		p.Cooldown = Duration(DefaultCooldown)
+	}
+	return p
+}
+
+// Validate checks a policy; each failure wraps ErrInvalid and names the
+// field. Durations of 0 are left out (WithDefaults fills them in).
+func (p AutoscalePolicy) Validate() error {
+	if p.Min < 0 {
+		return invalid("min", "%d is negative (0 lets the service go to zero)", p.Min)
+	}
+	if p.Max < 1 {
+		return invalid("max", "%d: want at least 1", p.Max)
+	}
+	if p.Max > MaxAutoscaleMax {
+		return invalid("max", "%d: at most %d", p.Max, MaxAutoscaleMax)
+	}
+	if p.Min > p.Max {
+		return invalid("min", "min %d > max %d", p.Min, p.Max)
+	}
+	if len(p.Checks) == 0 {
+		return invalid("checks", `none: give at least one, e.g. {"metric": "rps", "target": 50}`)
+	}
+	if len(p.Checks) > MaxAutoscaleChecks {
+		return invalid("checks", "%d checks (at most %d)", len(p.Checks), MaxAutoscaleChecks)
+	}
+	seen := map[string]int{}
+	for i, c := range p.Checks {
+		if err := c.validate(fmt.Sprintf("checks[%d]", i)); err != nil {
+			return err
+		}
+		if j, ok := seen[c.Metric]; ok && c.Metric != MetricPrometheus {
+			return invalid(fmt.Sprintf("checks[%d].metric", i), "%s is checks[%d] already: give each metric once", c.Metric, j)
+		}
+		seen[c.Metric] = i
+	}
+	for _, d := range []struct {
+		field string
+		d     Duration
+		def   time.Duration
+	}{
+		{"evaluation_interval", p.EvaluationInterval, DefaultEvaluationInterval},
+		{"stabilization_window", p.StabilizationWindow, DefaultStabilizationWindow},
+		{"cooldown", p.Cooldown, DefaultCooldown},
+	} {
+		switch {
+		case d.d < 0:
+			return invalid(d.field, "%s: want a positive duration such as %q, or leave it out for %s", d.d, "30s", d.def)
+		case time.Duration(d.d) > MaxAutoscaleDuration:
+			return invalid(d.field, "%s: at most %s", d.d, MaxAutoscaleDuration)
+		}
+	}
+	return nil
+}
+
+func (c AutoscaleCheck) validate(field string) error {
+	switch c.Metric {
+	case MetricRPS, MetricInflight, MetricCPU, MetricPrometheus:
+	case "":
+		return invalid(field+".metric", "missing: want rps, inflight, cpu or prometheus")
+	default:
+		return invalid(field+".metric", "%.40q: want rps, inflight, cpu or prometheus", c.Metric)
+	}
+	if !(c.Target > 0) || math.IsInf(c.Target, 0) {
+		return invalid(field+".target", "%g: want a number above 0 (the %s per instance to aim at)", c.Target, c.Metric)
+	}
+	switch {
+	case c.Metric == MetricPrometheus && c.Query == "":
+		return invalid(field+".query", "missing: a prometheus check needs a query that comes to one number")
+	case c.Metric != MetricPrometheus && c.Query != "":
+		return invalid(field+".query", "only a prometheus check takes a query, not %s", c.Metric)
+	case len(c.Query) > MaxFieldLen:
+		return invalid(field+".query", "longer than %d characters", MaxFieldLen)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string
+// ("10s", "5m", "1h30m"), as every duration of the HTTP API is.
+type Duration time.Duration
+
+// String formats the duration as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string: "5m0s".
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a Go duration string; null leaves d as it is. It
+// refuses anything else (a bare number is ambiguous: seconds or
+// nanoseconds?) with a *json.UnmarshalTypeError, to which the decoder adds
+// the field's name.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &json.UnmarshalTypeError{Value: jsonKind(b) + " " + cutText(string(b)) + ` (want a duration such as "30s")`, Type: reflect.TypeFor[Duration]()}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return &json.UnmarshalTypeError{Value: "string " + strconv.Quote(cutText(s)) + ` (want a duration such as "30s" or "5m")`, Type: reflect.TypeFor[Duration]()}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// jsonKind names the JSON value b starts with.
+func jsonKind(b []byte) string {
+	if len(b) == 0 {
+		return "nothing"
+	}
+	switch b[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "bool"
+	}
+	return "number"
+}
+
+// cutText shortens what an error message repeats of the input.
+func cutText(s string) string {
+	const n = 40
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
