@@ -180,6 +180,38 @@ func (c AutoscaleCheck) validate(field string) error {
 	return nil
 }
 
+// AutoscaleDecision is the outcome of one evaluation, as an event and status show
+// it.
+type AutoscaleDecision struct {
+	At      time.Time `json:"at"`
+	Current int       `json:"current"`
+	// Desired is the count to set: Current unless Changed.
+	Desired int  `json:"desired"`
+	Changed bool `json:"changed"`
+	// Reason says why in one sentence that names the metric values:
+	// "rps 212.0 per instance > target 50 (tolerance 10%): 1 → 5".
+	Reason string `json:"reason"`
+	// Recommendations has one entry per check of the policy, in order.
+	Recommendations []AutoscaleRecommendation `json:"recommendations,omitempty"`
+}
+
+// AutoscaleRecommendation is what one check measured and the count it wants.
+type AutoscaleRecommendation struct {
+	Metric string  `json:"metric"`
+	Query  string  `json:"query,omitempty"`
+	Target float64 `json:"target"`
+	// Value is the sample as measured (for prometheus, the total) and
+	// PerInstance what was compared with the target; both are 0 when
+	// Missing.
+	Value       float64 `json:"value"`
+	PerInstance float64 `json:"per_instance"`
+	// Count is the count the check wants, before the policy's bounds
+	// and step limit (at most MaxAutoscaleMax).
+	Count int `json:"count"`
+	// Missing says why the check has no value.
+	Missing string `json:"missing,omitempty"`
+}
+
 // Duration is a time.Duration written in JSON as a Go duration string
 // ("10s", "5m", "1h30m"), as every duration of the HTTP API is.
 type Duration time.Duration

@@ -123,37 +123,12 @@ type Record struct {
 	Count int       `json:"count"`
 }
 
-// Decision is the outcome of one evaluation, as an event and status show
-// it.
-type Decision struct {
-	At      time.Time `json:"at"`
-	Current int       `json:"current"`
-	// Desired is the count to set: Current unless Changed.
-	Desired int  `json:"desired"`
-	Changed bool `json:"changed"`
-	// Reason says why in one sentence that names the metric values:
-	// "rps 212.0 per instance > target 50 (tolerance 10%): 1 → 5".
-	Reason string `json:"reason"`
-	// Recommendations has one entry per check of the policy, in order.
-	Recommendations []Recommendation `json:"recommendations,omitempty"`
-}
+// Decision is the outcome of one evaluation (registry's type: events and
+// status carry it).
+type Decision = registry.AutoscaleDecision
 
 // Recommendation is what one check measured and the count it wants.
-type Recommendation struct {
-	Metric string  `json:"metric"`
-	Query  string  `json:"query,omitempty"`
-	Target float64 `json:"target"`
-	// Value is the sample as measured (for prometheus, the total) and
-	// PerInstance what was compared with the target; both are 0 when
-	// Missing.
-	Value       float64 `json:"value"`
-	PerInstance float64 `json:"per_instance"`
-	// Count is the count the check wants, before the policy's bounds
-	// and step limit (at most registry.MaxAutoscaleMax).
-	Count int `json:"count"`
-	// Missing says why the check has no value.
-	Missing string `json:"missing,omitempty"`
-}
+type Recommendation = registry.AutoscaleRecommendation
 
 // Decide evaluates policy p at time now for a service whose desired count
 // is current, with samples[i] the measurement of p.Checks[i], and returns
@@ -188,9 +163,9 @@ func Decide(p registry.AutoscalePolicy, current int, samples []Sample, h History
 	// 1. The policy's bounds come first.
 	switch {
 	case current < p.Min:
-		return d.change(p.Min, fmt.Sprintf("%d → %d: below the policy's min %d", current, p.Min, p.Min)), h.changed(now)
+		return change(d, p.Min, fmt.Sprintf("%d → %d: below the policy's min %d", current, p.Min, p.Min)), h.changed(now)
 	case current > p.Max:
-		return d.change(p.Max, fmt.Sprintf("%d → %d: above the policy's max %d", current, p.Max, p.Max)), h.changed(now)
+		return change(d, p.Max, fmt.Sprintf("%d → %d: above the policy's max %d", current, p.Max, p.Max)), h.changed(now)
 	}
 	// 8. A missing value changes nothing.
 	if len(missing) > 0 {
@@ -244,7 +219,7 @@ func Decide(p registry.AutoscalePolicy, current int, samples []Sample, h History
 			checks, current, want, h.LastChange.Add(cooldown).Sub(now).Round(time.Millisecond), cooldown)
 		return d, h
 	}
-	return d.change(want, checks+": "+outcome), h.changed(now)
+	return change(d, want, checks+": "+outcome), h.changed(now)
 }
 
 // evaluate works out what each check wants (rules 2 and 3), with a phrase
@@ -364,7 +339,7 @@ func unit(c registry.AutoscaleCheck, s string) string {
 }
 
 // change sets the decision to a new count.
-func (d Decision) change(to int, reason string) Decision {
+func change(d Decision, to int, reason string) Decision {
 	d.Desired, d.Changed, d.Reason = to, true, reason
 	return d
 }
