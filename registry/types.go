@@ -293,4 +293,37 @@ type Node struct {
 	// Docker daemon holds (sorted): placement prefers a node that need not
 	// fetch the image first.
 	Images []string `json:"Images,omitempty"`
+	// Load is what the node's running instances serve, measured by the
+	// allocator over the last LoadWindow and sent with every heartbeat
+	// (each third of the lease): one entry per running instance, sorted by
+	// ID, at most MaxNodeLoad of them (the busiest first when there are
+	// more). Figures are rounded, and move only by a whole step, so that a
+	// node whose load holds still does not change its record.
+	Load []InstanceLoad `json:"Load,omitempty"`
+}
+
+// LoadWindow is the time over which an allocator measures the load it
+// publishes in its node record.
+const LoadWindow = 5 * time.Second
+
+// MaxNodeLoad bounds the entries of Node.Load, and with it the node
+// record (about 100 bytes an entry): a node running more instances
+// publishes the MaxNodeLoad that serve the most requests.
+const MaxNodeLoad = 128
+
+// InstanceLoad is the load of one running instance, as its node publishes
+// it (Node.Load).
+type InstanceLoad struct {
+	// ID and Service name the instance.
+	ID      string `json:"ID"`
+	Service string `json:"Service"`
+	// RPS is the requests per second its proxy forwarded to it over the
+	// window, to 0.1.
+	RPS float64 `json:"RPS"`
+	// InFlight is the requests it was serving at the last poll.
+	InFlight int `json:"InFlight"`
+	// CPU is the CPU time it used over the window, in percent of one
+	// core (to 1 %; above 100 on several cores), as its runtime counts
+	// it: nil when the runtime cannot say.
+	CPU *float64 `json:"CPU,omitempty"`
 }

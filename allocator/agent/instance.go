@@ -34,6 +34,7 @@ type instance struct {
 	rec         registry.Instance
 	lastRequest time.Time // last request its proxy served
 	inFlight    int
+	load        loadWindow // its polls, for the node record's Load
 	stopping    bool
 	startErr    error
 	failedAt    time.Time
@@ -480,6 +481,9 @@ func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
 		in.mu.Lock()
 		changed := s.Restarts != in.rec.Restarts
 		in.rec.Restarts = s.Restarts
+		if changed {
+			in.load.reset() // its counters started again
+		}
 		in.mu.Unlock()
 		if changed {
 			a.log.Info("instance restarted", "instance", in.rec.ID, "restarts", s.Restarts)
@@ -487,6 +491,12 @@ func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
 		}
 	}
 	st, err := in.status(ctx)
+	sample := loadSample{at: time.Now(), requests: st.Requests, inFlight: st.InFlight}
+	if m, ok := in.rt.(CPUMeter); ok && err == nil {
+		if c, cerr := m.CPUSeconds(ctx, in.rec.ID); cerr == nil {
+			sample.cpu, sample.hasCPU = c, true
+		}
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if err != nil || in.rec.State != registry.StateRunning {
@@ -496,6 +506,7 @@ func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
 		in.lastRequest = st.LastRequest
 	}
 	in.inFlight = st.InFlight
+	in.load.add(sample)
 	return in.rec.OnDemand && in.inFlight == 0 && time.Since(in.lastRequest) > a.cfg.IdleTimeout
 }
 
