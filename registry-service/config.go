@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,6 +34,8 @@ type config struct {
 	joinTimeout   time.Duration
 	unsafeNoFsync bool
 	maxScale      int
+	// prometheusURL is what autoscaling's prometheus checks query.
+	prometheusURL string
 	apiListen     string
 	apiToken      string
 	apiPublicRead bool
@@ -84,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.joinTimeout, "join-timeout", 2*time.Minute, "how long to keep trying to join an existing registry")
 	fs.BoolVar(&c.unsafeNoFsync, "unsafe-no-fsync", false, "skip fsync in etcd (tests only: a power loss loses acknowledged writes)")
 	fs.IntVar(&c.maxScale, "max-scale", registry.DefaultMaxScale, "largest desired count a scale may ask for")
+	fs.StringVar(&c.prometheusURL, "prometheus-url", "", "Prometheus server (http://host:9090) that autoscaling policies' prometheus checks query; without it such checks have no value and change nothing")
 	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:7001", "address of the HTTP API (Genisys-compatible; \"\" turns it off); beyond loopback it needs -api-token-file")
 	tokenFile := fs.String("api-token-file", "", "file holding the bearer token the HTTP API requires for writes (and reads, unless -api-public-read)")
 	fs.BoolVar(&c.apiPublicRead, "api-public-read", false, "with -api-token-file: let reads through without the token")
@@ -116,6 +120,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.dataDir == "" {
 		return nil, errors.New("-data-dir: empty")
+	}
+	if c.prometheusURL != "" {
+		if u, err := url.Parse(c.prometheusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("-prometheus-url %q: want an http:// or https:// URL such as http://127.0.0.1:9090", c.prometheusURL)
+		}
 	}
 	if c.maxScale < 1 {
 		return nil, fmt.Errorf("-max-scale %d: want at least 1", c.maxScale)

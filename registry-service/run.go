@@ -87,7 +87,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	if !member.IsClient() {
 		// Every voter campaigns; the elected one reconciles.
 		rec := control.NewReconciler(srv.Control(), member.Client(), base.Node.Host(), control.ReconcilerConfig{
-			Name: base.Node.ID().String(), Logger: log, Registerer: base.Metrics,
+			Name: base.Node.ID().String(), PrometheusURL: c.prometheusURL, Logger: log, Registerer: base.Metrics,
 		})
 		g.Go(func() error { rec.Run(gctx); return nil })
 		// And for the callbacks' delivery, on an election of its own.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -78,6 +79,9 @@ type AutoscalePolicy struct {
 	// Cooldown is how long the count stays put after a change, in either
 	// direction (0: DefaultCooldown).
 	Cooldown Duration `json:"cooldown,omitzero"`
+	// Compute is the compute whose desired count the policy sets (""
+	// means ComputePhysarum, the whole network).
+	Compute string `json:"compute,omitempty"`
 }
 
 // AutoscaleCheck is one metric with its target value per instance.
@@ -122,6 +126,11 @@ func (p AutoscalePolicy) Validate() error {
 	}
 	if p.Min > p.Max {
 		return invalid("min", "min %d > max %d", p.Min, p.Max)
+	}
+	if p.Compute != "" {
+		if err := ValidateComputeName(p.Compute); err != nil {
+			return err
+		}
 	}
 	if len(p.Checks) == 0 {
 		return invalid("checks", `none: give at least one, e.g. {"metric": "rps", "target": 50}`)
@@ -269,4 +278,72 @@ func cutText(s string) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// Autoscale operations of the registry protocol.
+const (
+	OpAutoscaleSet    = "autoscale.set"
+	OpAutoscaleGet    = "autoscale.get"
+	OpAutoscaleDelete = "autoscale.delete"
+)
+
+// AutoscaleState is a service's autoscaling as the API and status show it:
+// the policy, who set it, and the last decision.
+type AutoscaleState struct {
+	Service string          `json:"service"`
+	Policy  AutoscalePolicy `json:"policy"`
+	SetBy   string          `json:"set_by,omitempty"`
+	SetAt   time.Time       `json:"set_at,omitzero"`
+	// Last is the last decision that changed the count or its reason
+	// (nil before the first evaluation).
+	Last *AutoscaleDecision `json:"last_decision,omitempty"`
+}
+
+// Autoscalers set, read and remove autoscaling policies; one
+// implementation (registry-service's Control) behind every door.
+type Autoscalers interface {
+	// SetAutoscale turns autoscaling on for service, or changes its
+	// policy; the policy is checked and its defaults filled in.
+	SetAutoscale(ctx context.Context, service string, p AutoscalePolicy) (AutoscaleState, error)
+	// GetAutoscale reads service's policy and last decision (not_found
+	// when it has none).
+	GetAutoscale(ctx context.Context, service string) (AutoscaleState, error)
+	// DeleteAutoscale turns autoscaling off; the desired count stays as
+	// it is.
+	DeleteAutoscale(ctx context.Context, service string) (string, error)
+}
+
+var _ Autoscalers = (*Client)(nil)
+
+// SetAutoscale sets a policy through the registry protocol.
+func (c *Client) SetAutoscale(ctx context.Context, service string, p AutoscalePolicy) (AutoscaleState, error) {
+	resp, err := c.call(ctx, Request{Op: OpAutoscaleSet, Name: service, Autoscale: &p})
+	if err != nil {
+		return AutoscaleState{}, fmt.Errorf("autoscale %s: %w", service, err)
+	}
+	if resp.Autoscale == nil {
+		return AutoscaleState{}, fmt.Errorf("autoscale %s: empty answer", service)
+	}
+	return *resp.Autoscale, nil
+}
+
+// GetAutoscale reads a policy through the registry protocol.
+func (c *Client) GetAutoscale(ctx context.Context, service string) (AutoscaleState, error) {
+	resp, err := c.call(ctx, Request{Op: OpAutoscaleGet, Name: service})
+	if err != nil {
+		return AutoscaleState{}, fmt.Errorf("autoscale of %s: %w", service, err)
+	}
+	if resp.Autoscale == nil {
+		return AutoscaleState{}, fmt.Errorf("autoscale of %s: empty answer", service)
+	}
+	return *resp.Autoscale, nil
+}
+
+// DeleteAutoscale turns autoscaling off through the registry protocol.
+func (c *Client) DeleteAutoscale(ctx context.Context, service string) (string, error) {
+	resp, err := c.call(ctx, Request{Op: OpAutoscaleDelete, Name: service})
+	if err != nil {
+		return "", fmt.Errorf("autoscale off for %s: %w", service, err)
+	}
+	return resp.Message, nil
 }

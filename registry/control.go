@@ -184,6 +184,9 @@ type ServiceStatus struct {
 	Computes map[string]ComputeStatus `json:"computes"`
 	// Instances are every instance of the service, pinned and on-demand.
 	Instances []InstanceStatus `json:"instances"`
+	// Autoscale is the service's autoscaling policy and last decision
+	// (nil: none).
+	Autoscale *AutoscaleState `json:"autoscale,omitempty"`
 }
 
 // ComputeStatus is a service's figures on one compute.

@@ -137,6 +137,9 @@ const (
 	TopicNode     = "node"
 	TopicInstance = "instance"
 	TopicLaunched = "launched"
+	// TopicAutoscale: a service's autoscaling policy (key: the service)
+	// and its decisions (key: "<service>/decision").
+	TopicAutoscale = "autoscale"
 )
 
 // Event types.
@@ -177,10 +180,10 @@ func ValidateTopic(f string) error {
 		return invalid("topic", "%.80q: a key after ':' (e.g. instance:hello), or no ':'", f)
 	}
 	switch topic {
-	case TopicService, TopicDesired, TopicCompute, TopicNode, TopicInstance, TopicLaunched:
+	case TopicService, TopicDesired, TopicCompute, TopicNode, TopicInstance, TopicLaunched, TopicAutoscale:
 		return nil
 	}
-	return invalid("topic", "%.80q: want service, desired, compute, node, instance or launched, optionally :<key>", f)
+	return invalid("topic", "%.80q: want service, desired, compute, node, instance, launched or autoscale, optionally :<key>", f)
 }
 
 // Callback is a webhook registered for one instance, one service, or

@@ -73,6 +73,8 @@ type Request struct {
 	Launch *LaunchRequest `json:"Launch,omitempty"`
 	UUID   string         `json:"UUID,omitempty"`
 	Action string         `json:"Action,omitempty"`
+	// Autoscale is the policy to set (autoscale.set).
+	Autoscale *AutoscalePolicy `json:"Autoscale,omitempty"`
 }
 
 // Response is the result of Protocol; Op says which fields are set.
@@ -100,6 +102,8 @@ type Response struct {
 	// Launched answers launch, launched.get, launched.list and
 	// launched.act.
 	Launched []LaunchedInstance `json:"Launched,omitempty"`
+	// Autoscale answers autoscale.set and autoscale.get.
+	Autoscale *AutoscaleState `json:"Autoscale,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or

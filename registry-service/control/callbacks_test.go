@@ -118,7 +118,10 @@ func TestCallbackCRUD(t *testing.T) {
 		}
 	}
 	// The worker's state shows through.
-	b, _ := json.Marshal(control.CallbackState{Cursor: 42, LastError: "500 Internal Server Error", Pending: 3, Attempts: 2, Disabled: true, DisabledReason: "why"})
+	// (A cursor past the callback's creation: the shared test etcd's
+	// revision depends on the tests that ran before.)
+	cursor := svc.Cursor + 5
+	b, _ := json.Marshal(control.CallbackState{Cursor: cursor, LastError: "500 Internal Server Error", Pending: 3, Attempts: 2, Disabled: true, DisabledReason: "why"})
 	if _, err := m.Client().Put(ctx, control.PrefixCallbackState+svc.ID, string(b)); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +129,7 @@ func TestCallbackCRUD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Secret != "" || got.Cursor != 42 || got.LastError == "" || got.Pending != 3 || !got.Disabled || got.DisabledReason != "why" || got.Service != "svc" {
+	if got.Secret != "" || got.Cursor != cursor || got.LastError == "" || got.Pending != 3 || !got.Disabled || got.DisabledReason != "why" || got.Service != "svc" {
 		t.Errorf("get: %+v", got)
 	}
 

@@ -45,6 +45,11 @@ func (r *Reconciler) lead(ctx context.Context) error {
 	if err := r.load(ctx); err != nil {
 		return err
 	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.autoscaleLoop(ctx)
+	}()
 	watch := r.cli.Watch(clientv3.WithRequireLeader(ctx), "/physarum/", clientv3.WithPrefix())
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
@@ -93,13 +98,24 @@ func (r *Reconciler) lead(ctx context.Context) error {
 func relevant(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
+		if ev.IsModify() && strings.HasPrefix(k, prefixNodes) {
+			// A node's heartbeat that changed its record (its load, its
+			// free capacity): the periodic pass takes that in; passes on
+			// every heartbeat would cost more than they bring.
+			continue
+		}
 		if !strings.HasPrefix(k, PrefixReconcile) && !strings.HasPrefix(k, electionPrefix) && !strings.HasPrefix(k, "/physarum/members/") &&
-			!strings.HasPrefix(k, PrefixCallbacks) && !strings.HasPrefix(k, PrefixCallbackState) && !strings.HasPrefix(k, callbacksElection) {
+			!strings.HasPrefix(k, PrefixCallbacks) && !strings.HasPrefix(k, PrefixCallbackState) && !strings.HasPrefix(k, callbacksElection) &&
+			!strings.HasPrefix(k, PrefixAutoscale) {
 			return true
 		}
 	}
 	return false
 }
+
+// prefixNodes holds the allocators' node records (registry-service/server's
+// store).
+const prefixNodes = "/physarum/nodes/"
 
 // callbacksElection is the callbacks' delivery worker's election
 // (registry-service/callbacks.ElectionKey).

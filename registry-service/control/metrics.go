@@ -19,6 +19,7 @@ type reconcileMetrics struct {
 	actions  *prometheus.CounterVec
 	desired  *prometheus.GaugeVec
 	running  *prometheus.GaugeVec
+	scaled   *prometheus.CounterVec
 }
 
 func newReconcileMetrics(reg prometheus.Registerer) *reconcileMetrics {
@@ -42,9 +43,17 @@ func newReconcileMetrics(reg prometheus.Registerer) *reconcileMetrics {
 			Help: "Desired pinned instances per service, every compute together (set by the leader)."}, []string{"service"}),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "running_instances",
 			Help: "Running pinned instances per service (set by the leader)."}, []string{"service"}),
+		scaled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "autoscale_changes_total",
+			Help: "Desired counts the autoscaler changed, per service."}, []string{"service"}),
 	}
-	m.set = pmetrics.Register(reg, m.leader, m.changes, m.passes, m.duration, m.actions, m.desired, m.running)
+	m.set = pmetrics.Register(reg, m.leader, m.changes, m.passes, m.duration, m.actions, m.desired, m.running, m.scaled)
 	return m
+}
+
+func (m *reconcileMetrics) autoscaled(service string) {
+	if m != nil {
+		m.scaled.WithLabelValues(service).Inc()
+	}
 }
 
 func (m *reconcileMetrics) leading(on bool) {

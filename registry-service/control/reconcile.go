@@ -59,8 +59,11 @@ type ReconcilerConfig struct {
 	// ConnectorTimeout bounds one call to an external connector
 	// (default 5s).
 	ConnectorTimeout time.Duration
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// PrometheusURL is the Prometheus server that autoscaling policies'
+	// prometheus checks query ("": such checks have no value).
+	PrometheusURL string
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }

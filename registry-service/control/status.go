@@ -68,11 +68,23 @@ func (c *Control) statuses(ctx context.Context, service string) (map[string]regi
 	if err != nil {
 		return nil, err
 	}
+	auto, err := c.autoscaleStates(ctx, service)
+	if err != nil {
+		return nil, err
+	}
 	out := buildStatuses(desired, states, insts, nodes)
 	if service != "" {
 		if _, ok := out[service]; !ok {
 			out[service] = emptyStatus(service)
 		}
+	}
+	for svc, a := range auto {
+		st, ok := out[svc]
+		if !ok {
+			st = emptyStatus(svc)
+		}
+		st.Autoscale = &a
+		out[svc] = st
 	}
 	return out, nil
 }

@@ -26,6 +26,7 @@ var topics = []struct{ prefix, topic string }{
 	{"/physarum/nodes/", registry.TopicNode},
 	{"/physarum/instances/", registry.TopicInstance},
 	{"/physarum/launched/", registry.TopicLaunched},
+	{"/physarum/autoscale/", registry.TopicAutoscale},
 }
 
 // Topic returns the topic and event key of an etcd key: "service" and

@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Streams refused or ended because their index was compacted away (410 gone)."}),
 	}
 	for _, t := range []string{registry.TopicService, registry.TopicDesired, registry.TopicCompute,
-		registry.TopicNode, registry.TopicInstance, registry.TopicLaunched} {
+		registry.TopicNode, registry.TopicInstance, registry.TopicLaunched, registry.TopicAutoscale} {
 		m.events.WithLabelValues(t)
 	}
 	m.set = pmetrics.Register(reg, m.events, m.readers, m.restarts, m.gone)

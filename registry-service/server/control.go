@@ -60,6 +60,30 @@ func (s *Server) dispatchControl(ctx context.Context, from peer.ID, r registry.R
 		}
 		msg, err := s.ctl.DeleteCompute(ctx, r.ComputeName)
 		return &registry.Response{Message: msg}, err
+	case registry.OpAutoscaleSet:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		if r.Autoscale == nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "autoscale.set without Autoscale")
+		}
+		st, err := s.ctl.SetAutoscale(ctx, r.Name, *r.Autoscale)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Autoscale: &st}, nil
+	case registry.OpAutoscaleGet:
+		st, err := s.ctl.GetAutoscale(ctx, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Autoscale: &st}, nil
+	case registry.OpAutoscaleDelete:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		msg, err := s.ctl.DeleteAutoscale(ctx, r.Name)
+		return &registry.Response{Message: msg}, err
 	}
 	return nil, wire.Errorf(wire.CodeBadRequest, "unknown Op %q", r.Op)
 }

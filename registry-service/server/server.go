@@ -243,13 +243,15 @@ var knownOps = map[string]bool{
 	registry.OpComputeList: true, registry.OpComputeGet: true, registry.OpComputePut: true,
 	registry.OpComputeDelete: true, registry.OpLaunch: true, registry.OpLaunchedGet: true,
 	registry.OpLaunchedList: true, registry.OpLaunchedAct: true, registry.OpLaunchedForget: true,
+	registry.OpAutoscaleSet: true, registry.OpAutoscaleGet: true, registry.OpAutoscaleDelete: true,
 }
 
 func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {
 	ctx = registry.WithCaller(ctx, "peer "+from.String())
 	switch r.Op {
 	case registry.OpScale, registry.OpStatus, registry.OpComputeList, registry.OpComputeGet,
-		registry.OpComputePut, registry.OpComputeDelete:
+		registry.OpComputePut, registry.OpComputeDelete, registry.OpAutoscaleSet, registry.OpAutoscaleGet,
+		registry.OpAutoscaleDelete:
 		return s.dispatchControl(ctx, from, r)
 	case registry.OpLaunch, registry.OpLaunchedGet, registry.OpLaunchedList, registry.OpLaunchedAct,
 		registry.OpLaunchedForget:

@@ -106,15 +106,16 @@ func (s *Store) ListServices(ctx context.Context) (map[string]registry.ServiceIn
 	return out, nil
 }
 
-// DeleteService removes a service definition and its desired counts, in
-// one transaction: a service never outlives its definition in desired
-// state (the reconciler then stops its pinned instances).
+// DeleteService removes a service definition, its desired counts and its
+// autoscaling policy, in one transaction: a service never outlives its
+// definition in desired state (the reconciler then stops its pinned instances).
 func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(serviceKey(name)), ">", 0),
 	).Then(
 		clientv3.OpDelete(serviceKey(name)),
 		clientv3.OpDelete(control.PrefixDesired+name+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(control.PrefixAutoscale+name+"/", clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return 0, unavailable("delete service", err)
