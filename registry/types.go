@@ -307,8 +307,8 @@ type Node struct {
 const LoadWindow = 5 * time.Second
 
 // MaxNodeLoad bounds the entries of Node.Load, and with it the node
-// record (about 100 bytes an entry): a node running more instances
-// publishes the MaxNodeLoad that serve the most requests.
+// record (about 75 bytes an entry, so about 10 KB at most): a node running
+// more instances publishes the MaxNodeLoad that serve the most requests.
 const MaxNodeLoad = 128
 
 // InstanceLoad is the load of one running instance, as its node publishes
