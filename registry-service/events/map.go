@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"time"
 
@@ -78,6 +79,12 @@ func FromWatch(evs []*clientv3.Event, now time.Time) []registry.Event {
 		if ev.Kv.ModRevision != rev {
 			rev, n = ev.Kv.ModRevision, 0
 		}
+		if topic == registry.TopicNode && ev.Type == clientv3.EventTypePut && ev.PrevKv != nil && onlyLoadChanged(ev.PrevKv.Value, ev.Kv.Value) {
+			// A heartbeat that carries a busy node's new load: not a
+			// change of the node worth an event (a hundred nodes would
+			// make thirty a second); its record shows the load.
+			continue
+		}
 		e := registry.Event{
 			ID: registry.EventID(rev, n), Index: rev, Time: now,
 			Topic: topic, Key: key,
@@ -102,6 +109,18 @@ func FromWatch(evs []*clientv3.Event, now time.Time) []registry.Event {
 		out = append(out, e)
 	}
 	return out
+}
+
+// onlyLoadChanged reports whether two versions of a node record differ
+// only in their published load (and the time of the change).
+func onlyLoadChanged(before, after []byte) bool {
+	var a, b registry.Node
+	if json.Unmarshal(before, &a) != nil || json.Unmarshal(after, &b) != nil {
+		return false
+	}
+	a.Load, b.Load = nil, nil
+	a.Updated, b.Updated = time.Time{}, time.Time{}
+	return reflect.DeepEqual(a, b)
 }
 
 // rawJSON returns v when it is one JSON value, else nil.

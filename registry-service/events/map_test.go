@@ -19,6 +19,13 @@ func put(key, value string, create, mod int64) *clientv3.Event {
 		Key: []byte(key), Value: []byte(value), CreateRevision: create, ModRevision: mod}}
 }
 
+// putOver is a change at mod of a key that held prev.
+func putOver(key, prev, value string, create, mod int64) *clientv3.Event {
+	ev := put(key, value, create, mod)
+	ev.PrevKv = &mvccpb.KeyValue{Key: []byte(key), Value: []byte(prev), CreateRevision: create, ModRevision: mod - 1}
+	return ev
+}
+
 // del is a deletion at rev; prev (when not "") is the value before it.
 func del(key, prev string, rev int64) *clientv3.Event {
 	ev := &clientv3.Event{Type: clientv3.EventTypeDelete, Kv: &mvccpb.KeyValue{Key: []byte(key), ModRevision: rev}}
@@ -98,6 +105,21 @@ func TestFromWatch(t *testing.T) {
 		}, []want{
 			{"50-0", "service", "created", "odd", ""},
 			{"51-0", "service", "created", "empty", ""},
+		}},
+		{"a node heartbeat that changes only its load is no event; one that changes more is", []*clientv3.Event{
+			putOver("/physarum/nodes/12D3KooWabc", `{"Name":"n1","FreeCPU":500,"Updated":"2025-01-01T00:00:00Z"}`,
+				`{"Name":"n1","FreeCPU":500,"Updated":"2025-01-01T00:00:03Z","Load":[{"ID":"a","Service":"s","RPS":10,"InFlight":1}]}`, 70, 71),
+			putOver("/physarum/nodes/12D3KooWabc", `{"Name":"n1","FreeCPU":500,"Load":[{"ID":"a","Service":"s","RPS":10,"InFlight":1}]}`,
+				`{"Name":"n1","FreeCPU":400,"Load":[{"ID":"a","Service":"s","RPS":10,"InFlight":1}]}`, 70, 72),
+		}, []want{
+			{"72-0", "node", "updated", "12D3KooWabc", `{"Name":"n1","FreeCPU":400,"Load":[{"ID":"a","Service":"s","RPS":10,"InFlight":1}]}`},
+		}},
+		{"autoscale policies and decisions", []*clientv3.Event{
+			put("/physarum/autoscale/hello/policy", `{"policy":{"min":1}}`, 80, 80),
+			put("/physarum/autoscale/hello/decision", `{"last":{}}`, 81, 81),
+		}, []want{
+			{"80-0", "autoscale", "created", "hello/policy", `{"policy":{"min":1}}`},
+			{"81-0", "autoscale", "created", "hello/decision", `{"last":{}}`},
 		}},
 		{"keys outside the topics, and bare prefixes, are no events", []*clientv3.Event{
 			put("/physarum/election/reconciler/abc", "x", 60, 60),
