@@ -6,16 +6,21 @@
 // demos/bench/results. `make bench` runs it after the Go micro-benchmarks.
 //
 // Scenarios: proxy (added latency, throughput, memory of a proxy pair),
-// coldstart (first request to a service with no instance), burst (20
-// instances at once), registry (get/add over libp2p against etcd direct,
-// registry-cli, memory), allocator (deploy latency, 50 concurrent
-// deploys, memory), visible (a new instance seen by another client),
-// desired (scale 0 → 20 through the HTTP API, a lost instance and a lost
-// allocator until replaced), scale (10 to 100 allocators), reconciler (the
-// reconciler's idle cost at 100 allocators and 200 services), events
-// (the event stream and callbacks: latency, and 1,000 changes with 10
-// readers and 10 callbacks). -only runs some of them; -quick runs each
-// with fewer samples, for development.
+// ceiling (a raw PSK stream between two processes, and the proxy pair as a
+// fraction of it), coldstart (first request to a service with no
+// instance), images (Docker images between this machine's daemon and one
+// the scenario starts, root needed: transfer rate through the network
+// against docker save | docker load, cold start on a node that lacks the
+// image, what layer deduplication would save), burst (20 instances at
+// once), registry (get/add over libp2p against etcd direct, registry-cli,
+// memory), allocator (deploy latency, 50 concurrent deploys, memory),
+// visible (a new instance seen by another client), desired (scale 0 → 20
+// through the HTTP API, a lost instance and a lost allocator until
+// replaced), scale (10 to 100 allocators), reconciler (the reconciler's
+// idle cost at 100 allocators and 200 services), events (the event stream
+// and callbacks: latency, and 1,000 changes with 10 readers and 10
+// callbacks). -only runs some of them; -quick runs each with fewer
+// samples, for development.
 //
 // Every process, container, image and directory the suite starts is
 // removed at the end, also after Ctrl-C or a failure.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,9 @@ type allocSpec struct {
 	leaseTTL time.Duration
 	// extra flags come last.
 	extra []string
+	// env is added to the network's environment (DOCKER_HOST of a
+	// Docker daemon of its own, say).
+	env []string
 }
 
 // clientProxy is a proxy in client mode.
@@ -152,7 +156,7 @@ func (n *network) spawnAllocator(spec allocSpec) (*allocator, error) {
 		},
 		Name: spec.name, DataDir: a.dataDir, Runtime: spec.runtime, CPUs: spec.cpus, MemoryMiB: spec.memory,
 		Proxy: n.bin("proxy"), IdleTimeout: 30 * time.Minute, LeaseTTL: spec.leaseTTL, Extra: spec.extra,
-	}.Args(), n.env)
+	}.Args(), append(slices.Clip(n.env), spec.env...))
 	if err != nil {
 		return nil, err
 	}
@@ -227,8 +231,13 @@ func (n *network) startProxy(ctx context.Context, name string) (*clientProxy, er
 
 // cli runs registry-cli and returns its stdout.
 func (n *network) cli(ctx context.Context, args ...string) (string, error) {
+	return n.cliEnv(ctx, nil, args...)
+}
+
+// cliEnv runs registry-cli with env added to the network's.
+func (n *network) cliEnv(ctx context.Context, env []string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, n.bin("registry-cli"), append([]string{"-keyfile", filepath.Join(n.dir, "cli.key")}, args...)...)
-	cmd.Env = append(os.Environ(), n.env...)
+	cmd.Env = append(append(os.Environ(), n.env...), env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

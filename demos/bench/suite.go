@@ -41,6 +41,7 @@ var scenarios = []scenario{
 	{"proxy", "added latency, throughput and memory of a client proxy + service proxy pair", 4 * time.Minute, runProxy},
 	{"ceiling", "a raw libp2p stream under the PSK between two processes, and the proxy pair as a fraction of it", 2 * time.Minute, runCeiling},
 	{"coldstart", "first request to a service with no instance", 4 * time.Minute, runColdStart},
+	{"images", "Docker images between two daemons: transfer rate against a direct docker save | docker load, cold start of a node that lacks the image, layer deduplication", 6 * time.Minute, runImages},
 	{"burst", "20 instances of one service asked for at once", 3 * time.Minute, runBurst},
 	{"registry", "registry get/add over libp2p, registry-cli, registry-service memory", 4 * time.Minute, runRegistry},
 	{"allocator", "deploy latency, 50 concurrent deploys, allocator memory", 5 * time.Minute, runAllocator},
@@ -148,6 +149,13 @@ func (r *run) notef(format string, args ...any) {
 	r.mu.Lock()
 	r.sc.Notes = append(r.sc.Notes, fmt.Sprintf(format, args...))
 	r.mu.Unlock()
+}
+
+// skipped records why the scenario measured nothing, and says so.
+func (r *run) skipped(format string, args ...any) {
+	msg := "skipped: " + fmt.Sprintf(format, args...)
+	r.notef("%s", msg)
+	r.say("%s", msg)
 }
 
 // fig records a figure and prints it.

@@ -4,10 +4,13 @@
 // through which it sends requests. It prints where each service was placed
 // and how fast it answered, then keeps the network up (printing what to
 // try) until Ctrl-C. With DEMO_ONESHOT=1 it stops after the report and exits
-// 0 if every demo service answered.
+// 0 if every demo service answered. With DEMO_DAEMONS=separate (-daemons
+// separate; root needed) each site runs on a Docker daemon of its own, and
+// the report says which images travelled between them, and how fast.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -27,6 +30,7 @@ happened. Make runs it as 'make demo'.
 Environment:
   DEMO_ONESHOT=1     exit after the report (0 if every demo service answered)
   DEMO_RUNTIME=...   docker or process (default: docker when a daemon answers)
+  DEMO_DAEMONS=...   shared or separate: the default of -daemons
 
 OPTIONS:
 `
@@ -42,6 +46,7 @@ func main() {
 	fs.IntVar(&o.port, "port", 8080, "client proxy port (a free one is used if it is taken)")
 	fs.IntVar(&o.metricsBase, "metrics-port", 0, "serve metrics on fixed ports: registry on this one, site-a..c on the next three, the client proxy on the fifth (default: free ports)")
 	fs.StringVar(&o.runtime, "runtime", os.Getenv("DEMO_RUNTIME"), "docker or process (default: docker when a daemon answers)")
+	fs.StringVar(&o.daemons, "daemons", cmp.Or(os.Getenv("DEMO_DAEMONS"), daemonsShared), "Docker daemons: shared (every site uses this machine's) or separate (a daemon of its own per site, root needed: images travel between the sites)")
 	oneshot := fs.Bool("oneshot", os.Getenv("DEMO_ONESHOT") == "1", "exit after the report (also DEMO_ONESHOT=1)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

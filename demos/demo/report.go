@@ -154,6 +154,11 @@ func (d *demo) howTo() {
 	cli := fmt.Sprintf("P2P_PSK=$(cat %s/network.psk) P2P_BOOTSTRAPS=%s %s/registry-cli", d.dir, d.boot, d.o.bin)
 	fmt.Printf("  %s instances\n", cli)
 	fmt.Printf("  %s nodes\n", cli)
+	for _, s := range sites {
+		if s.daemon != nil {
+			fmt.Printf("  DOCKER_HOST=%s docker images     (%s's own Docker daemon)\n", s.daemon.Host, s.name)
+		}
+	}
 	fmt.Println("Metrics (Prometheus text; demos/prometheus.yml scrapes them):")
 	fmt.Printf("  client proxy  http://127.0.0.1:%d/metrics\n", d.proxyP)
 	fmt.Printf("  registry      http://127.0.0.1:%d/metrics\n", d.regProm)

@@ -15,14 +15,18 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/physarum-p2p/physarum/common/dockerd"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/launch"
 )
 
 type options struct {
 	bin, services, dir, runtime string
-	port, metricsBase           int
-	oneshot                     bool
+	// daemons is daemonsShared (every site on this machine's Docker
+	// daemon) or daemonsSeparate (a daemon of its own per site).
+	daemons           string
+	port, metricsBase int
+	oneshot           bool
 }
 
 // metricsPort is the i-th fixed metrics port, or a free one.
@@ -41,6 +45,8 @@ type site struct {
 	cpus  string
 	peer  string
 	prom  int
+	// daemon is the site's own Docker daemon (-daemons separate), else nil.
+	daemon *dockerd.Daemon
 }
 
 var sites = []*site{
@@ -63,6 +69,11 @@ type demo struct {
 	proxy   string // client proxy base URL
 	proxyP  int    // client proxy metrics port
 	start   time.Time
+	// separate: every site runs on a Docker daemon of its own.
+	separate bool
+	// cliEnv is added to registry-cli's environment (the daemon it builds
+	// images in).
+	cliEnv []string
 }
 
 func say(format string, args ...any) {
@@ -77,6 +88,9 @@ func run(ctx context.Context, o options) int {
 		return 1
 	}
 	ok := d.report(ctx)
+	if d.separate {
+		d.showTravel(ctx)
+	}
 	if o.oneshot {
 		if !ok {
 			fmt.Fprintln(os.Stderr, "demo: not every demo service answered (logs in "+d.dir+")")
@@ -92,7 +106,7 @@ func run(ctx context.Context, o options) int {
 
 // up starts the network and registers the services, saying what it does.
 func (d *demo) up(ctx context.Context) error {
-	if err := d.prepare(); err != nil {
+	if err := d.prepare(ctx); err != nil {
 		return err
 	}
 	if err := d.startRegistry(ctx); err != nil {
@@ -107,7 +121,7 @@ func (d *demo) up(ctx context.Context) error {
 	return d.startProxy(ctx)
 }
 
-func (d *demo) prepare() error {
+func (d *demo) prepare(ctx context.Context) error {
 	for _, b := range []string{"registry-service", "allocator", "proxy", "registry-cli"} {
 		if _, err := os.Stat(filepath.Join(d.o.bin, b)); err != nil {
 			return fmt.Errorf("%s not found in %s: run 'make build' first (or give -bin)", b, d.o.bin)
@@ -133,6 +147,36 @@ func (d *demo) prepare() error {
 	d.env = []string{"P2P_PSK=" + pass, "PHYSARUM_FAST_TIMING=1"}
 	d.runtime = d.o.runtime
 	switch d.runtime {
+	case "docker", "process", "":
+	default:
+		return fmt.Errorf("runtime %q: want docker or process", d.runtime)
+	}
+	var sepErr error // why the sites could not have daemons of their own
+	switch d.o.daemons {
+	case daemonsShared, "":
+	case daemonsSeparate:
+		if d.runtime == "process" {
+			break
+		}
+		ds, err := startDaemons(ctx)
+		if err != nil {
+			sepErr = err
+			break
+		}
+		for i, s := range sites {
+			s.daemon = ds[i]
+		}
+		d.separate = true
+		d.runtime = "docker"
+		// Images are built at site-a, as an operator there would.
+		d.cliEnv = []string{"DOCKER_HOST=" + ds[0].Host}
+		say("runtime: docker, each site on a Docker daemon of its own (DEMO_DAEMONS=separate): %s", daemonsLine(ds))
+		say("images are built in site-a's daemon; registry-cli add hands each to the nearest sites, the others fetch it when they need it")
+		return nil
+	default:
+		return fmt.Errorf("daemons %q: want shared or separate", d.o.daemons)
+	}
+	switch d.runtime {
 	case "docker", "process":
 		say("runtime: %s (as asked)", d.runtime)
 	case "":
@@ -143,8 +187,16 @@ func (d *demo) prepare() error {
 			d.runtime = "process"
 			say("runtime: process (no Docker daemon answers: %v)", err)
 		}
-	default:
-		return fmt.Errorf("runtime %q: want docker or process", d.runtime)
+	}
+	switch {
+	case d.o.daemons == daemonsSeparate && sepErr == nil:
+		say("DEMO_DAEMONS=separate: ignored under the process runtime")
+	case sepErr != nil && d.runtime == "docker":
+		say("DEMO_DAEMONS=separate: cannot start a Docker daemon of our own: %v; every site shares this machine's daemon", sepErr)
+	case sepErr != nil:
+		say("DEMO_DAEMONS=separate: cannot start a Docker daemon of our own: %v; the sites run processes", sepErr)
+	case d.runtime == "docker":
+		say("every site uses this machine's Docker daemon (DEMO_DAEMONS=separate gives each one of its own; root needed)")
 	}
 	return nil
 }
@@ -194,6 +246,10 @@ func (d *demo) startAllocators(ctx context.Context) error {
 	var procs []*launch.Proc
 	for i, s := range sites {
 		s.prom = d.o.metricsPort(1 + i)
+		env := []string{"PHYSARUM_NET_DELAY=" + s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1"}
+		if s.daemon != nil {
+			env = append(env, "DOCKER_HOST="+s.daemon.Host)
+		}
 		p, err := d.spawn(s.name, "allocator", launch.Allocator{
 			Node: launch.Node{
 				KeyFile: filepath.Join(d.dir, s.name+".key"), IP: s.ip, AddrFile: filepath.Join(d.dir, s.name+".addr"),
@@ -201,7 +257,7 @@ func (d *demo) startAllocators(ctx context.Context) error {
 			},
 			Name: s.name, DataDir: filepath.Join(d.dir, s.name), Runtime: d.runtime, CPUs: s.cpus, MemoryMiB: 1024,
 			Labels: "site=" + s.name, Proxy: filepath.Join(d.o.bin, "proxy"), IdleTimeout: 10 * time.Minute,
-		}.Args(), "PHYSARUM_NET_DELAY="+s.delay.String(), "PHYSARUM_NET_DELAY_CROSS_HOST=1")
+		}.Args(), env...)
 		if err != nil {
 			return err
 		}
@@ -226,7 +282,11 @@ func (d *demo) register(ctx context.Context) error {
 	for _, name := range services {
 		var args []string
 		if d.runtime == "docker" {
-			say("building image physarum-demo/%s and registering %s", name, name)
+			where := ""
+			if d.separate {
+				where = " in site-a's daemon"
+			}
+			say("building image physarum-demo/%s%s and registering %s", name, where, name)
 			args = []string{"add", "-dir", d.o.bin, filepath.Join(conf, name+".docker.json"), "physarum-demo/" + name + ":latest", name}
 		} else {
 			path, err := d.execConfig(name)
@@ -261,7 +321,7 @@ func (d *demo) execConfig(name string) (string, error) {
 func (d *demo) cli(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(d.o.bin, "registry-cli"),
 		append([]string{"-keyfile", filepath.Join(d.dir, "cli.key")}, args...)...)
-	cmd.Env = append(os.Environ(), d.env...)
+	cmd.Env = append(append(os.Environ(), d.env...), d.cliEnv...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -299,16 +359,27 @@ func (d *demo) startProxy(ctx context.Context) error {
 }
 
 // teardown stops the proxy, then the allocators (which stop their
-// instances), then the registry.
+// instances), then the registry; then the sites' own Docker daemons, with
+// their images, or the images built in this machine's daemon.
 func (d *demo) teardown() {
-	if len(d.procs) == 0 {
-		return
+	if len(d.procs) > 0 {
+		say("stopping the network")
+		for i := len(d.procs) - 1; i >= 0; i-- {
+			d.procs[i].Stop(30 * time.Second)
+		}
 	}
-	say("stopping the network")
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		d.procs[i].Stop(30 * time.Second)
+	var ds []*dockerd.Daemon
+	for _, s := range sites {
+		if s.daemon != nil {
+			ds = append(ds, s.daemon)
+			s.daemon = nil
+		}
 	}
-	if d.runtime == "docker" {
+	switch {
+	case len(ds) > 0:
+		closeDaemons(ds)
+		say("stopped the sites' %d Docker daemons and removed their directories (and the images in them)", len(ds))
+	case len(d.procs) > 0 && d.runtime == "docker":
 		removeImages()
 	}
 }
