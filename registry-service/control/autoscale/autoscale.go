@@ -32,10 +32,15 @@
 //     recorded in the History with its time.
 //  5. Scale-out follows the recommendation at once, at most
 //     max(2 × current, current + 4) per step, and never above max.
-//  6. Scale-down follows the highest recommendation recorded in the
-//     stabilization window (default 5 min), never below min: a brief dip
-//     changes nothing, and a sustained drop scales down in one step once
-//     nothing higher is left in the window. Until the History covers a
+//  6. Scale-down waits until every recommendation recorded in the
+//     stabilization window (default 5 min) wants fewer instances than run
+//     now: a brief dip changes nothing. Then it goes, in one step and never
+//     below min, to the highest recommendation of the window's second
+//     half. Not of the whole window, as the HPA does: when load stops, the
+//     metric falls over a few evaluations (each proxy's figure is an
+//     average over 5 s), and the HPA's rule would follow that fall down a
+//     step at a time as each of its points leaves the window; the second
+//     half holds only what the load settled at. Until the History covers a
 //     whole window (a new policy, or no recorded evaluation for longer
 //     than a window), nothing scales down.
 //  7. After a change, nothing changes for the cooldown (default 30 s), in
@@ -49,7 +54,8 @@
 // The HPA's defaults are the anchor. It syncs every 15 s (we evaluate every
 // 10 s), ignores usage ratios within 10 % of 1 (the same tolerance),
 // scales down to the highest recommendation of the last 5 min (the same
-// window and rule), and scales up by at most max(100 %, 4 pods) per 15 s
+// window; we wait for the whole window to want fewer, then take its second
+// half's highest, rule 6), and scales up by at most max(100 %, 4 pods) per 15 s
 // (our max(2×, +4) per step). It differs in three ways:
 //
 //   - Cooldown. The HPA has none: its scale-up limit per period, and its
@@ -200,10 +206,16 @@ func Decide(p registry.AutoscalePolicy, current int, samples []Sample, h History
 		case max(highest, p.Min) == current:
 			outcome = fmt.Sprintf("stays at min %d (wanted %d)", p.Min, highest)
 		default:
-			want = max(highest, p.Min)
-			outcome = fmt.Sprintf("%d → %d, the highest recommendation in the last %s", current, want, window)
-			if want > highest {
-				outcome = fmt.Sprintf("%d → %d, the policy's min (the highest recommendation in the last %s is %d)", current, want, window, highest)
+			// The whole window wants fewer: go to what its second half
+			// wants (rule 6), in one step.
+			settled := h.highestSince(now.Add(-window / 2))
+			want = max(settled, p.Min)
+			outcome = fmt.Sprintf("%d → %d, the highest recommendation in the last %s (all of the last %s were below %d)", current, want, window/2, window, current)
+			if want > settled {
+				outcome = fmt.Sprintf("%d → %d, the policy's min (the highest recommendation in the last %s is %d)", current, want, window/2, settled)
+			}
+			if want == current {
+				outcome = fmt.Sprintf("stays at %d", current)
 			}
 		}
 	default:
@@ -386,6 +398,17 @@ func (h History) highest() int {
 		return 0
 	}
 	return h.Window[0].Count
+}
+
+// highestSince is the highest recommendation recorded at or after t (0
+// when none): the window keeps, for every such t, the highest after it.
+func (h History) highestSince(t time.Time) int {
+	for _, r := range h.Window {
+		if !r.At.Before(t) {
+			return r.Count
+		}
+	}
+	return 0
 }
 
 // covers reports whether recorded evaluations span a whole window.

@@ -83,7 +83,9 @@ func TestDecide(t *testing.T) {
 		{"bounds even in cooldown", policy(1, 5, rps(50)), 8, values(50), History{LastChange: t0}, 5, "above the policy's max 5"},
 
 		// Scale-down: the highest recommendation in the window.
-		{"down to the highest in the window", policy(1, 10, rps(50)), 8, values(10), settled(3), 3, "8 → 3, the highest recommendation in the last 5m0s"},
+		{"down to the highest in the window", policy(1, 10, rps(50)), 8, values(10), settled(3), 3, "8 → 3, the highest recommendation in the last 2m30s (all of the last 5m0s were below 8)"},
+		{"down to what the window's second half wants, past the fall in its first", policy(1, 10, rps(50)), 8, values(10),
+			History{Since: t0.Add(-time.Hour), Window: []Record{{At: t0.Add(-4 * time.Minute), Count: 6}, {At: t0.Add(-3 * time.Minute), Count: 4}, {At: t0.Add(-time.Minute), Count: 2}}}, 2, "8 → 2"},
 		{"held by a higher recommendation", policy(1, 10, rps(50)), 8, values(10), settled(8), 8, "stays at 8: the highest recommendation in the last 5m0s is 8"},
 		{"a recommendation that left the window", policy(1, 10, rps(50)), 8, values(10),
 			History{Since: t0.Add(-time.Hour), Window: []Record{{At: t0.Add(-6 * time.Minute), Count: 8}, {At: t0.Add(-time.Minute), Count: 3}}}, 3, "8 → 3"},
@@ -252,6 +254,32 @@ func TestLoadStopsScalesDownOnceAfterTheWindow(t *testing.T) {
 	}
 	if counts[len(counts)-1] != 1 {
 		t.Fatalf("ends at %d, want min 1", counts[len(counts)-1])
+	}
+}
+
+// When load stops, the proxies' averages fall over a few evaluations:
+// scale-down still goes to min in one step, a window after the load.
+func TestLoadThatFallsOverSeveralEvaluationsScalesDownInOneStep(t *testing.T) {
+	const interval = 10 * time.Second
+	stop := 10 * time.Minute
+	falling := func(e time.Duration) float64 {
+		switch {
+		case e < stop:
+			return 200
+		case e < stop+4*interval:
+			return 200 * float64(stop+4*interval-e) / float64(4*interval) // 200, 150, 100, 50
+		}
+		return 0
+	}
+	counts, changes := run(t, policy(1, 5, rps(50)), 1, 30*time.Minute, interval, falling)
+	if len(changes) != 2 || changes[1].Current != 4 || changes[1].Desired != 1 {
+		t.Fatalf("changes %+v: want 1 → 4, then 4 → 1 in one step", changes)
+	}
+	if at := changes[1].At; at.Before(t0.Add(stop + registry.DefaultStabilizationWindow)) {
+		t.Fatalf("scale-down at %s, before a window after the load stopped", at.Sub(t0))
+	}
+	if counts[len(counts)-1] != 1 {
+		t.Fatalf("ends at %d", counts[len(counts)-1])
 	}
 }
 
