@@ -162,8 +162,30 @@ func (d *Daemon) Close() {
 		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.done
 	}
-	// Mounts under the data root go with the daemon; what is left is files.
+	// A daemon that ran a container leaves the mount of its default
+	// network namespace under its exec root, which the removal cannot go
+	// through: detach what is mounted below Dir first, innermost first.
+	for _, m := range slices.Backward(mountsUnder(d.Dir)) {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
 	_ = os.RemoveAll(d.Dir)
+}
+
+// mountsUnder lists the mount points below dir, in /proc/self/mountinfo's
+// order (parents before their children).
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	prefix := filepath.Clean(dir) + "/"
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], prefix) {
+			out = append(out, f[4])
+		}
+	}
+	return out
 }
 
 // Test starts a daemon for t and stops it when t ends, or skips t with the

@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -63,7 +62,7 @@ func runImages(ctx context.Context, r *run) error {
 		r.skipped("a second Docker daemon cannot start here: %v", err)
 		return nil
 	}
-	defer closeDaemon(b)
+	defer b.Close()
 	r.say("daemon B started: %s", b.Host)
 	storeA, err := images.NewDockerStore("")
 	if err != nil {
@@ -788,34 +787,6 @@ func fetchedRates(logFile, id string) (rates, seconds []float64) {
 		seconds = append(seconds, s)
 	}
 	return rates, seconds
-}
-
-// closeDaemon stops d and removes its directory. A daemon that ran a
-// container leaves the mount of its default network namespace under its
-// exec root, which Close's removal cannot go through: it is detached here
-// first.
-func closeDaemon(d *dockerd.Daemon) {
-	d.Close()
-	if _, err := os.Stat(d.Dir); err != nil {
-		return
-	}
-	for _, m := range slices.Backward(mountsUnder(d.Dir)) {
-		_ = syscall.Unmount(m, syscall.MNT_DETACH)
-	}
-	_ = os.RemoveAll(d.Dir)
-}
-
-// mountsUnder lists the mount points below dir, in /proc/self/mountinfo's
-// order (parents before their children).
-func mountsUnder(dir string) []string {
-	prefix := filepath.Clean(dir) + "/"
-	var out []string
-	for _, line := range readLines("/proc/self/mountinfo") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], prefix) {
-			out = append(out, f[4])
-		}
-	}
-	return out
 }
 
 // storageDriverOf says which storage driver a daemon uses.

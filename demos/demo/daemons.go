@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/physarum-p2p/physarum/common/dockerd"
 )
@@ -47,46 +43,12 @@ func closeDaemons(ds []*dockerd.Daemon) {
 	var wg sync.WaitGroup
 	for _, d := range ds {
 		if d != nil {
-			wg.Go(func() { closeDaemon(d) })
+			wg.Go(d.Close)
 		}
 	}
 	wg.Wait()
 }
 
-// closeDaemon stops d and removes its directory. A daemon that ran a
-// container leaves the mount of its default network namespace under its
-// exec root, which Close's removal cannot go through: it is detached here
-// first.
-func closeDaemon(d *dockerd.Daemon) {
-	d.Close()
-	if _, err := os.Stat(d.Dir); err != nil {
-		return
-	}
-	for _, m := range slices.Backward(mountsUnder(d.Dir)) {
-		_ = syscall.Unmount(m, syscall.MNT_DETACH)
-	}
-	_ = os.RemoveAll(d.Dir)
-}
-
-// mountsUnder lists the mount points below dir, in /proc/self/mountinfo's
-// order (parents before their children).
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	prefix := filepath.Clean(dir) + "/"
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], prefix) {
-			out = append(out, fields[4])
-		}
-	}
-	return out
-}
 
 // daemonsLine says where the sites' containers run, for the demo's start.
 func daemonsLine(ds []*dockerd.Daemon) string {
