@@ -49,7 +49,6 @@ func closeDaemons(ds []*dockerd.Daemon) {
 	wg.Wait()
 }
 
-
 // daemonsLine says where the sites' containers run, for the demo's start.
 func daemonsLine(ds []*dockerd.Daemon) string {
 	var parts []string
