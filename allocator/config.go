@@ -51,12 +51,12 @@ const usage = `Usage: allocator [OPTIONS]
 Offers this node's CPU and memory to the Physarum network and runs
 instances of registered services on it, as proxies ask for them and as
 desired counts need them: Docker containers (built FROM scratch, never
-pulled from outside the network unless -pull allows it) or local processes,
-each behind its proxy. A Docker node fetches an image it lacks from the
-nearest node that holds it, and serves the images it holds to others. Instances survive the
-allocator's crash; a restarted allocator adopts them. On SIGINT
-or SIGTERM it stops its instances and leaves the network, unless
--keep-instances.
+pulled from outside the network unless -pull allows it) or local
+processes, each behind its proxy. A Docker node fetches an image it lacks
+from the nearest node that holds it, and serves the images it holds to
+others. Instances survive the allocator's crash; a restarted allocator
+adopts them. On SIGINT or SIGTERM it stops its instances and leaves the
+network, unless -keep-instances.
 
 Examples:
   allocator -psk-file net.psk -bootstrap /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo...
