@@ -1,8 +1,8 @@
 // Package agent is the allocator's core: admission control over the CPU
 // and memory the node offers, instances started through the runtimes,
 // health-checked, supervised and culled when idle, their records and the
-// node's record kept in the registry under the node's lease, and adoption
-// of its own instances after a restart.
+// node's record (with the instances' load) kept in the registry under the
+// node's lease, and adoption of its own instances after a restart.
 package agent
 
 import (
@@ -46,8 +46,8 @@ type Config struct {
 	// StartTimeout bounds starting an instance until it is healthy
 	// (default 60s).
 	StartTimeout time.Duration
-	// StatusEvery is how often instances are polled for health and idle
-	// time (default 1s).
+	// StatusEvery is how often instances are polled for health, idle
+	// time and load (default 1s).
 	StatusEvery time.Duration
 	// MaxRestarts bounds restarts of a crashing instance before it is
 	// marked failed; 0 means none (the allocator's flag defaults to 5).
