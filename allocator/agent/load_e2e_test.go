@@ -13,6 +13,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/agent"
 	"github.com/physarum-p2p/physarum/allocator/runtime/docker"
 	"github.com/physarum-p2p/physarum/allocator/runtime/process"
+	"github.com/physarum-p2p/physarum/allocator/runtimetest"
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/proxy/forward"
 	"github.com/physarum-p2p/physarum/registry"
@@ -34,7 +35,32 @@ func TestNodeRecordCarriesTheLoadOfItsInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst := *resp.Instance
+	got := busyLoad(t, w, node.ID().String(), *resp.Instance)
+	if got.Service != "busy" {
+		t.Errorf("load %+v", got)
+	}
+}
+
+// TestDockerNodeRecordCarriesTheLoadOfItsInstances: the same with a
+// container, whose CPU figure the Docker runtime gives.
+func TestDockerNodeRecordCarriesTheLoadOfItsInstances(t *testing.T) {
+	w := newDockerWorld(t)
+	n := w.node()
+	w.dockerAllocator(n, agent.Config{})
+	w.dockerService("busy-docker", map[string]string{runtimetest.EnvTask: runtimetest.ModeHTTP, runtimetest.EnvReply: "hello"})
+	resp, err := w.deploy(n, "busy-docker", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := busyLoad(t, w.world, n.ID().String(), *resp.Instance); got.Service != "busy-docker" {
+		t.Errorf("load %+v", got)
+	}
+}
+
+// busyLoad sends requests to inst until the record of its node shows it
+// serving them, with a CPU figure, and returns that load.
+func busyLoad(t *testing.T, w *world, node string, inst registry.Instance) registry.InstanceLoad {
+	t.Helper()
 	get := w.getter(inst)
 	var got registry.InstanceLoad
 	eventually.Succeeds(t, 30*time.Second, func() error {
@@ -43,45 +69,16 @@ func TestNodeRecordCarriesTheLoadOfItsInstances(t *testing.T) {
 				return err
 			}
 		}
-		l, ok := nodeLoad(t, w, node.ID().String(), inst.ID)
-		if !ok || l.RPS <= 0 || l.CPU == nil {
+		l, ok := nodeLoad(t, w, node, inst.ID)
+		if !ok || l.RPS <= 0 || l.CPU == nil || *l.CPU < 0 || l.InFlight < 0 {
 			b, _ := json.Marshal(l)
 			return fmt.Errorf("node record's load of %s: %s (found %v)", inst.ID, b, ok)
 		}
 		got = l
 		return nil
 	})
-	if got.Service != "busy" || got.InFlight < 0 || *got.CPU < 0 {
-		t.Errorf("load %+v", got)
-	}
 	t.Logf("published load: %.1f req/s, %d in flight, %.0f %% CPU", got.RPS, got.InFlight, *got.CPU)
-}
-
-// getter returns a function that sends GET / to inst through its proxy,
-// over one Transport: its requests reuse one stream, where w.get opens a
-// stream each (and leaves it open).
-func (w *world) getter(inst registry.Instance) func() error {
-	t := w.t
-	t.Helper()
-	id, err := peer.Decode(inst.PeerID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range inst.Addrs {
-		_ = w.client.Host().Connect(t.Context(), peerInfo(id, a))
-	}
-	tr := forward.NewTransport(w.client.Host(), forward.TransportOptions{})
-	t.Cleanup(tr.CloseIdle)
-	return func() error {
-		req, _ := http.NewRequest(http.MethodGet, "/", nil)
-		resp, err := tr.RoundTrip(t.Context(), id, req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		_, err = io.Copy(io.Discard, resp.Body)
-		return err
-	}
+	return got
 }
 
 // TestIdleNodeRecordHoldsStill: once an idle instance's figures have
@@ -116,6 +113,33 @@ func TestIdleNodeRecordHoldsStill(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// getter returns a function that sends GET / to inst through its proxy,
+// over one Transport: its requests reuse one stream, where w.get opens a
+// stream each (and leaves it open).
+func (w *world) getter(inst registry.Instance) func() error {
+	t := w.t
+	t.Helper()
+	id, err := peer.Decode(inst.PeerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range inst.Addrs {
+		_ = w.client.Host().Connect(t.Context(), peerInfo(id, a))
+	}
+	tr := forward.NewTransport(w.client.Host(), forward.TransportOptions{})
+	t.Cleanup(tr.CloseIdle)
+	return func() error {
+		req, _ := http.NewRequest(http.MethodGet, "/", nil)
+		resp, err := tr.RoundTrip(t.Context(), id, req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
 }
 
 // nodeRecord returns the registry's record of node.
