@@ -57,9 +57,9 @@ type command struct {
 }
 
 func commands() []*command {
-	return []*command{addCommand(), getCommand(), listCommand(), deleteCommand(),
+	return []*command{addCommand(), getCommand(), historyCommand(), listCommand(), deleteCommand(),
 		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
-		scaleCommand(), statusCommand(), computesCommand(), computeCommand(),
+		scaleCommand(), autoscaleCommand(), statusCommand(), computesCommand(), computeCommand(),
 		launchCommand(), launchedCommand(), instanceCommand(), actCommand(), forgetCommand(),
 		eventsCommand(), callbacksCommand(), callbackCommand(), idCommand()}
 }
@@ -83,10 +83,11 @@ type session struct {
 const globalUsage = `Usage: registry-cli [OPTIONS] <command> [ARGS]
 
 Adds, reads and deletes service definitions in the Physarum registry, sets
-how many instances of a service to keep running and where (scale, computes),
-launches instances by UUID and acts on them (launch, act, forget), and shows
-their status, the registry's members, the network's nodes and instances, and
-every change as it happens (events).
+how many instances of a service to keep running and where (scale, computes)
+or how that count follows the load (autoscale), launches instances by UUID
+and acts on them (launch, act, forget), and shows their status, the
+registry's members, the network's nodes and instances, and every change as
+it happens (events).
 
 Commands:
 %s

@@ -17,14 +17,15 @@ import (
 )
 
 const statusHelp = `
-With a service: a summary line, then one row per compute the service has
-a desired count or pinned instances on (who set the count and when, and
-NOTE: what stands in the way, a back-off after starts that keep failing,
-the last failure), then its instances, pinned and on-demand:
+With a service: a summary line, its autoscaling policy and last decision
+when it has one, then one row per compute the service has a desired
+count or pinned instances on (who set the count and when, and NOTE: what
+stands in the way, a back-off after starts that keep failing, the last
+failure), then its instances, pinned and on-demand:
     hello: 4/4 running (desired 4), 0 starting, 0 failed, 1 on demand
 Without one: that summary line for every service.
 With -json, the registry's status records (running_resources, desired,
-starting, failed, on_demand, computes, instances).
+starting, failed, on_demand, computes, instances, autoscale).
 `
 
 func statusCommand() *command {
@@ -69,11 +70,16 @@ func statusLine(st registry.ServiceStatus) string {
 		st.Service, st.RunningResources, st.Desired, st.Desired, st.Starting, st.Failed, st.OnDemand)
 }
 
-// writeStatus prints one service's status: its summary line, a table of
-// its computes, and a table of its instances. now is what ages and
-// back-offs are counted from.
+// writeStatus prints one service's status: its summary line (and its
+// autoscaling, when it has a policy), a table of its computes, and a
+// table of its instances. now is what ages and back-offs are counted
+// from.
 func writeStatus(w io.Writer, st registry.ServiceStatus, now time.Time) error {
-	if _, err := fmt.Fprintf(w, "%s\n\n", statusLine(st)); err != nil {
+	head := statusLine(st)
+	if st.Autoscale != nil {
+		head += "\n" + autoscaleLines(*st.Autoscale, now)
+	}
+	if _, err := fmt.Fprintf(w, "%s\n\n", head); err != nil {
 		return err
 	}
 	if len(st.Computes) > 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -146,12 +147,44 @@ func decodeStrict(body []byte, v any, hint string) error {
 		return nil
 	}
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
-		return errorf("invalid %s: want a %s, got a %s", te.Field, te.Type, te.Value)
+		if te.Type == reflect.TypeFor[registry.Duration]() {
+			return errorf("invalid %s: %s", te.Field, te.Value) // it says what it wants
+		}
+		return errorf("invalid %s: want %s, got %s", te.Field, typeName(te.Type), withArticle(te.Value))
 	}
 	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		return errorf("invalid body: unknown field %s: %s", field, hint)
 	}
 	return errorf("invalid body: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// typeName names the JSON value a Go type takes, with its article.
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return typeName(t.Elem())
+	}
+	return "a " + t.Kind().String()
+}
+
+// withArticle puts "a" or "an" before what encoding/json says it found
+// ("string", "number 3.5", "object").
+func withArticle(v string) string {
+	if v != "" && strings.ContainsRune("aeiou", rune(v[0])) {
+		return "an " + v
+	}
+	return "a " + v
 }
 
 // kind names the JSON value that starts with c.

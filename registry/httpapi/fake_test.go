@@ -28,7 +28,9 @@ type fakeControl struct {
 	desired  map[[2]string]registry.Desired
 	statuses map[string]registry.ServiceStatus // canned answers of Status
 	launched map[string]registry.LaunchedInstance
-	calls    []call
+	// autoscale holds the policies set, by service.
+	autoscale map[string]registry.AutoscaleState
+	calls     []call
 	// err, when set, is what every method returns.
 	err error
 }
@@ -44,12 +46,14 @@ type call struct {
 	launch  registry.LaunchRequest
 	uuid    string // a launched instance's (GetLaunched, Act, Forget)
 	action  string
+	policy  registry.AutoscalePolicy // SetAutoscale's
 	caller  string
 	// deadline is how long the call had left.
 	deadline time.Duration
 }
 
-var writeOps = []string{"AddService", "DeleteService", "Scale", "PutCompute", "DeleteCompute", "Launch", "Act", "Forget"}
+var writeOps = []string{"AddService", "DeleteService", "Scale", "PutCompute", "DeleteCompute", "Launch", "Act", "Forget",
+	"SetAutoscale", "DeleteAutoscale"}
 
 func newFake() *fakeControl {
 	return &fakeControl{
@@ -58,6 +62,8 @@ func newFake() *fakeControl {
 		desired:  map[[2]string]registry.Desired{},
 		statuses: map[string]registry.ServiceStatus{},
 		launched: map[string]registry.LaunchedInstance{},
+
+		autoscale: map[string]registry.AutoscaleState{},
 	}
 }
 
@@ -387,6 +393,68 @@ func (f *fakeControl) Forget(ctx context.Context, uuid string) (string, error) {
 }
 
 var _ registry.Lifecycle = (*fakeControl)(nil)
+
+// The fake's autoscaling keeps policies as Control does: checked (an
+// invalid one is bad_request, which a door must never let through: the
+// fuzz targets fail on a refused body that reached a write), with their
+// defaults filled in and the compute physarum when left out; the service
+// and the compute must exist.
+
+// fakeSetAt is when the fake says policies were set.
+var fakeSetAt = time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)
+
+func (f *fakeControl) SetAutoscale(ctx context.Context, service string, p registry.AutoscalePolicy) (registry.AutoscaleState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "SetAutoscale", service: service, policy: p}); err != nil {
+		return registry.AutoscaleState{}, err
+	}
+	if err := p.Validate(); err != nil {
+		return registry.AutoscaleState{}, wire.Errorf(wire.CodeBadRequest, "%s", err)
+	}
+	if _, ok := f.services[service]; !ok {
+		return registry.AutoscaleState{}, wire.Errorf(wire.CodeNotFound, "no service named %q", service)
+	}
+	p = p.WithDefaults()
+	p.Compute = cmp.Or(p.Compute, registry.ComputePhysarum)
+	if _, ok := f.computes[p.Compute]; !ok && p.Compute != registry.ComputePhysarum {
+		return registry.AutoscaleState{}, wire.Errorf(wire.CodeNotFound, "no compute named %q", p.Compute)
+	}
+	st := registry.AutoscaleState{Service: service, Policy: p, SetBy: registry.CallerOf(ctx), SetAt: fakeSetAt}
+	if old, ok := f.autoscale[service]; ok {
+		st.Last = old.Last
+	}
+	f.autoscale[service] = st
+	return st, nil
+}
+
+func (f *fakeControl) GetAutoscale(ctx context.Context, service string) (registry.AutoscaleState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "GetAutoscale", service: service}); err != nil {
+		return registry.AutoscaleState{}, err
+	}
+	st, ok := f.autoscale[service]
+	if !ok {
+		return registry.AutoscaleState{}, wire.Errorf(wire.CodeNotFound, "service %q has no autoscaling policy", service)
+	}
+	return st, nil
+}
+
+func (f *fakeControl) DeleteAutoscale(ctx context.Context, service string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(ctx, call{op: "DeleteAutoscale", service: service}); err != nil {
+		return "", err
+	}
+	if _, ok := f.autoscale[service]; !ok {
+		return "", wire.Errorf(wire.CodeNotFound, "service %q has no autoscaling policy", service)
+	}
+	delete(f.autoscale, service)
+	return "autoscaling off for " + service + "; its desired count stays as it is", nil
+}
+
+var _ registry.Autoscalers = (*fakeControl)(nil)
 
 type httptestRecorder = httptest.ResponseRecorder
 

@@ -3,10 +3,11 @@
 // /service/<name>/scale and /service/<name>/status, and /status, served
 // over any registry.Controller (SPEC.md section 12); seed 003's instance
 // lifecycle under /instances when the Controller is also a
-// registry.Lifecycle (instances.go). registry-service
-// serves it on -api-listen over its own control; an allocator serves it on
-// -connector-listen with Options.NodeScope set, as a Genisys connector for
-// its own node.
+// registry.Lifecycle (instances.go); seed 002's autoscaling policies under
+// /service/<name>/autoscale when it is a registry.Autoscalers
+// (autoscale.go). registry-service serves it on -api-listen over its own
+// control; an allocator serves it on -connector-listen with
+// Options.NodeScope set, as a Genisys connector for its own node.
 //
 // Every answer is JSON with a trailing newline; every error is
 // {"code": "...", "message": "..."} with the wire code (common/wire) and
@@ -112,6 +113,7 @@ func New(c registry.Controller, o Options) http.Handler {
 	}
 	h.addLifecycle(c)
 	h.addCallbackRoutes()
+	h.addAutoscaleRoutes()
 	h.addEventRoutes()
 	return h
 }
@@ -186,7 +188,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	key, name, ok := match(r.URL)
 	if !ok {
-		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /status, /instances, /callbacks and /v1/events", r.Method, r.URL.Path)
+		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /service/<name>/autoscale, /status, /instances, /callbacks and /v1/events", r.Method, r.URL.Path)
 	}
 	if h.o.NodeScope != "" && (key == routeComputes || key == routeCompute) {
 		return 0, nil, wire.Errorf(wire.CodeNotFound, "an allocator's connector has no computes: it is compute %q alone; computes are registry-service's (its -api-listen)", h.o.NodeScope)
@@ -261,6 +263,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return routeScale, segs[1], true
 	case len(segs) == 3 && segs[0] == "service" && segs[2] == "status":
 		return routeStatus, segs[1], true
+	case len(segs) == 3 && segs[0] == "service" && segs[2] == "autoscale":
+		return routeAutoscale, segs[1], true
 	case len(segs) == 1 && segs[0] == "status":
 		return routeStatuses, "", true
 	case segs[0] == "instances":

@@ -57,6 +57,12 @@ func (h *handler) unserved(key string, r *http.Request) error {
 		}
 		return wire.Errorf(wire.CodeNotFound, "this API does not serve /instances (the instance lifecycle is registry-service's)")
 	}
+	if key == routeAutoscale {
+		if h.o.NodeScope != "" {
+			return wire.Errorf(wire.CodeNotFound, "an allocator's connector has no autoscaling: set a service's policy on registry-service (its -api-listen)")
+		}
+		return wire.Errorf(wire.CodeNotFound, "this API does not serve /service/<name>/autoscale (autoscaling policies are registry-service's)")
+	}
 	return wire.Errorf(wire.CodeNotFound, "no route %s %s: this API does not serve it", r.Method, r.URL.Path)
 }
 
