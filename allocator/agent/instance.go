@@ -477,7 +477,9 @@ func (a *Agent) supervise(ctx context.Context, in *instance) {
 // poll refreshes what is known of a running instance and reports whether
 // it should be culled.
 func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
+	var runStart time.Time
 	if s, err := in.rt.Inspect(ctx, in.rec.ID); err == nil {
+		runStart = s.StartedAt
 		in.mu.Lock()
 		changed := s.Restarts != in.rec.Restarts
 		in.rec.Restarts = s.Restarts
@@ -506,6 +508,9 @@ func (a *Agent) poll(ctx context.Context, in *instance) (cull bool) {
 		in.lastRequest = st.LastRequest
 	}
 	in.inFlight = st.InFlight
+	if runStart.Before(sample.at) {
+		in.load.seed(runStart)
+	}
 	in.load.add(sample)
 	return in.rec.OnDemand && in.inFlight == 0 && time.Since(in.lastRequest) > a.cfg.IdleTimeout
 }

@@ -70,6 +70,16 @@ func (w *loadWindow) window() time.Duration {
 	return w.span
 }
 
+// seed starts an empty window at the start of the instance's current
+// run, when its proxy's counters were 0: without it the requests served
+// before the first poll (the one that woke an on-demand instance) would
+// never count.
+func (w *loadWindow) seed(runStart time.Time) {
+	if len(w.samples) == 0 && !runStart.IsZero() {
+		w.samples = append(w.samples, loadSample{at: runStart})
+	}
+}
+
 // reset forgets the polls (the instance restarted: its counters started
 // again).
 func (w *loadWindow) reset() { w.samples = w.samples[:0] }

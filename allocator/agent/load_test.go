@@ -133,6 +133,24 @@ func TestLoadWindowKeepsFewPolls(t *testing.T) {
 	}
 }
 
+// TestSeedCountsTheRequestsBeforeTheFirstPoll: the request that woke an
+// on-demand instance was served before its first poll; seeded at the
+// run's start, the window counts it.
+func TestSeedCountsTheRequestsBeforeTheFirstPoll(t *testing.T) {
+	epoch := time.Unix(1_000_000, 0)
+	var w loadWindow
+	w.seed(epoch)
+	w.add(loadSample{at: epoch.Add(500 * time.Millisecond), requests: 1})
+	m, ok := w.measure(epoch.Add(600 * time.Millisecond))
+	if !ok || m.rps != 2 {
+		t.Fatalf("measured %+v, %v; want 2 req/s (1 request in the 0.5 s since the start)", m, ok)
+	}
+	w.seed(epoch.Add(time.Hour)) // not empty: no effect
+	if len(w.samples) != 2 || !w.samples[0].at.Equal(epoch) {
+		t.Fatalf("seed changed a window that had polls: %+v", w.samples)
+	}
+}
+
 // TestSettle: published figures move by whole steps, and only when the
 // measure is a step away from the last one published, so that noise
 // within a step leaves the node record as it was.
