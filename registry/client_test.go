@@ -28,15 +28,29 @@ func TestClientOperations(t *testing.T) {
 	registrytest.Start(t, nodes[0])
 	c := registrytest.Client(t, nodes[1])
 	ctx := t.Context()
-	if msg, err := c.AddService(ctx, "hello", svc(100)); err != nil || msg != "added service hello" {
+	if msg, err := c.AddService(ctx, "hello", svc(100)); err != nil || msg != "added service hello, version 1" {
 		t.Fatalf("add: %q %v", msg, err)
 	}
-	if msg, _ := c.AddService(ctx, "hello", svc(200)); msg != "updated service hello" {
+	if msg, _ := c.AddService(ctx, "hello", svc(200)); msg != "updated service hello, version 2" {
 		t.Fatalf("second add: %q", msg)
 	}
+	if msg, _ := c.AddService(ctx, "hello", svc(200)); msg != "service hello unchanged, version 2" {
+		t.Fatalf("the same definition again: %q", msg)
+	}
 	info, err := c.GetService(ctx, "hello")
-	if err != nil || info.CpuReq != 200 {
+	if err != nil || info.CpuReq != 200 || info.Version != 2 {
 		t.Fatalf("get: %+v %v", info, err)
+	}
+	h, err := c.History(ctx, "hello")
+	if err != nil || len(h) != 2 || h[0].Version != 2 || h[0].Info.CpuReq != 200 || h[1].Version != 1 || h[1].Info.CpuReq != 100 ||
+		h[0].SetBy != "peer "+nodes[1].ID().String() || h[0].SetAt.IsZero() {
+		t.Fatalf("history: %+v %v; want versions 2 and 1, set by the client", h, err)
+	}
+	if _, err := c.History(ctx, "nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("history of an unknown service: %v", err)
+	}
+	if _, err := c.History(ctx, "Bad Name"); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("history, client-side validation: %v", err)
 	}
 	if _, err := c.GetService(ctx, "nope"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)

@@ -219,6 +219,9 @@ type InstanceStatus struct {
 	Started  time.Time `json:"started"`
 	Restarts int       `json:"restarts,omitempty"`
 	Message  string    `json:"message,omitempty"`
+	// Version is the version of the service's definition the instance
+	// was started from (0: unknown).
+	Version int `json:"version,omitempty"`
 }
 
 // Controller is every control operation, one implementation behind every

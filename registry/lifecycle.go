@@ -67,8 +67,9 @@ type LaunchedInstance struct {
 	Node   string        `json:"node,omitempty"`
 	NodeID string        `json:"node_id,omitempty"`
 	Addrs  InstanceAddrs `json:"addrs"`
-	// Version is the service definition's revision it runs.
-	Version  int64     `json:"version,omitempty"`
+	// Version is the version of the service's definition it runs
+	// (Instance.Version; 0 before it starts).
+	Version  int       `json:"version,omitempty"`
 	Started  time.Time `json:"started,omitzero"`
 	Restarts int       `json:"restarts"`
 	// Message says why it failed, was lost, or cannot start.

@@ -46,7 +46,8 @@ const (
 // matter.
 type Request struct {
 	Op string `json:"Op"`
-	// Name is the service name (add, get, delete; instance.list filter).
+	// Name is the service name (add, get, delete, service.history;
+	// instance.list filter).
 	Name string `json:"Name,omitempty"`
 	// Info is the service definition (add).
 	Info *ServiceInfo `json:"Info,omitempty"`
@@ -104,6 +105,8 @@ type Response struct {
 	Launched []LaunchedInstance `json:"Launched,omitempty"`
 	// Autoscale answers autoscale.set and autoscale.get.
 	Autoscale *AutoscaleState `json:"Autoscale,omitempty"`
+	// Versions answers service.history, newest first.
+	Versions []ServiceVersion `json:"Versions,omitempty"`
 }
 
 // Member is one registry-service: an etcd voter, a learner catching up, or

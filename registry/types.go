@@ -50,6 +50,13 @@ type ServiceInfo struct {
 	// ProxyClientMode marks a service whose proxy runs in client mode only
 	// (the service calls others but serves no requests itself).
 	ProxyClientMode bool `json:"ProxyClientMode,omitempty"`
+	// Version is the definition's version, set by the registry: 1 when
+	// the service is first registered, one more each time a definition
+	// that differs is registered (see ServiceVersion). It is ignored on
+	// input: registering a definition never chooses its version, and a
+	// definition read back and registered again, Version and all, is
+	// unchanged.
+	Version int `json:"Version,omitempty"`
 }
 
 // ExecConf is how the process runtime starts a service: Command with Args
@@ -246,6 +253,10 @@ type Instance struct {
 	// towards: set for instances the reconciler starts ("pinned"), empty
 	// for on-demand ones and those started by an explicit deploy.
 	Compute string `json:"Compute,omitempty"`
+	// Version is the version of the service's definition the instance was
+	// started from (ServiceInfo.Version); 0 when unknown (an instance
+	// started by an allocator older than versions).
+	Version int `json:"Version,omitempty"`
 	// Started is when the instance was started.
 	Started time.Time `json:"Started"`
 	// Restarts counts restarts after crashes.

@@ -83,12 +83,15 @@ func (a *Agent) fromLabels(rt runtime.Runtime, st runtime.Status) (*instance, er
 		return nil, fmt.Errorf("no %s label", labelPeer)
 	}
 	started, _ := time.Parse(time.RFC3339Nano, l[labelStarted])
+	// No version label: started before versions, or from a definition
+	// without one; the version is unknown (0), not a reason to stop it.
+	version, _ := strconv.Atoi(l[labelVersion])
 	in := &instance{
 		rt: rt, ports: p, cpu: cpu, mem: mem, ready: make(chan struct{}),
 		rec: registry.Instance{
 			ID: st.ID, Service: service, Node: a.node.ID().String(), State: registry.StateStarting,
 			Runtime: rt.Name(), PeerID: peerID, OnDemand: l[labelOnDemand] == "true", Compute: l[labelCompute], Started: started, Host: a.listenIP(),
-			Restarts: st.Restarts,
+			Restarts: st.Restarts, Version: max(version, 0),
 		},
 	}
 	pid, err := peerIDFromString(peerID)

@@ -152,7 +152,7 @@ func (a *Agent) start(sr startReq, info *registry.ServiceInfo, rtName string) (*
 		rec: registry.Instance{
 			ID: id, Service: service, Node: a.node.ID().String(), State: registry.StatePending, Runtime: rtName,
 			PeerID: pid.String(), Addrs: a.proxyAddrs(p.P2P, pid), OnDemand: sr.onDemand, Compute: sr.compute, Host: a.listenIP(),
-			Started: time.Now().UTC(),
+			Version: info.Version, Started: time.Now().UTC(),
 		},
 	}
 	spec, specErr := a.runtimeSpec(rtName, sr, info, p, key, pid.String())

@@ -33,6 +33,10 @@ const (
 	// labelCompute is the compute a pinned instance counts towards (set
 	// only for those), so that it still does once adopted.
 	labelCompute = "physarum.compute"
+	// labelVersion is the version of the service's definition the
+	// instance was started from (registry.Instance.Version), so that it
+	// keeps it once adopted, whatever the service's version is by then.
+	labelVersion = "physarum.version"
 )
 
 // startReq is what a new instance is started as.
@@ -151,6 +155,9 @@ func (a *Agent) runtimeSpec(rtName string, sr startReq, info *registry.ServiceIn
 	}
 	if sr.compute != "" {
 		spec.Labels[labelCompute] = sr.compute
+	}
+	if info.Version > 0 {
+		spec.Labels[labelVersion] = strconv.Itoa(info.Version)
 	}
 	switch rtName {
 	case registry.RuntimeDocker:

@@ -2,7 +2,11 @@ package cli
 
 import (
 	"context"
+	"io"
 	"strconv"
+	"time"
+
+	"github.com/physarum-p2p/physarum/registry"
 )
 
 func instancesCommand() *command {
@@ -27,14 +31,29 @@ func instancesCommand() *command {
 			if s.json {
 				return s.printJSON(insts)
 			}
-			t := newTable(s.env.Stdout, "ID", "SERVICE", "STATE", "RUNTIME", "NODE", "ON DEMAND", "RESTARTS", "STARTED")
-			for _, in := range insts {
-				t.row(in.ID, in.Service, in.State, in.Runtime, short(in.Node), strconv.FormatBool(in.OnDemand),
-					strconv.Itoa(in.Restarts), ago(in.Started))
-			}
-			return t.flush()
+			return writeInstances(s.env.Stdout, insts, time.Now())
 		},
 	}
+}
+
+// writeInstances prints instance records as a table; VERSION is the
+// version of the service's definition each was started from ("-":
+// unknown). now is what ages are counted from.
+func writeInstances(w io.Writer, insts []registry.Instance, now time.Time) error {
+	t := newTable(w, "ID", "SERVICE", "VERSION", "STATE", "RUNTIME", "NODE", "ON DEMAND", "RESTARTS", "STARTED")
+	for _, in := range insts {
+		version := "-"
+		if in.Version > 0 {
+			version = strconv.Itoa(in.Version)
+		}
+		started := "-"
+		if !in.Started.IsZero() {
+			started = now.Sub(in.Started).Round(time.Second).String() + " ago"
+		}
+		t.row(in.ID, in.Service, version, in.State, in.Runtime, short(in.Node), strconv.FormatBool(in.OnDemand),
+			strconv.Itoa(in.Restarts), started)
+	}
+	return t.flush()
 }
 
 // short abbreviates a peer ID for tables.

@@ -184,7 +184,7 @@ func writeInstance(w io.Writer, li registry.LaunchedInstance, now time.Time) err
 	}
 	version := "-"
 	if li.Version != 0 {
-		version = strconv.FormatInt(li.Version, 10)
+		version = strconv.Itoa(li.Version)
 	}
 	created := when(li.Created)
 	if li.SetBy != "" {

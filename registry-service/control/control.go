@@ -25,14 +25,41 @@ import (
 // writes. registry-service/server's *Store implements it; errors the
 // caller can act on are *wire.Error.
 type records interface {
-	AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error)
+	// AddService registers v.Info as service name's definition, with who
+	// registers it and when (v.SetBy, v.SetAt; v.Version and
+	// v.Info.Version are ignored): a new version when it differs from the
+	// current definition, nothing written when it does not. The version
+	// is written with the versions kept (PrefixVersions) in one
+	// transaction, guarded so that two registrations never make the same
+	// version; one that keeps losing that race is a conflict.
+	AddService(ctx context.Context, name string, v registry.ServiceVersion) (Added, error)
 	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
+	// ServiceHistory reads the versions kept of a service's definition,
+	// newest (the current one) first; not_found without the service.
+	ServiceHistory(ctx context.Context, name string) ([]registry.ServiceVersion, error)
 	ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error)
-	// DeleteService deletes a definition and its desired counts (under
-	// PrefixDesired) in one transaction.
+	// DeleteService deletes a definition, its desired counts (under
+	// PrefixDesired), its autoscaling policy and its versions
+	// (PrefixVersions) in one transaction.
 	DeleteService(ctx context.Context, name string) (rev int64, err error)
 	ListNodes(ctx context.Context) ([]registry.Node, error)
 	ListInstances(ctx context.Context, service string) ([]registry.Instance, int64, error)
+}
+
+// Added is what registering a service's definition did.
+type Added struct {
+	// Existed says the service had a definition before.
+	Existed bool
+	// Changed says the definition was written, as version Version: it
+	// was the first, or differed from the current one. When false the
+	// current definition, version Version, was registered again and
+	// nothing was written.
+	Changed bool
+	// Version is the service's version now.
+	Version int
+	// Revision is the registry's revision after the write (of the read,
+	// when nothing was written).
+	Revision int64
 }
 
 // Config configures a Control.
@@ -71,7 +98,11 @@ func New(cli *clientv3.Client, recs records, cfg Config) *Control {
 	return &Control{cli: cli, recs: recs, cfg: cfg, log: cfg.Logger}
 }
 
-// AddService registers or replaces a service definition.
+// AddService registers a service definition: version 1 of a new
+// service, the next version of one whose definition differs (info.Version
+// is ignored), nothing new when it is the current definition. The message
+// says which: "added service x, version 1", "updated service x, version
+// 4", "service x unchanged, version 3".
 func (c *Control) AddService(ctx context.Context, name string, info registry.ServiceInfo) (string, error) {
 	msg, _, err := c.AddServiceRev(ctx, name, info)
 	return msg, err
@@ -85,16 +116,33 @@ func (c *Control) AddServiceRev(ctx context.Context, name string, info registry.
 	if err := info.Validate(); err != nil {
 		return "", 0, badRequest(err)
 	}
-	existed, rev, err := c.recs.AddService(ctx, name, info)
+	info.Version = 0
+	by := registry.CallerOf(ctx)
+	a, err := c.recs.AddService(ctx, name, registry.ServiceVersion{Info: info, SetBy: by, SetAt: c.cfg.Now().UTC()})
 	if err != nil {
 		return "", 0, err
 	}
-	msg := "added service " + name
-	if existed {
-		msg = "updated service " + name
+	switch {
+	case !a.Changed:
+		c.log.Debug("service unchanged", "service", name, "version", a.Version, "by", by)
+		return fmt.Sprintf("service %s unchanged, version %d", name, a.Version), a.Revision, nil
+	case a.Existed:
+		c.log.Info("updated service", "service", name, "version", a.Version, "by", by)
+		return fmt.Sprintf("updated service %s, version %d", name, a.Version), a.Revision, nil
 	}
-	c.log.Info(msg, "by", registry.CallerOf(ctx))
-	return msg, rev, nil
+	c.log.Info("added service", "service", name, "version", a.Version, "by", by)
+	return fmt.Sprintf("added service %s, version %d", name, a.Version), a.Revision, nil
+}
+
+var _ registry.VersionHistory = (*Control)(nil)
+
+// History lists the versions kept of a service's definition (the last
+// registry.ServiceVersionsKept), newest (the current one) first.
+func (c *Control) History(ctx context.Context, name string) ([]registry.ServiceVersion, error) {
+	if err := registry.ValidateName(name); err != nil {
+		return nil, badRequest(err)
+	}
+	return c.recs.ServiceHistory(ctx, name)
 }
 
 // GetService reads a service definition.

@@ -94,7 +94,9 @@ func (r *Reconciler) lead(ctx context.Context) error {
 
 // relevant reports whether a change can alter what the reconciler
 // should do: not its own state records, nor the election's, nor the
-// callbacks' (their delivery state changes with every delivery).
+// callbacks' (their delivery state changes with every delivery), nor a
+// service's versions (written with its definition, whose key is the
+// change that matters).
 func relevant(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
@@ -106,7 +108,7 @@ func relevant(evs []*clientv3.Event) bool {
 		}
 		if !strings.HasPrefix(k, PrefixReconcile) && !strings.HasPrefix(k, electionPrefix) && !strings.HasPrefix(k, "/physarum/members/") &&
 			!strings.HasPrefix(k, PrefixCallbacks) && !strings.HasPrefix(k, PrefixCallbackState) && !strings.HasPrefix(k, callbacksElection) &&
-			!strings.HasPrefix(k, PrefixAutoscale) {
+			!strings.HasPrefix(k, PrefixAutoscale) && !strings.HasPrefix(k, PrefixVersions) {
 			return true
 		}
 	}

@@ -134,7 +134,7 @@ func (r launchedRecord) view(live *registry.Instance, nodeName string) registry.
 		Created: r.Created, SetBy: r.SetBy,
 	}
 	if live != nil {
-		v.State, v.Started, v.NodeID = live.State, live.Started, live.Node
+		v.State, v.Started, v.NodeID, v.Version = live.State, live.Started, live.Node, live.Version
 		v.Restarts += live.Restarts
 		v.Addrs = registry.InstanceAddrs{PeerID: live.PeerID, Multiaddrs: live.Addrs, Host: live.Host, Ports: live.Ports}
 		if live.Message != "" {

@@ -125,7 +125,7 @@ func newRig(t *testing.T) *rig {
 		Name: "test", Now: func() time.Time { return r.now },
 	})
 	ctx := t.Context()
-	if _, _, err := st.AddService(ctx, "svc", registry.ServiceInfo{CpuReq: 100, MemoryReq: 10, Exec: &registry.ExecConf{Command: "x"}}); err != nil {
+	if _, err := st.AddService(ctx, "svc", registry.ServiceVersion{Info: registry.ServiceInfo{CpuReq: 100, MemoryReq: 10, Exec: &registry.ExecConf{Command: "x"}}}); err != nil {
 		t.Fatal(err)
 	}
 	for i, site := range []string{"a", "a", "b"} {

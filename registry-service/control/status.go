@@ -116,6 +116,7 @@ func buildStatuses(desired map[pair]registry.Desired, states map[pair]keyState, 
 		st.Instances = append(st.Instances, registry.InstanceStatus{
 			ID: in.ID, Node: in.Node, NodeName: names[in.Node], Compute: in.Compute, State: in.State,
 			OnDemand: in.OnDemand, Started: in.Started, Restarts: in.Restarts, Message: in.Message,
+			Version: in.Version,
 		})
 		switch {
 		case in.OnDemand:

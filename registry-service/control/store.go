@@ -34,9 +34,24 @@ const (
 	// PrefixCallbackState holds a callback's delivery state (its cursor)
 	// at <prefix><id>.
 	PrefixCallbackState = "/physarum/callback-state/"
+	// PrefixVersions holds the versions of each service's definition the
+	// registry keeps (registry.ServiceVersion, the last
+	// registry.ServiceVersionsKept of them, the current one included) at
+	// <prefix><service>/<version>, the version zero-padded to ten digits so
+	// that the keys list in order (VersionKey). registry-service/server's
+	// store writes them in the transaction that writes the definition, and
+	// deletes them with it; they are bookkeeping, not events (the
+	// definition's own key is the service's event).
+	PrefixVersions = "/physarum/service-versions/"
 	// electionPrefix is the reconciler's leader election.
 	electionPrefix = "/physarum/election/reconciler"
 )
+
+// VersionKey is the key of version v of service's definition under
+// PrefixVersions.
+func VersionKey(service string, v int) string {
+	return fmt.Sprintf("%s%s/%010d", PrefixVersions, service, v)
+}
 
 func desiredKey(service, compute string) string   { return PrefixDesired + service + "/" + compute }
 func reconcileKey(service, compute string) string { return PrefixReconcile + service + "/" + compute }

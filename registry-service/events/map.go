@@ -18,8 +18,10 @@ const Prefix = "/physarum/"
 
 // The key prefixes that are events, and their topics. Other prefixes
 // under Prefix (leases, names, members, the election, the reconciler's
-// and the callbacks' own state) are bookkeeping: they are skipped, and
-// not counted in an event's id.
+// and the callbacks' own state, the versions kept of each service's
+// definition) are bookkeeping: they are skipped, and not counted in an
+// event's id. (A new version is its definition's "updated" event, whose
+// object carries the Version.)
 var topics = []struct{ prefix, topic string }{
 	{"/physarum/services/", registry.TopicService},
 	{"/physarum/desired/", registry.TopicDesired},

@@ -78,6 +78,12 @@ func (s *Server) dispatchControl(ctx context.Context, from peer.ID, r registry.R
 			return nil, err
 		}
 		return &registry.Response{Autoscale: &st}, nil
+	case registry.OpServiceHistory:
+		vs, err := s.ctl.History(ctx, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Versions: vs}, nil
 	case registry.OpAutoscaleDelete:
 		if err := s.mayWrite(from); err != nil {
 			return nil, err

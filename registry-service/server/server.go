@@ -1,6 +1,7 @@
 // Package server serves the registry protocols over libp2p: service
-// definitions (add, get, list, delete), node and instance records under
-// leases, instance watches, cluster membership and joins.
+// definitions (add, get, list, delete) and their versions, node and
+// instance records under leases, instance watches, cluster membership and
+// joins.
 package server
 
 import (
@@ -54,10 +55,13 @@ const maxResponse = 16 << 20
 // (not_found, conflict, unavailable, timeout). Safe for concurrent use;
 // every method returns when ctx ends.
 type records interface {
-	// AddService writes a service definition and reports whether it
-	// replaced one.
-	AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error)
+	// AddService registers a service definition as its next version
+	// (nothing written when it is the current one) and says what it did.
+	AddService(ctx context.Context, name string, v registry.ServiceVersion) (control.Added, error)
 	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
+	// ServiceHistory reads the versions kept of a service's definition,
+	// newest first.
+	ServiceHistory(ctx context.Context, name string) ([]registry.ServiceVersion, error)
 	ListServices(ctx context.Context) (map[string]registry.ServiceInfo, error)
 	DeleteService(ctx context.Context, name string) (rev int64, err error)
 	// PutNode keeps a node record under its lease (ttl seconds, 0 for
@@ -244,6 +248,7 @@ var knownOps = map[string]bool{
 	registry.OpComputeDelete: true, registry.OpLaunch: true, registry.OpLaunchedGet: true,
 	registry.OpLaunchedList: true, registry.OpLaunchedAct: true, registry.OpLaunchedForget: true,
 	registry.OpAutoscaleSet: true, registry.OpAutoscaleGet: true, registry.OpAutoscaleDelete: true,
+	registry.OpServiceHistory: true,
 }
 
 func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request) (*registry.Response, error) {
@@ -251,7 +256,7 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 	switch r.Op {
 	case registry.OpScale, registry.OpStatus, registry.OpComputeList, registry.OpComputeGet,
 		registry.OpComputePut, registry.OpComputeDelete, registry.OpAutoscaleSet, registry.OpAutoscaleGet,
-		registry.OpAutoscaleDelete:
+		registry.OpAutoscaleDelete, registry.OpServiceHistory:
 		return s.dispatchControl(ctx, from, r)
 	case registry.OpLaunch, registry.OpLaunchedGet, registry.OpLaunchedList, registry.OpLaunchedAct,
 		registry.OpLaunchedForget:

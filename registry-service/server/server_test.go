@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 )
 
 // These tests drive the server's decisions (dispatch, validation, the
@@ -73,16 +75,36 @@ func (f *fakeStore) Calls() []string {
 	return slices.Clone(f.calls)
 }
 
-func (f *fakeStore) AddService(_ context.Context, name string, info registry.ServiceInfo) (bool, int64, error) {
+func (f *fakeStore) AddService(_ context.Context, name string, v registry.ServiceVersion) (control.Added, error) {
 	f.record("add %s", name)
 	if f.err != nil {
-		return false, 0, f.err
+		return control.Added{}, f.err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, existed := f.services[name]
-	f.services[name] = info
-	return existed, f.rev, nil
+	old, existed := f.services[name]
+	if existed {
+		if old.Version = 0; reflect.DeepEqual(old, v.Info) {
+			return control.Added{Existed: true, Version: f.services[name].Version, Revision: f.rev}, nil
+		}
+	}
+	v.Info.Version = f.services[name].Version + 1
+	f.services[name] = v.Info
+	return control.Added{Existed: existed, Changed: true, Version: v.Info.Version, Revision: f.rev}, nil
+}
+
+func (f *fakeStore) ServiceHistory(_ context.Context, name string) ([]registry.ServiceVersion, error) {
+	f.record("history %s", name)
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	info, ok := f.services[name]
+	if !ok {
+		return nil, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
+	}
+	return []registry.ServiceVersion{{Version: info.Version, Info: info}}, nil
 }
 
 func (f *fakeStore) GetService(_ context.Context, name string) (registry.ServiceInfo, error) {
@@ -311,18 +333,45 @@ func TestAddSaysWhetherItAddedOrUpdated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Message != "added service svc" || resp.Revision != st.rev {
+	if resp.Message != "added service svc, version 1" || resp.Revision != st.rev {
 		t.Fatalf("first add answered %+v", resp)
 	}
 	if resp, err = call(t, s, p2ptest.ID(t, 1), req); err != nil {
 		t.Fatal(err)
 	}
-	if resp.Message != "updated service svc" {
-		t.Fatalf("second add answered %q, want an update", resp.Message)
+	if resp.Message != "service svc unchanged, version 1" {
+		t.Fatalf("the same definition again answered %q, want unchanged", resp.Message)
 	}
-	if st.services["svc"].CpuReq != 100 {
+	req.Info.CpuReq = 200
+	if resp, err = call(t, s, p2ptest.ID(t, 1), req); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Message != "updated service svc, version 2" {
+		t.Fatalf("a changed definition answered %q, want an update to version 2", resp.Message)
+	}
+	if st.services["svc"].CpuReq != 200 {
 		t.Fatalf("stored %+v", st.services["svc"])
 	}
+}
+
+// TestHistoryIsAReadForEveryPeer: service.history needs no place on the
+// writers allowlist, checks the name before reading, and answers the
+// store's versions.
+func TestHistoryIsAReadForEveryPeer(t *testing.T) {
+	writer, stranger := p2ptest.ID(t, 1), p2ptest.ID(t, 2)
+	s, st, _ := testServer(t, Config{Writers: map[peer.ID]bool{writer: true}})
+	if _, err := call(t, s, writer, registry.Request{Op: registry.OpAdd, Name: "svc", Info: validService()}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := call(t, s, stranger, registry.Request{Op: registry.OpServiceHistory, Name: "svc"})
+	if err != nil || len(resp.Versions) != 1 || resp.Versions[0].Version != 1 || resp.Versions[0].Info.CpuReq != 100 {
+		t.Fatalf("history: %+v, %v", resp, err)
+	}
+	_, err = call(t, s, stranger, registry.Request{Op: registry.OpServiceHistory, Name: "../svc"})
+	wantCode(t, err, wire.CodeBadRequest)
+	_, err = call(t, s, stranger, registry.Request{Op: registry.OpServiceHistory, Name: "nope"})
+	wantCode(t, err, wire.CodeNotFound)
+	wantCalls(t, st, "add svc", "history svc", "history nope")
 }
 
 func TestDeleteValidatesTheName(t *testing.T) {

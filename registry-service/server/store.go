@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,34 +60,159 @@ func NewStore(cli *clientv3.Client) *Store {
 	return &Store{cli: cli, nodes: map[string]nodeState{}}
 }
 
-// AddService writes a service definition, replacing any previous one. It
-// reports whether the service existed.
-func (s *Store) AddService(ctx context.Context, name string, info registry.ServiceInfo) (existed bool, rev int64, err error) {
-	b, err := json.Marshal(info)
+// addAttempts bounds the rounds of AddService against registrations of
+// the same service that commit between its read and its write.
+const addAttempts = 5
+
+// AddService registers a service's definition (v.Info, registered by
+// v.SetBy at v.SetAt; the versions given are ignored). The first
+// definition is version 1; one that differs from the current definition
+// (compared as stored, Version aside) is the next version, written with
+// its entry under control.PrefixVersions in one transaction that also
+// forgets the versions beyond registry.ServiceVersionsKept; the current
+// definition registered again writes nothing. The transaction holds only
+// if the definition is still the one read (its ModRevision), so two
+// registrations never make the same version: the one that loses reads
+// again and becomes the version after, or, having lost addAttempts times,
+// a conflict.
+//
+// A definition stored before versions (no Version) is version 1; the
+// first change after it keeps it as version 1 in the history.
+func (s *Store) AddService(ctx context.Context, name string, v registry.ServiceVersion) (control.Added, error) {
+	v.Info.Version = 0
+	want, err := json.Marshal(v.Info)
 	if err != nil {
-		return false, 0, err
+		return control.Added{}, err
 	}
-	resp, err := s.cli.Put(ctx, serviceKey(name), string(b), clientv3.WithPrevKV())
-	if err != nil {
-		return false, 0, unavailable("write service", err)
+	for range addAttempts {
+		resp, err := s.cli.Get(ctx, serviceKey(name))
+		if err != nil {
+			return control.Added{}, unavailable("read service", err)
+		}
+		var (
+			modRev  int64
+			current int // the current version; 0: none, or unreadable
+			ops     []clientv3.Op
+		)
+		if len(resp.Kvs) > 0 {
+			kv := resp.Kvs[0]
+			modRev = kv.ModRevision
+			var old registry.ServiceInfo
+			if json.Unmarshal(kv.Value, &old) != nil {
+				// Not ours to read: replaced by version 1, and
+				// whatever history it had goes (a transaction
+				// may not delete a key it puts: from version 2).
+				ops = append(ops, clientv3.OpDelete(control.VersionKey(name, 2),
+					clientv3.WithRange(clientv3.GetPrefixRangeEnd(versionsPrefix(name)))))
+			} else {
+				legacy := old.Version <= 0
+				current = max(old.Version, 1)
+				old.Version = 0
+				if same, err := json.Marshal(old); err == nil && bytes.Equal(same, want) {
+					return control.Added{Existed: true, Version: current, Revision: resp.Header.Revision}, nil
+				}
+				if legacy {
+					old.Version = current
+					b, err := json.Marshal(registry.ServiceVersion{Version: current, Info: old})
+					if err != nil {
+						return control.Added{}, err
+					}
+					ops = append(ops, clientv3.OpPut(control.VersionKey(name, current), string(b)))
+				}
+			}
+		}
+		next := current + 1
+		v.Version, v.Info.Version = next, next
+		record, err := json.Marshal(v.Info)
+		if err != nil {
+			return control.Added{}, err
+		}
+		entry, err := json.Marshal(v)
+		if err != nil {
+			return control.Added{}, err
+		}
+		ops = append(ops,
+			clientv3.OpPut(serviceKey(name), string(record)),
+			clientv3.OpPut(control.VersionKey(name, next), string(entry)))
+		if oldest := next - registry.ServiceVersionsKept + 1; oldest > 1 {
+			ops = append(ops, clientv3.OpDelete(control.VersionKey(name, 0), clientv3.WithRange(control.VersionKey(name, oldest))))
+		}
+		txn, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(serviceKey(name)), "=", modRev),
+		).Then(ops...).Commit()
+		if err != nil {
+			return control.Added{}, unavailable("write service", err)
+		}
+		if txn.Succeeded {
+			return control.Added{Existed: len(resp.Kvs) > 0, Changed: true, Version: next, Revision: txn.Header.Revision}, nil
+		}
 	}
-	return resp.PrevKv != nil, resp.Header.Revision, nil
+	return control.Added{}, wire.Errorf(wire.CodeConflict, "service %s: its definition kept changing while this one was registered; try again", name)
+}
+
+// versionsPrefix is the prefix of a service's versions.
+func versionsPrefix(name string) string { return control.PrefixVersions + name + "/" }
+
+// decodeService reads a stored definition; one stored before versions is
+// version 1.
+func decodeService(b []byte) (registry.ServiceInfo, error) {
+	var info registry.ServiceInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return info, err
+	}
+	info.Version = max(info.Version, 1)
+	return info, nil
 }
 
 // GetService reads one service definition.
 func (s *Store) GetService(ctx context.Context, name string) (registry.ServiceInfo, error) {
-	var info registry.ServiceInfo
 	resp, err := s.cli.Get(ctx, serviceKey(name))
 	if err != nil {
-		return info, unavailable("read service", err)
+		return registry.ServiceInfo{}, unavailable("read service", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return info, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
+		return registry.ServiceInfo{}, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+	info, err := decodeService(resp.Kvs[0].Value)
+	if err != nil {
 		return info, fmt.Errorf("decode stored service %q: %w", name, err)
 	}
 	return info, nil
+}
+
+// ServiceHistory reads the versions kept of a service's definition,
+// newest first, with the definition in one read. The current definition
+// is always the first, even when it has no entry of its own (stored
+// before versions).
+func (s *Store) ServiceHistory(ctx context.Context, name string) ([]registry.ServiceVersion, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(serviceKey(name)),
+		clientv3.OpGet(versionsPrefix(name), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
+	).Commit()
+	if err != nil {
+		return nil, unavailable("read service history", err)
+	}
+	cur := resp.Responses[0].GetResponseRange()
+	if cur == nil || len(cur.Kvs) == 0 {
+		return nil, wire.Errorf(wire.CodeNotFound, "no service named %q", name)
+	}
+	info, err := decodeService(cur.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("decode stored service %q: %w", name, err)
+	}
+	var out []registry.ServiceVersion
+	if hist := resp.Responses[1].GetResponseRange(); hist != nil {
+		for _, kv := range hist.Kvs {
+			var v registry.ServiceVersion
+			if json.Unmarshal(kv.Value, &v) == nil && v.Version > 0 && v.Version <= info.Version {
+				out = append(out, v)
+			}
+		}
+	}
+	if len(out) == 0 || out[0].Version != info.Version {
+		out = append([]registry.ServiceVersion{{Version: info.Version, Info: info}}, out...)
+	}
+	return out, nil
 }
 
 // ListServices reads every service definition.
@@ -97,8 +223,8 @@ func (s *Store) ListServices(ctx context.Context) (map[string]registry.ServiceIn
 	}
 	out := make(map[string]registry.ServiceInfo, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var info registry.ServiceInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil {
+		info, err := decodeService(kv.Value)
+		if err != nil {
 			continue // written by something else; not ours to serve
 		}
 		out[strings.TrimPrefix(string(kv.Key), prefixServices)] = info
@@ -106,9 +232,11 @@ func (s *Store) ListServices(ctx context.Context) (map[string]registry.ServiceIn
 	return out, nil
 }
 
-// DeleteService removes a service definition, its desired counts and its
-// autoscaling policy, in one transaction: a service never outlives its
-// definition in desired state (the reconciler then stops its pinned instances).
+// DeleteService removes a service definition, its desired counts, its
+// autoscaling policy and its versions, in one transaction: a service never
+// outlives its definition in desired state (the reconciler then stops its
+// pinned instances), and one registered again under the name starts again
+// at version 1.
 func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(serviceKey(name)), ">", 0),
@@ -116,6 +244,7 @@ func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 		clientv3.OpDelete(serviceKey(name)),
 		clientv3.OpDelete(control.PrefixDesired+name+"/", clientv3.WithPrefix()),
 		clientv3.OpDelete(control.PrefixAutoscale+name+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(versionsPrefix(name), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return 0, unavailable("delete service", err)

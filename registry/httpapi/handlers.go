@@ -28,13 +28,14 @@ type (
 )
 
 // createdOrUpdated is the status of a write that creates or replaces:
-// 200 when the Controller's message says it updated ("updated service
-// x"), 201 otherwise ("added service x").
+// 201 when the Controller's message says it added ("added service x,
+// version 1"), 200 otherwise ("updated service x, version 2", "service x
+// unchanged, version 2").
 func createdOrUpdated(msg string) int {
-	if strings.HasPrefix(strings.ToLower(msg), "updated") {
-		return http.StatusOK
+	if strings.HasPrefix(strings.ToLower(msg), "added") {
+		return http.StatusCreated
 	}
-	return http.StatusCreated
+	return http.StatusOK
 }
 
 func (h *handler) listComputes(q *request) (int, any, error) {

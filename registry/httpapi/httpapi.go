@@ -113,6 +113,7 @@ func New(c registry.Controller, o Options) http.Handler {
 	}
 	h.addLifecycle(c)
 	h.addCallbackRoutes()
+	h.addVersionRoutes()
 	h.addAutoscaleRoutes()
 	h.addEventRoutes()
 	return h
@@ -265,6 +266,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return routeStatus, segs[1], true
 	case len(segs) == 3 && segs[0] == "service" && segs[2] == "autoscale":
 		return routeAutoscale, segs[1], true
+	case len(segs) == 3 && segs[0] == "service" && segs[2] == "versions":
+		return matchVersions(segs)
 	case len(segs) == 1 && segs[0] == "status":
 		return routeStatuses, "", true
 	case segs[0] == "instances":
