@@ -311,6 +311,38 @@ type Node struct {
 	// more). Figures are rounded, and move only by a whole step, so that a
 	// node whose load holds still does not change its record.
 	Load []InstanceLoad `json:"Load,omitempty"`
+	// RTTs are the allocator's smoothed round-trip times to the other
+	// allocators it knows (from the registry's node list), measured with
+	// libp2p ping at every heartbeat (each third of the lease) and sent
+	// with it: nearest first, at most MaxNodeRTTs of them. Values are
+	// rounded to 0.1 ms and move only when the measure is RTTStep or
+	// RTTStepRatio (whichever is larger) away from what was last
+	// published, so that a quiet network's records hold still. A peer
+	// that has not answered for three leases drops out.
+	RTTs []PeerRTT `json:"RTTs,omitempty"`
+}
+
+// MaxNodeRTTs bounds the entries of Node.RTTs (about 77 bytes an entry,
+// so about 2.5 KB at most): a node that knows more allocators publishes
+// the MaxNodeRTTs nearest.
+const MaxNodeRTTs = 32
+
+// A published RTT (Node.RTTs) moves only when the measure is at least
+// RTTStep milliseconds, and at least RTTStepRatio of the published value,
+// away from it: 0.5 ms near by, 10 % far away, where jitter is larger.
+const (
+	RTTStep      = 0.5 // ms
+	RTTStepRatio = 0.1
+)
+
+// PeerRTT is a node's round-trip time to another allocator, as the node
+// publishes it (Node.RTTs).
+type PeerRTT struct {
+	// PeerID is the other allocator's libp2p identity (its node record's
+	// PeerID).
+	PeerID string `json:"PeerID"`
+	// RTT is the smoothed round-trip time in milliseconds, to 0.1.
+	RTT float64 `json:"RTT"`
 }
 
 // LoadWindow is the time over which an allocator measures the load it

@@ -1,8 +1,9 @@
 // Package agent is the allocator's core: admission control over the CPU
 // and memory the node offers, instances started through the runtimes,
 // health-checked, supervised and culled when idle, their records and the
-// node's record (with the instances' load) kept in the registry under the
-// node's lease, and adoption of its own instances after a restart.
+// node's record (with the instances' load and the RTTs to the other
+// allocators) kept in the registry under the node's lease, and adoption of
+// its own instances after a restart.
 package agent
 
 import (
@@ -63,6 +64,11 @@ type Config struct {
 	// images this node's Docker daemon holds, published in the node record
 	// (placement prefers holders).
 	Images func() []string
+	// PeerListEvery is how often the registry's node list is read to
+	// learn the other allocators, whose RTTs the node record publishes
+	// (measured every third of LeaseTTL; default 30s). A new allocator
+	// shows in the others' records within about this long.
+	PeerListEvery time.Duration
 	// Logger and Registerer receive the agent's logs and metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -88,6 +94,9 @@ func (c Config) withDefaults() Config {
 		c.StartBackoffMax = 5 * time.Minute
 	}
 	c.MaxRestarts = max(c.MaxRestarts, 0)
+	if c.PeerListEvery <= 0 {
+		c.PeerListEvery = 30 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -129,6 +138,9 @@ type Agent struct {
 	// everything: removing the node record (its lease) removes them all,
 	// and with the registry unreachable they would only add timeouts.
 	closing atomic.Bool
+
+	rttMu sync.Mutex
+	rtts  []registry.PeerRTT // the node record's RTTs (rtts.go)
 }
 
 // New creates an agent on node n with the given runtimes (preferred
@@ -177,6 +189,7 @@ func New(ctx context.Context, n *p2p.Node, reg *registry.Client, rts []runtime.R
 	a.rpc = wire.NewServer(n.Host(), a.log, nil)
 	a.rpc.Handle(deploy.Protocol, a.handle, wire.HandleOptions{MaxRequest: 16 << 10, MaxResponse: 4 << 20, Timeout: cfg.StartTimeout + 10*time.Second})
 	a.goLoop(a.publishLoop)
+	a.goLoop(a.rttLoop)
 	n.Advertise(deploy.Rendezvous)
 	return a, nil
 }

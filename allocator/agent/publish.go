@@ -24,9 +24,9 @@ type Pinger interface {
 
 // publishLoop keeps the node record, and every instance record, alive
 // under the node's lease: every third of the lease, and at once when
-// something changed. The record's Load is measured afresh each time, but
-// a change of load alone never publishes early: it waits for the next
-// heartbeat.
+// something changed. The record's Load is measured afresh each time, and
+// its RTTs are the RTT loop's latest, but a change of load or RTT alone
+// never publishes early: it waits for the next heartbeat.
 func (a *Agent) publishLoop(ctx context.Context) {
 	every := a.cfg.LeaseTTL / 3
 	timer := time.NewTimer(0)
@@ -129,7 +129,7 @@ func (a *Agent) nodeRecord() registry.Node {
 		PeerID: a.node.ID().String(), Name: a.cfg.Name, Addrs: addrs, Runtimes: a.Runtimes(), Labels: a.cfg.Labels,
 		CPU: cpu, Memory: mem, FreeCPU: max(freeCPU, 0), FreeMemory: max(freeMem, 0),
 		Instances: count, Updated: now.UTC(), Message: strings.Join(notes, "; "),
-		Images: a.images(), Load: a.nodeLoad(now),
+		Images: a.images(), Load: a.nodeLoad(now), RTTs: a.nodeRTTs(),
 	}
 }
 

@@ -1,0 +1,265 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/physarum-p2p/physarum/common/rtt"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// The node record's RTTs (registry.Node.RTTs): at every heartbeat's
+// cadence the agent pings the other allocators it knows, learnt from the
+// registry's node list every Config.PeerListEvery, and keeps the nearest
+// registry.MaxNodeRTTs for the next heartbeat to publish. A change of RTT
+// never publishes early.
+
+// maxRTTPings bounds the pings of one round in flight at once.
+const maxRTTPings = 8
+
+// rttExpiryLeases is how many leases a peer may go without answering a
+// ping before it leaves the published RTTs.
+const rttExpiryLeases = 3
+
+// pinger measures the RTT to a peer. *rtt.Tracker implements it: Ping
+// returns the peer's smoothed RTT after folding a new sample in, is safe
+// for concurrent use and returns when ctx ends.
+type pinger interface {
+	Ping(ctx context.Context, p peer.ID) (time.Duration, error)
+}
+
+var _ pinger = (*rtt.Tracker)(nil)
+
+// rttBook is what the agent knows of the other allocators: who they are
+// (the registry's node list), when each last answered, and the RTT last
+// settled for each, published or not. The RTT loop owns it: not safe for
+// concurrent use.
+type rttBook struct {
+	expiry time.Duration // a peer silent for longer drops out
+	peers  map[string]*peerEntry
+}
+
+type peerEntry struct {
+	id         peer.ID
+	answeredAt time.Time // zero: never answered
+	rtt        *float64  // settled (ms); nil until it answers, and after it drops out
+}
+
+func newRTTBook(expiry time.Duration) *rttBook {
+	return &rttBook{expiry: expiry, peers: map[string]*peerEntry{}}
+}
+
+// setPeers makes ids the peers known: new ones are added, and those no
+// longer listed (their node's lease ran out) are forgotten.
+func (b *rttBook) setPeers(ids []peer.ID) {
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		k := id.String()
+		listed[k] = true
+		if b.peers[k] == nil {
+			b.peers[k] = &peerEntry{id: id}
+		}
+	}
+	for k := range b.peers {
+		if !listed[k] {
+			delete(b.peers, k)
+		}
+	}
+}
+
+// order lists the peers to ping: those with an RTT, nearest first, then
+// the others, so that a round cut short by its deadline still measures
+// the peers worth publishing.
+func (b *rttBook) order() []peer.ID {
+	es := make([]*peerEntry, 0, len(b.peers))
+	for _, e := range b.peers {
+		es = append(es, e)
+	}
+	slices.SortFunc(es, func(x, y *peerEntry) int {
+		switch {
+		case x.rtt != nil && y.rtt != nil:
+			return cmp.Or(cmp.Compare(*x.rtt, *y.rtt), cmp.Compare(x.id, y.id))
+		case x.rtt != nil:
+			return -1
+		case y.rtt != nil:
+			return 1
+		}
+		return cmp.Compare(x.id, y.id)
+	})
+	out := make([]peer.ID, len(es))
+	for i, e := range es {
+		out[i] = e.id
+	}
+	return out
+}
+
+// observe records that id answered at now with a smoothed RTT of ms.
+func (b *rttBook) observe(id peer.ID, ms float64, now time.Time) {
+	e := b.peers[id.String()]
+	if e == nil {
+		return // forgotten meanwhile
+	}
+	e.answeredAt = now
+	e.rtt = settleRTT(e.rtt, ms)
+}
+
+// publish returns the RTTs to publish at now: the registry.MaxNodeRTTs
+// nearest peers that answered within the expiry, nearest first (ties by
+// peer ID). A peer silent for longer loses its settled RTT: when it
+// answers again, it is published afresh.
+func (b *rttBook) publish(now time.Time) []registry.PeerRTT {
+	var out []registry.PeerRTT
+	for k, e := range b.peers {
+		if e.rtt == nil {
+			continue
+		}
+		if now.Sub(e.answeredAt) > b.expiry {
+			e.rtt = nil
+			continue
+		}
+		out = append(out, registry.PeerRTT{PeerID: k, RTT: *e.rtt})
+	}
+	return capRTTs(out, registry.MaxNodeRTTs)
+}
+
+// capRTTs sorts rtts nearest first (ties by peer ID) and keeps the first
+// limit.
+func capRTTs(rtts []registry.PeerRTT, limit int) []registry.PeerRTT {
+	slices.SortFunc(rtts, func(x, y registry.PeerRTT) int {
+		return cmp.Or(cmp.Compare(x.RTT, y.RTT), cmp.Compare(x.PeerID, y.PeerID))
+	})
+	if len(rtts) > limit {
+		rtts = rtts[:limit]
+	}
+	return rtts
+}
+
+// settleRTT returns the RTT to publish for a measure of v ms: last, while
+// v is less than registry.RTTStep and less than registry.RTTStepRatio of
+// last away from it; else v to 0.1 ms. Jitter within that band leaves the
+// node record as it was; a peer that really moves shows within a
+// heartbeat or two (the measure is smoothed).
+func settleRTT(last *float64, v float64) *float64 {
+	if last != nil && math.Abs(v-*last) < max(registry.RTTStep, registry.RTTStepRatio**last) {
+		return last
+	}
+	r := math.Round(v*10) / 10
+	return &r
+}
+
+// nodeRTTs is the RTTs of the node record: what the last round settled.
+func (a *Agent) nodeRTTs() []registry.PeerRTT {
+	a.rttMu.Lock()
+	defer a.rttMu.Unlock()
+	return slices.Clone(a.rtts)
+}
+
+// rttLoop measures the RTT to the other allocators every third of the
+// lease (the heartbeat's cadence, spread the same way), reading the node
+// list every Config.PeerListEvery (at once at start, and again each round
+// until a read succeeds).
+func (a *Agent) rttLoop(ctx context.Context) {
+	book := newRTTBook(rttExpiryLeases * a.cfg.LeaseTTL)
+	every := a.cfg.LeaseTTL / 3
+	var listedAt time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		if listedAt.IsZero() || time.Since(listedAt) >= a.cfg.PeerListEvery {
+			if a.learnPeers(ctx, book, every) {
+				listedAt = time.Now()
+			}
+		}
+		measurePeers(ctx, a.node.RTT(), book, every)
+		pub := book.publish(time.Now())
+		a.rttMu.Lock()
+		a.rtts = pub
+		a.rttMu.Unlock()
+		timer.Reset(every - every/10 + time.Duration(rand.Int64N(int64(every/5)+1)))
+	}
+}
+
+// learnPeers reads the node list, within timeout, and makes its other
+// nodes the book's peers, their addresses known to the host. It reports
+// whether the list was read.
+func (a *Agent) learnPeers(ctx context.Context, book *rttBook, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nodes, err := a.reg.ListNodes(ctx)
+	if err != nil {
+		// The publish loop warns about a registry that does not answer;
+		// the known peers are measured meanwhile.
+		a.log.Debug("list nodes to measure RTTs", "err", err)
+		return false
+	}
+	self := a.node.ID()
+	ps := a.node.Host().Peerstore()
+	ttl := max(peerstore.TempAddrTTL, 2*a.cfg.PeerListEvery)
+	ids := make([]peer.ID, 0, len(nodes))
+	for _, n := range nodes {
+		id, err := peer.Decode(n.PeerID)
+		if err != nil || id == self {
+			continue
+		}
+		for _, s := range n.Addrs {
+			if m, err := ma.NewMultiaddr(s); err == nil {
+				ps.AddAddr(id, m, ttl)
+			}
+		}
+		ids = append(ids, id)
+	}
+	book.setPeers(ids)
+	return true
+}
+
+// measurePeers pings the book's peers, maxRTTPings at a time, within
+// timeout, and records those that answered. Peers not reached before the
+// timeout keep what they had.
+func measurePeers(ctx context.Context, p pinger, book *rttBook, timeout time.Duration) {
+	ids := book.order()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rtts := make([]time.Duration, len(ids))
+	oks := make([]bool, len(ids))
+	sem := make(chan struct{}, maxRTTPings)
+	var wg sync.WaitGroup
+loop:
+	for i, id := range ids {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d, err := p.Ping(ctx, id)
+			rtts[i], oks[i] = d, err == nil
+		}()
+	}
+	wg.Wait()
+	now := time.Now()
+	for i, id := range ids {
+		if oks[i] {
+			book.observe(id, rtt.FromDuration(rtts[i]).RTT, now)
+		}
+	}
+}

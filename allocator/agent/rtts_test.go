@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/physarum-p2p/physarum/common/p2ptest"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// TestSettleRTT: a published RTT moves only when the measure is 0.5 ms
+// and 10 % away from it, and then to the measure's tenth of a
+// millisecond, so that jitter leaves the node record as it was.
+func TestSettleRTT(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		measures []float64
+		want     []float64
+	}{
+		{"first measure rounds", []float64{0.04}, []float64{0}},
+		{"loopback jitter", []float64{0.12, 0.31, 0.08, 0.55, 0.61, 0.2}, []float64{0.1, 0.1, 0.1, 0.1, 0.6, 0.6}},
+		// Near by, 0.5 ms is the larger step: 10 % of 3 ms is 0.3 ms.
+		{"near", []float64{3.04, 3.4, 2.6, 3.56, 3.2, 2.49}, []float64{3, 3, 3, 3.6, 3.6, 2.5}},
+		// Far away, 10 % is: 80 ms moves at 8 ms.
+		{"far", []float64{80.26, 84, 87.9, 72.4, 88.34, 80}, []float64{80.3, 80.3, 80.3, 80.3, 88.3, 88.3}},
+		{"moves away", []float64{20, 21.9, 45.06, 44, 47}, []float64{20, 20, 45.1, 45.1, 45.1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var last *float64
+			for i, v := range tc.measures {
+				last = settleRTT(last, v)
+				if *last != tc.want[i] {
+					t.Fatalf("measure %d (%v ms): published %v, want %v", i, v, *last, tc.want[i])
+				}
+			}
+		})
+	}
+	b, _ := json.Marshal(settleRTT(nil, 12.34))
+	if string(b) != "12.3" {
+		t.Errorf("12.34 ms encodes as %s, want 12.3", b)
+	}
+}
+
+// peers returns n fixed peer IDs.
+func peers(t *testing.T, n int) []peer.ID {
+	t.Helper()
+	out := make([]peer.ID, n)
+	for i := range out {
+		out[i] = p2ptest.ID(t, i+1)
+	}
+	return out
+}
+
+// TestRTTBookPublishesTheNearestFirstUpToTheCap: of 40 peers, the 32
+// nearest, nearest first, ties by peer ID; the record stays under its
+// size bound.
+func TestRTTBookPublishesTheNearestFirstUpToTheCap(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	ids := peers(t, 40)
+	b := newRTTBook(time.Minute)
+	b.setPeers(ids)
+	for i, id := range ids {
+		b.observe(id, float64(40-i), now) // peer 39 is the nearest (1 ms)
+	}
+	b.observe(ids[0], 1, now) // tied with peer 39
+	got := b.publish(now)
+	if len(got) != registry.MaxNodeRTTs {
+		t.Fatalf("published %d RTTs, want %d", len(got), registry.MaxNodeRTTs)
+	}
+	first, second := ids[0].String(), ids[39].String()
+	if second < first {
+		first, second = second, first
+	}
+	if got[0].PeerID != first || got[1].PeerID != second || got[0].RTT != 1 || got[1].RTT != 1 {
+		t.Errorf("first two %+v, want the two at 1 ms by peer ID (%s, %s)", got[:2], first, second)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].RTT < got[i-1].RTT {
+			t.Fatalf("not nearest first at %d: %+v", i, got)
+		}
+	}
+	if last := got[len(got)-1]; last.RTT != 31 {
+		t.Errorf("farthest published %+v, want 31 ms (the 32nd nearest)", last)
+	}
+	if enc, _ := json.Marshal(got); len(enc)/len(got) > 80 {
+		t.Errorf("%d bytes an entry: the documented size is about 77", len(enc)/len(got))
+	}
+	order := b.order()
+	if order[0] != ids[0] && order[0] != ids[39] {
+		t.Errorf("pinged first %s, want a nearest", order[0])
+	}
+}
+
+// TestRTTBookHoldsStillAndForgets: jitter changes nothing published;
+// a peer that stops answering drops out after the expiry, one that leaves
+// the node list at once; one that comes back is published afresh.
+func TestRTTBookHoldsStillAndForgets(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	ids := peers(t, 3)
+	b := newRTTBook(30 * time.Second)
+	b.setPeers(ids)
+	b.observe(ids[0], 10, now)
+	b.observe(ids[1], 20, now)
+	b.observe(ids[2], 0.2, now)
+	want := fmt.Sprint(b.publish(now))
+	for i := range 10 {
+		now = now.Add(3 * time.Second)
+		b.observe(ids[0], 10+0.4*float64(i%2), now)
+		b.observe(ids[1], 20-1.5*float64(i%2), now)
+		b.observe(ids[2], 0.1+0.3*float64(i%2), now)
+		if got := fmt.Sprint(b.publish(now)); got != want {
+			t.Fatalf("round %d: jitter changed the RTTs: %s, was %s", i, got, want)
+		}
+	}
+	// ids[1] stops answering.
+	silentSince := now
+	for now.Sub(silentSince) <= 30*time.Second {
+		now = now.Add(3 * time.Second)
+		b.observe(ids[0], 10, now)
+		b.observe(ids[2], 0.2, now)
+		if got := b.publish(now); len(got) != 3 && now.Sub(silentSince) <= 30*time.Second {
+			t.Fatalf("%s silent: %+v, want it kept until 30 s", now.Sub(silentSince), got)
+		}
+	}
+	if got := b.publish(now); len(got) != 2 || got[0].PeerID != ids[2].String() || got[1].PeerID != ids[0].String() {
+		t.Fatalf("after 30 s silent: %+v, want only %s and %s", got, ids[2], ids[0])
+	}
+	// It answers again, further: published afresh, not held at 20.
+	b.observe(ids[1], 20.4, now)
+	if got := b.publish(now); len(got) != 3 || got[2].RTT != 20.4 {
+		t.Fatalf("back: %+v, want 20.4 ms", got)
+	}
+	// ids[0] leaves the node list.
+	b.setPeers([]peer.ID{ids[1], ids[2]})
+	b.observe(ids[0], 10, now) // a ping answered after the list was read
+	if got := b.publish(now); len(got) != 2 || got[1].PeerID != ids[1].String() {
+		t.Fatalf("after leaving the list: %+v", got)
+	}
+}
+
+// slowPinger answers after delay, counting the pings in flight.
+type slowPinger struct {
+	delay         time.Duration
+	inFlight, top atomic.Int32
+	mu            sync.Mutex
+	pinged        []peer.ID
+}
+
+func (p *slowPinger) Ping(ctx context.Context, id peer.ID) (time.Duration, error) {
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		top := p.top.Load()
+		if n <= top || p.top.CompareAndSwap(top, n) {
+			break
+		}
+	}
+	p.mu.Lock()
+	p.pinged = append(p.pinged, id)
+	p.mu.Unlock()
+	select {
+	case <-time.After(p.delay):
+		return 5 * time.Millisecond, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// TestMeasurePeersIsBoundedAndMeetsItsDeadline: at most maxRTTPings pings
+// at once, and a round ends at its timeout with the peers answered so far.
+func TestMeasurePeersIsBoundedAndMeetsItsDeadline(t *testing.T) {
+	ids := peers(t, 40)
+	b := newRTTBook(time.Minute)
+	b.setPeers(ids)
+	p := &slowPinger{delay: 20 * time.Millisecond}
+	measurePeers(t.Context(), p, b, 10*time.Second)
+	if top := p.top.Load(); top > maxRTTPings || top < 2 {
+		t.Errorf("%d pings at once, want 2 to %d", top, maxRTTPings)
+	}
+	if got := b.publish(time.Now()); len(got) != registry.MaxNodeRTTs || got[0].RTT != 5 {
+		t.Errorf("published %d (%+v), want %d at 5 ms", len(got), got, registry.MaxNodeRTTs)
+	}
+
+	b = newRTTBook(time.Minute)
+	b.setPeers(ids)
+	p = &slowPinger{delay: time.Hour}
+	start := time.Now()
+	measurePeers(t.Context(), p, b, 100*time.Millisecond)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("round took %s with a 100 ms timeout", d)
+	}
+	if got := b.publish(time.Now()); len(got) != 0 {
+		t.Errorf("published %+v from peers that never answered", got)
+	}
+}
