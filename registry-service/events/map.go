@@ -81,10 +81,11 @@ func FromWatch(evs []*clientv3.Event, now time.Time) []registry.Event {
 		if ev.Kv.ModRevision != rev {
 			rev, n = ev.Kv.ModRevision, 0
 		}
-		if topic == registry.TopicNode && ev.Type == clientv3.EventTypePut && ev.PrevKv != nil && onlyLoadChanged(ev.PrevKv.Value, ev.Kv.Value) {
-			// A heartbeat that carries a busy node's new load: not a
-			// change of the node worth an event (a hundred nodes would
-			// make thirty a second); its record shows the load.
+		if topic == registry.TopicNode && ev.Type == clientv3.EventTypePut && ev.PrevKv != nil && onlyMeasuresChanged(ev.PrevKv.Value, ev.Kv.Value) {
+			// A heartbeat that carries a busy node's new load, or its
+			// new RTTs to other nodes: not a change of the node worth an
+			// event (a hundred nodes would make thirty a second); its
+			// record shows them.
 			continue
 		}
 		e := registry.Event{
@@ -113,14 +114,16 @@ func FromWatch(evs []*clientv3.Event, now time.Time) []registry.Event {
 	return out
 }
 
-// onlyLoadChanged reports whether two versions of a node record differ
-// only in their published load (and the time of the change).
-func onlyLoadChanged(before, after []byte) bool {
+// onlyMeasuresChanged reports whether two versions of a node record
+// differ only in what the node measures (its load, its RTTs) and the time
+// of the change.
+func onlyMeasuresChanged(before, after []byte) bool {
 	var a, b registry.Node
 	if json.Unmarshal(before, &a) != nil || json.Unmarshal(after, &b) != nil {
 		return false
 	}
 	a.Load, b.Load = nil, nil
+	a.RTTs, b.RTTs = nil, nil
 	a.Updated, b.Updated = time.Time{}, time.Time{}
 	return reflect.DeepEqual(a, b)
 }

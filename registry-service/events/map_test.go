@@ -114,6 +114,14 @@ func TestFromWatch(t *testing.T) {
 		}, []want{
 			{"72-0", "node", "updated", "12D3KooWabc", `{"Name":"n1","FreeCPU":400,"Load":[{"ID":"a","Service":"s","RPS":10,"InFlight":1}]}`},
 		}},
+		{"a node heartbeat that changes only its RTTs is no event", []*clientv3.Event{
+			putOver("/physarum/nodes/12D3KooWabc", `{"Name":"n1","RTTs":[{"PeerID":"12D3KooWdef","RTT":12.5}]}`,
+				`{"Name":"n1","RTTs":[{"PeerID":"12D3KooWxyz","RTT":3.1},{"PeerID":"12D3KooWdef","RTT":20}]}`, 70, 73),
+			putOver("/physarum/nodes/12D3KooWabc", `{"Name":"n1","RTTs":[{"PeerID":"12D3KooWdef","RTT":12.5}]}`,
+				`{"Name":"n2","RTTs":[{"PeerID":"12D3KooWdef","RTT":12.5}]}`, 70, 74),
+		}, []want{
+			{"74-0", "node", "updated", "12D3KooWabc", `{"Name":"n2","RTTs":[{"PeerID":"12D3KooWdef","RTT":12.5}]}`},
+		}},
 		{"autoscale policies and decisions", []*clientv3.Event{
 			put("/physarum/autoscale/hello/policy", `{"policy":{"min":1}}`, 80, 80),
 			put("/physarum/autoscale/hello/decision", `{"last":{}}`, 81, 81),
