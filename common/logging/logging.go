@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -46,3 +48,22 @@ func New(w io.Writer, binary, level, format string) (*slog.Logger, error) {
 
 // Discard is a logger that drops everything (tests, libraries by default).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// textKV matches one key=value of a slog text line; a quoted value may
+// hold spaces.
+var textKV = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
+
+// ParseText reads the key=value pairs of one line that slog's text
+// handler wrote (quoted values unquoted), for tools that read the
+// daemons' logs: the bench, the demo.
+func ParseText(line string) map[string]string {
+	kv := map[string]string{}
+	for _, m := range textKV.FindAllStringSubmatch(line, -1) {
+		v := m[2]
+		if u, err := strconv.Unquote(v); err == nil {
+			v = u
+		}
+		kv[m[1]] = v
+	}
+	return kv
+}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/physarum-p2p/physarum/allocator/images"
 	"github.com/physarum-p2p/physarum/common/dockerd"
+	"github.com/physarum-p2p/physarum/common/logging"
 )
 
 // runImages measures how Docker images travel inside the network (issue
@@ -756,10 +756,6 @@ func counterValue(reg *prometheus.Registry, name, label, value string) float64 {
 	return 0
 }
 
-// logKV matches one key=value of a slog text line; a quoted value may hold
-// spaces.
-var logKV = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
-
 // fetchedRates reads an allocator's log for its "fetched image" lines of
 // image id: the rate (MiB/s) and the time (s) of each.
 func fetchedRates(logFile, id string) (rates, seconds []float64) {
@@ -767,14 +763,7 @@ func fetchedRates(logFile, id string) (rates, seconds []float64) {
 		if !strings.Contains(line, `msg="fetched image"`) {
 			continue
 		}
-		kv := map[string]string{}
-		for _, m := range logKV.FindAllStringSubmatch(line, -1) {
-			v := m[2]
-			if u, err := strconv.Unquote(v); err == nil {
-				v = u
-			}
-			kv[m[1]] = v
-		}
+		kv := logging.ParseText(line)
 		if kv["image"] != id {
 			continue
 		}

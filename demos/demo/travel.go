@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/logging"
 )
 
 // transfer is one image that travelled, as the allocator that took it
@@ -110,10 +111,6 @@ func (d *demo) deployWhereMissing(ctx context.Context, id string) {
 	say("hello runs on %s, %s after the deploy was asked for", target.name, since(start))
 }
 
-// logKV matches one key=value of a slog text line; a quoted value may hold
-// spaces.
-var logKV = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
-
 // transfersOf reads the image transfers an allocator's log reports: images
 // it fetched from a peer, and images registry-cli pushed to it.
 func transfersOf(logFile, to string) []transfer {
@@ -136,14 +133,7 @@ func transfersOf(logFile, to string) []transfer {
 		default:
 			continue
 		}
-		kv := map[string]string{}
-		for _, m := range logKV.FindAllStringSubmatch(line, -1) {
-			v := m[2]
-			if u, err := strconv.Unquote(v); err == nil {
-				v = u
-			}
-			kv[m[1]] = v
-		}
+		kv := logging.ParseText(line)
 		t := transfer{at: kv["time"], image: kv["image"], to: to, how: how}
 		t.bytes, _ = strconv.ParseInt(kv["bytes"], 10, 64)
 		t.seconds, _ = strconv.ParseFloat(kv["seconds"], 64)
