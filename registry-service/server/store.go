@@ -361,6 +361,17 @@ func (s *Store) writeNode(ctx context.Context, node registry.Node, record string
 	}
 	nk := nameKey(node.Name)
 	ops = append(ops, clientv3.OpPut(nk, node.PeerID, clientv3.WithLease(lease)))
+	if oldName == node.Name {
+		// The usual rewrite (a busy node's heartbeat): the name is
+		// already the node's, so ask that first, in one transaction.
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(nk), "=", node.PeerID)).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
 	for range nameClaimAttempts {
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
 			Then(ops...).Else(clientv3.OpGet(nk)).Commit()
