@@ -381,6 +381,18 @@ func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	return resp.Nodes, nil
 }
 
+// ListNodesBrief reads every live node record without what the nodes
+// measure and hold (Node.Brief): for a caller that needs to know which
+// allocators there are and where, such as an allocator measuring its RTTs
+// to the others. A registry older than Brief answers whole records.
+func (c *Client) ListNodesBrief(ctx context.Context) ([]Node, error) {
+	resp, err := c.call(ctx, Request{Op: OpNodeList, Brief: true})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return resp.Nodes, nil
+}
+
 // PutInstance publishes an instance record (of this node).
 func (c *Client) PutInstance(ctx context.Context, inst Instance) error {
 	if _, err := c.call(ctx, Request{Op: OpInstancePut, Instance: &inst}); err != nil {

@@ -81,7 +81,10 @@ func TestNodeAndInstanceRecordsLiveUnderTheNodeLease(t *testing.T) {
 	if err := alloc.PutInstance(ctx, inst); err == nil {
 		t.Fatal("instance accepted before its node had a record")
 	}
-	if _, err := alloc.PutNode(ctx, registry.Node{PeerID: me, CPU: 1000, FreeCPU: 1000}, 2); err != nil {
+	rec := registry.Node{PeerID: me, CPU: 1000, FreeCPU: 1000, Images: []string{"sha256:abc"},
+		Load: []registry.InstanceLoad{{ID: "i-1", Service: "hello", RPS: 1.5}},
+		RTTs: []registry.PeerRTT{{PeerID: nodes[2].ID().String(), RTT: 12.5}}}
+	if _, err := alloc.PutNode(ctx, rec, 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := alloc.PutInstance(ctx, inst); err != nil {
@@ -95,8 +98,14 @@ func TestNodeAndInstanceRecordsLiveUnderTheNodeLease(t *testing.T) {
 		t.Fatalf("foreign instance record: %v", err)
 	}
 	ns, err := other.ListNodes(ctx)
-	if err != nil || len(ns) != 1 || ns[0].PeerID != me {
-		t.Fatalf("nodes: %v %v", ns, err)
+	if err != nil || len(ns) != 1 || ns[0].PeerID != me || len(ns[0].RTTs) != 1 || ns[0].RTTs[0].RTT != 12.5 ||
+		len(ns[0].Load) != 1 || len(ns[0].Images) != 1 {
+		t.Fatalf("nodes: %+v %v", ns, err)
+	}
+	// Brief: who and where, without the measures.
+	ns, err = other.ListNodesBrief(ctx)
+	if err != nil || len(ns) != 1 || ns[0].PeerID != me || ns[0].CPU != 1000 || ns[0].RTTs != nil || ns[0].Load != nil || ns[0].Images != nil {
+		t.Fatalf("brief nodes: %+v %v", ns, err)
 	}
 	// Without heartbeats, the lease (2s TTL) takes node and instance away.
 	eventually.Succeeds(t, 10*time.Second, func() error {

@@ -55,6 +55,9 @@ type Request struct {
 	Node *Node `json:"Node,omitempty"`
 	// TTL is the node record's lease in seconds (node.put).
 	TTL int `json:"TTL,omitempty"`
+	// Brief asks node.list for the records without what the nodes
+	// measure and hold (Node.Brief).
+	Brief bool `json:"Brief,omitempty"`
 	// Instance is an instance record (instance.put).
 	Instance *Instance `json:"Instance,omitempty"`
 	// ID names an instance (instance.delete).

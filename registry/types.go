@@ -322,6 +322,14 @@ type Node struct {
 	RTTs []PeerRTT `json:"RTTs,omitempty"`
 }
 
+// Brief is n without what the node measures and holds (Load, RTTs,
+// Images): who it is, where, and what it offers, in about a tenth of the
+// bytes of a busy node's whole record.
+func (n Node) Brief() Node {
+	n.Load, n.RTTs, n.Images = nil, nil, nil
+	return n
+}
+
 // MaxNodeRTTs bounds the entries of Node.RTTs (about 77 bytes an entry,
 // so about 2.5 KB at most): a node that knows more allocators publishes
 // the MaxNodeRTTs nearest.

@@ -199,7 +199,7 @@ func (a *Agent) rttLoop(ctx context.Context) {
 func (a *Agent) learnPeers(ctx context.Context, book *rttBook, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nodes, err := a.reg.ListNodes(ctx)
+	nodes, err := a.reg.ListNodesBrief(ctx)
 	if err != nil {
 		// The publish loop warns about a registry that does not answer;
 		// the known peers are measured meanwhile.

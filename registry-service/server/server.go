@@ -291,6 +291,11 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 		return &registry.Response{LeaseGranted: granted}, err
 	case registry.OpNodeList:
 		nodes, err := s.store.ListNodes(ctx)
+		if r.Brief {
+			for i := range nodes {
+				nodes[i] = nodes[i].Brief()
+			}
+		}
 		return &registry.Response{Nodes: nodes}, err
 	case registry.OpNodeDelete:
 		return &registry.Response{}, s.store.DeleteNode(ctx, from.String())
