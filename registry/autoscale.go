@@ -40,8 +40,8 @@ const (
 	// DefaultEvaluationInterval is how often the policy is evaluated
 	// (Kubernetes' HPA syncs every 15 s).
 	DefaultEvaluationInterval = 10 * time.Second
-	// DefaultStabilizationWindow is how far back the highest
-	// recommendation bounds a scale-down (the HPA's default, 5 min).
+	// DefaultStabilizationWindow is how long recommendations must want
+	// fewer instances before a scale-down (the HPA's default window, 5 min).
 	DefaultStabilizationWindow = 5 * time.Minute
 	// DefaultCooldown is how long the count stays put after a change: three
 	// default evaluations, time enough for new instances to start and
@@ -73,8 +73,10 @@ type AutoscalePolicy struct {
 	// EvaluationInterval is how often the policy is evaluated (0:
 	// DefaultEvaluationInterval).
 	EvaluationInterval Duration `json:"evaluation_interval,omitzero"`
-	// StabilizationWindow is how far back the highest recommendation
-	// bounds a scale-down (0: DefaultStabilizationWindow).
+	// StabilizationWindow is how long every recommendation must want
+	// fewer instances before a scale-down, which then goes to the highest
+	// recommendation of the window's second half (0:
+	// DefaultStabilizationWindow).
 	StabilizationWindow Duration `json:"stabilization_window,omitzero"`
 	// Cooldown is how long the count stays put after a change, in either
 	// direction (0: DefaultCooldown).

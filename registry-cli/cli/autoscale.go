@@ -25,8 +25,9 @@ With -max and at least one check (-rps, -inflight, -cpu, or
 policy: every -interval the registry's leader sets the desired count on
 -compute to ceil(count × value / target) for the check that wants the
 most, within -min and -max (10% tolerance; at most max(2×, +4) more per
-step; down only to the highest count wanted within -window; nothing moves
-for -cooldown after a change). Targets are per instance: requests per
+step; down only once every count wanted within -window is lower, then to
+the highest wanted in its second half; nothing moves for -cooldown after a
+change). Targets are per instance: requests per
 second, requests in flight, CPU percent of one core; a Prometheus query
 (registry-service's -prometheus-url) must come to one number, the
 service's total. -min 0 lets the service go to zero when idle; a request
@@ -61,7 +62,7 @@ func (f *autoscaleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.promQuery, "prometheus-query", "", "check: a Prometheus query that comes to one number, the service's total (with -prometheus-target)")
 	fs.Float64Var(&f.promTarget, "prometheus-target", 0, "the -prometheus-query value per instance to aim at")
 	fs.DurationVar(&f.interval, "interval", 0, "how often the policy is evaluated (default "+shortDuration(registry.DefaultEvaluationInterval)+")")
-	fs.DurationVar(&f.window, "window", 0, "scale-down stabilization window: the count goes down only to the highest count wanted within it (default "+shortDuration(registry.DefaultStabilizationWindow)+")")
+	fs.DurationVar(&f.window, "window", 0, "scale-down stabilization window: the count goes down only once every count wanted within it is lower (default "+shortDuration(registry.DefaultStabilizationWindow)+")")
 	fs.DurationVar(&f.cooldown, "cooldown", 0, "how long the count stays put after a change (default "+shortDuration(registry.DefaultCooldown)+")")
 	fs.StringVar(&f.compute, "compute", "", "the compute whose desired count the policy sets (default \""+registry.ComputePhysarum+"\": the whole network)")
 	fs.BoolVar(&f.off, "off", false, "turn autoscaling off; the desired count stays as it is")
