@@ -5,7 +5,8 @@
 // lifecycle under /instances when the Controller is also a
 // registry.Lifecycle (instances.go); seed 002's autoscaling policies under
 // /service/<name>/autoscale when it is a registry.Autoscalers
-// (autoscale.go). registry-service serves it on -api-listen over its own
+// (autoscale.go); the node records under /nodes when it is a NodeLister
+// (nodes.go). registry-service serves it on -api-listen over its own
 // control; an allocator serves it on -connector-listen with
 // Options.NodeScope set, as a Genisys connector for its own node.
 //
@@ -116,6 +117,7 @@ func New(c registry.Controller, o Options) http.Handler {
 	h.addVersionRoutes()
 	h.addAutoscaleRoutes()
 	h.addEventRoutes()
+	h.addNodeRoutes()
 	return h
 }
 
@@ -189,7 +191,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	key, name, ok := match(r.URL)
 	if !ok {
-		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /service/<name>/autoscale, /status, /instances, /callbacks and /v1/events", r.Method, r.URL.Path)
+		return 0, nil, wire.Errorf(wire.CodeNotFound, "no route %s %s: see /compute, /service, /service/<name>, /service/<name>/scale, /service/<name>/status, /service/<name>/autoscale, /status, /nodes, /instances, /callbacks and /v1/events", r.Method, r.URL.Path)
 	}
 	if h.o.NodeScope != "" && (key == routeComputes || key == routeCompute) {
 		return 0, nil, wire.Errorf(wire.CodeNotFound, "an allocator's connector has no computes: it is compute %q alone; computes are registry-service's (its -api-listen)", h.o.NodeScope)
@@ -276,6 +278,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return matchCallbacks(segs)
 	case len(segs) == 2 && segs[0] == "v1" && segs[1] == "events":
 		return routeEvents, "", true
+	case len(segs) == 1 && segs[0] == "nodes":
+		return routeNodes, "", true
 	}
 	return "", "", false
 }
