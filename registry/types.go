@@ -315,10 +315,11 @@ type Node struct {
 	// allocators it knows (from the registry's node list), measured with
 	// libp2p ping at every heartbeat (each third of the lease) and sent
 	// with it: nearest first, at most MaxNodeRTTs of them. Values are
-	// rounded to 0.1 ms and move only when the measure is RTTStep or
-	// RTTStepRatio (whichever is larger) away from what was last
-	// published, so that a quiet network's records hold still. A peer
-	// that has not answered for three leases drops out.
+	// rounded to 0.1 ms and move only when the measure is more than
+	// RTTStep, and more than RTTStepRatio, away from what was last
+	// published (and more than the measure's own jitter), so that a quiet
+	// network's records hold still. A peer that has not answered for
+	// three leases drops out.
 	RTTs []PeerRTT `json:"RTTs,omitempty"`
 }
 
@@ -335,9 +336,11 @@ func (n Node) Brief() Node {
 // the MaxNodeRTTs nearest.
 const MaxNodeRTTs = 32
 
-// A published RTT (Node.RTTs) moves only when the measure is at least
-// RTTStep milliseconds, and at least RTTStepRatio of the published value,
-// away from it: 0.5 ms near by, 10 % far away, where jitter is larger.
+// A published RTT (Node.RTTs) moves only when the measure is more than
+// RTTStep milliseconds, and more than RTTStepRatio of the published
+// value, away from it: 0.5 ms near by, 10 % far away, where jitter is
+// larger. (The allocator also holds it within four times the measure's
+// mean deviation from round to round.)
 const (
 	RTTStep      = 0.5 // ms
 	RTTStepRatio = 0.1

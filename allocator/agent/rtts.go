@@ -26,6 +26,16 @@ import (
 // maxRTTPings bounds the pings of one round in flight at once.
 const maxRTTPings = 8
 
+// rttDeviations is how many times its mean deviation a peer's measure
+// must move, beside registry.RTTStep and registry.RTTStepRatio, before its
+// published RTT follows (TCP's retransmission timeout allows four, RFC
+// 6298): a link whose RTT only jitters, however widely, holds still, and
+// one that really moves shows within a round or two.
+const rttDeviations = 4
+
+// rttDevWeight is the weight of a new round in a peer's mean deviation.
+const rttDevWeight = 0.25
+
 // rttExpiryLeases is how many leases a peer may go without answering a
 // ping before it leaves the published RTTs.
 const rttExpiryLeases = 3
@@ -52,6 +62,9 @@ type peerEntry struct {
 	id         peer.ID
 	answeredAt time.Time // zero: never answered
 	rtt        *float64  // settled (ms); nil until it answers, and after it drops out
+	// measured is the last measure (ms) and dev the mean deviation of
+	// the measure from one round to the next; valid with rtt.
+	measured, dev float64
 }
 
 func newRTTBook(expiry time.Duration) *rttBook {
@@ -108,8 +121,16 @@ func (b *rttBook) observe(id peer.ID, ms float64, now time.Time) {
 	if e == nil {
 		return // forgotten meanwhile
 	}
-	e.answeredAt = now
-	e.rtt = settleRTT(e.rtt, ms)
+	if e.rtt == nil { // its first answer, or its first since it dropped out
+		e.dev = 0
+	} else {
+		// This round's move counts in the band it is judged by: one
+		// outlying round widens its own band and publishes nothing,
+		// while a move that lasts shows a round later.
+		e.dev = (1-rttDevWeight)*e.dev + rttDevWeight*math.Abs(ms-e.measured)
+	}
+	e.rtt = settleRTT(e.rtt, ms, e.dev)
+	e.answeredAt, e.measured = now, ms
 }
 
 // publish returns the RTTs to publish at now: the registry.MaxNodeRTTs
@@ -143,13 +164,14 @@ func capRTTs(rtts []registry.PeerRTT, limit int) []registry.PeerRTT {
 	return rtts
 }
 
-// settleRTT returns the RTT to publish for a measure of v ms: last, while
-// v is less than registry.RTTStep and less than registry.RTTStepRatio of
-// last away from it; else v to 0.1 ms. Jitter within that band leaves the
-// node record as it was; a peer that really moves shows within a
-// heartbeat or two (the measure is smoothed).
-func settleRTT(last *float64, v float64) *float64 {
-	if last != nil && math.Abs(v-*last) < max(registry.RTTStep, registry.RTTStepRatio**last) {
+// settleRTT returns the RTT to publish for a measure of v ms whose mean
+// deviation from round to round is dev: last, while v is no more than
+// registry.RTTStep, registry.RTTStepRatio of last and rttDeviations times
+// dev away from it; else v to 0.1 ms. Jitter within that band leaves the
+// node record as it was; a peer that really moves shows within a round or
+// two (the measure is smoothed).
+func settleRTT(last *float64, v, dev float64) *float64 {
+	if last != nil && math.Abs(v-*last) <= max(registry.RTTStep, registry.RTTStepRatio**last, rttDeviations*dev) {
 		return last
 	}
 	r := math.Round(v*10) / 10

@@ -15,9 +15,10 @@ import (
 	"github.com/physarum-p2p/physarum/registry"
 )
 
-// TestSettleRTT: a published RTT moves only when the measure is 0.5 ms
-// and 10 % away from it, and then to the measure's tenth of a
-// millisecond, so that jitter leaves the node record as it was.
+// TestSettleRTT: a published RTT moves only when the measure is more
+// than 0.5 ms, 10 % and four deviations away from it, and then to the
+// measure's tenth of a millisecond, so that jitter leaves the node record
+// as it was.
 func TestSettleRTT(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -35,16 +36,69 @@ func TestSettleRTT(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var last *float64
 			for i, v := range tc.measures {
-				last = settleRTT(last, v)
+				last = settleRTT(last, v, 0)
 				if *last != tc.want[i] {
 					t.Fatalf("measure %d (%v ms): published %v, want %v", i, v, *last, tc.want[i])
 				}
 			}
 		})
 	}
-	b, _ := json.Marshal(settleRTT(nil, 12.34))
+	if got := *settleRTT(ptr(20), 25, 1.3); got != 20 {
+		t.Errorf("5 ms from 20 ms with a deviation of 1.3 ms: %v, want 20 (within 5.2 ms)", got)
+	}
+	if got := *settleRTT(ptr(20), 25, 1.2); got != 25 {
+		t.Errorf("5 ms from 20 ms with a deviation of 1.2 ms: %v, want 25 (beyond 4.8 ms)", got)
+	}
+	b, _ := json.Marshal(settleRTT(nil, 12.34, 0))
 	if string(b) != "12.3" {
 		t.Errorf("12.34 ms encodes as %s, want 12.3", b)
+	}
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// TestRTTBookFollowsLastingMovesNotOutliers: a link that jitters widely,
+// or has one bad round, keeps its published RTT; one that moves for good
+// shows within two rounds.
+func TestRTTBookFollowsLastingMovesNotOutliers(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	id := peers(t, 1)[0]
+	b := newRTTBook(time.Minute)
+	b.setPeers([]peer.ID{id})
+	round := func(ms float64) float64 {
+		t.Helper()
+		now = now.Add(3 * time.Second)
+		b.observe(id, ms, now)
+		got := b.publish(now)
+		if len(got) != 1 {
+			t.Fatalf("published %+v", got)
+		}
+		return got[0].RTT
+	}
+	round(10)
+	for i := range 20 { // 2 ms of jitter: over the 1 ms step, within the band
+		if got := round(10 + 2*float64(i%2)); got != 10 {
+			t.Fatalf("jitter round %d: %v, want 10", i, got)
+		}
+	}
+	for range 20 {
+		round(10)
+	}
+	for i, ms := range []float64{14, 10, 10} { // one bad round
+		if got := round(ms); got != 10 {
+			t.Fatalf("round %d after a quiet spell (%v ms): %v, want 10", i, ms, got)
+		}
+	}
+	for range 20 {
+		round(10)
+	}
+	// A move for good, smoothed as the tracker smooths it.
+	var got float64
+	for _, ms := range []float64{12, 13, 13.5} {
+		got = round(ms)
+	}
+	if got == 10 {
+		t.Fatalf("a lasting move to 14 ms still published as 10 after three rounds")
 	}
 }
 
@@ -67,9 +121,12 @@ func TestRTTBookPublishesTheNearestFirstUpToTheCap(t *testing.T) {
 	b := newRTTBook(time.Minute)
 	b.setPeers(ids)
 	for i, id := range ids {
-		b.observe(id, float64(40-i), now) // peer 39 is the nearest (1 ms)
+		ms := float64(40 - i) // peer 39 is the nearest (1 ms)
+		if i == 0 {
+			ms = 1 // tied with peer 39
+		}
+		b.observe(id, ms, now)
 	}
-	b.observe(ids[0], 1, now) // tied with peer 39
 	got := b.publish(now)
 	if len(got) != registry.MaxNodeRTTs {
 		t.Fatalf("published %d RTTs, want %d", len(got), registry.MaxNodeRTTs)
