@@ -19,7 +19,10 @@
 // replaced), scale (10 to 100 allocators), reconciler (the reconciler's
 // idle cost at 100 allocators and 200 services), events (the event stream
 // and callbacks: latency, and 1,000 changes with 10 readers and 10
-// callbacks). -only runs some of them; -quick runs each with fewer
+// callbacks), autoscale (a policy under a load step ×2 and ×4 through a
+// client proxy: until the desired count moves, the new instances run and
+// answer, failed requests and p99 meanwhile, and back down after the
+// stabilization window). -only runs some of them; -quick runs each with fewer
 // samples, for development.
 //
 // Every process, container, image and directory the suite starts is
