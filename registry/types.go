@@ -313,13 +313,13 @@ type Node struct {
 	Load []InstanceLoad `json:"Load,omitempty"`
 	// RTTs are the allocator's smoothed round-trip times to the other
 	// allocators it knows (from the registry's node list), measured with
-	// libp2p ping at every heartbeat (each third of the lease) and sent
-	// with it: nearest first, at most MaxNodeRTTs of them. Values are
-	// rounded to 0.1 ms and move only when the measure is more than
-	// RTTStep, and more than RTTStepRatio, away from what was last
-	// published (and more than the measure's own jitter), so that a quiet
-	// network's records hold still. A peer that has not answered for
-	// three leases drops out.
+	// libp2p ping (up to 16 peers a heartbeat, in turn) and sent with every
+	// heartbeat (each third of the lease): nearest first, at most
+	// MaxNodeRTTs of them. Values are rounded to 0.1 ms and move only when
+	// the measure is more than RTTStep, and more than RTTStepRatio, away
+	// from what was last published (and more than the measure's own
+	// jitter), so that a quiet network's records hold still. A peer that
+	// fails three pings in a row drops out.
 	RTTs []PeerRTT `json:"RTTs,omitempty"`
 }
 

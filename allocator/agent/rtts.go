@@ -18,27 +18,34 @@ import (
 )
 
 // The node record's RTTs (registry.Node.RTTs): at every heartbeat's
-// cadence the agent pings the other allocators it knows, learnt from the
-// registry's node list every Config.PeerListEvery, and keeps the nearest
-// registry.MaxNodeRTTs for the next heartbeat to publish. A change of RTT
-// never publishes early.
+// cadence the agent pings some of the other allocators it knows, learnt
+// from the registry's node list every Config.PeerListEvery, and keeps the
+// nearest registry.MaxNodeRTTs for the next heartbeat to publish. A
+// change of RTT never publishes early.
 
 // maxRTTPings bounds the pings of one round in flight at once.
 const maxRTTPings = 8
+
+// maxRTTPeersPerRound bounds the peers one round pings, those pinged
+// longest ago first: with up to 16 others each is measured every round;
+// with 99, each every 7 rounds (23 s at the default lease). A measurement
+// costs both nodes CPU (about 0.3 ms, for 3 pings on a new stream), which
+// this keeps at about 5 a second per node however large the network.
+const maxRTTPeersPerRound = 16
 
 // rttDeviations is how many times its mean deviation a peer's measure
 // must move, beside registry.RTTStep and registry.RTTStepRatio, before its
 // published RTT follows (TCP's retransmission timeout allows four, RFC
 // 6298): a link whose RTT only jitters, however widely, holds still, and
-// one that really moves shows within a round or two.
+// one that really moves shows within a measurement or two.
 const rttDeviations = 4
 
-// rttDevWeight is the weight of a new round in a peer's mean deviation.
+// rttDevWeight is the weight of a new measure in a peer's mean deviation.
 const rttDevWeight = 0.25
 
-// rttExpiryLeases is how many leases a peer may go without answering a
-// ping before it leaves the published RTTs.
-const rttExpiryLeases = 3
+// rttDropFails is how many pings in a row a peer may fail (each given the
+// tracker's timeout, 2 s) before it leaves the published RTTs.
+const rttDropFails = 3
 
 // pinger measures the RTT to a peer. *rtt.Tracker implements it: Ping
 // returns the peer's smoothed RTT after folding a new sample in, is safe
@@ -50,25 +57,26 @@ type pinger interface {
 var _ pinger = (*rtt.Tracker)(nil)
 
 // rttBook is what the agent knows of the other allocators: who they are
-// (the registry's node list), when each last answered, and the RTT last
-// settled for each, published or not. The RTT loop owns it: not safe for
-// concurrent use.
+// (the registry's node list), when each was last pinged, whether it
+// answered, and the RTT last settled for each, published or not. The RTT
+// loop owns it: not safe for concurrent use.
 type rttBook struct {
-	expiry time.Duration // a peer silent for longer drops out
-	peers  map[string]*peerEntry
+	peers map[string]*peerEntry
+	round int // rounds picked so far
 }
 
 type peerEntry struct {
-	id         peer.ID
-	answeredAt time.Time // zero: never answered
-	rtt        *float64  // settled (ms); nil until it answers, and after it drops out
+	id    peer.ID
+	tried int      // the round it was last pinged in; 0: never
+	fails int      // pings failed in a row
+	rtt   *float64 // settled (ms); nil until it answers, and after it drops out
 	// measured is the last measure (ms) and dev the mean deviation of
-	// the measure from one round to the next; valid with rtt.
+	// the measure from one measurement to the next; valid with rtt.
 	measured, dev float64
 }
 
-func newRTTBook(expiry time.Duration) *rttBook {
-	return &rttBook{expiry: expiry, peers: map[string]*peerEntry{}}
+func newRTTBook() *rttBook {
+	return &rttBook{peers: map[string]*peerEntry{}}
 }
 
 // setPeers makes ids the peers known: new ones are added, and those no
@@ -89,15 +97,19 @@ func (b *rttBook) setPeers(ids []peer.ID) {
 	}
 }
 
-// order lists the peers to ping: those with an RTT, nearest first, then
-// the others, so that a round cut short by its deadline still measures
-// the peers worth publishing.
-func (b *rttBook) order() []peer.ID {
+// pick starts a round and lists the peers it pings, at most limit: those
+// pinged longest ago (never, first), nearest first among equals. Call
+// tried for each one pinged.
+func (b *rttBook) pick(limit int) []peer.ID {
+	b.round++
 	es := make([]*peerEntry, 0, len(b.peers))
 	for _, e := range b.peers {
 		es = append(es, e)
 	}
 	slices.SortFunc(es, func(x, y *peerEntry) int {
+		if c := cmp.Compare(x.tried, y.tried); c != 0 {
+			return c
+		}
 		switch {
 		case x.rtt != nil && y.rtt != nil:
 			return cmp.Or(cmp.Compare(*x.rtt, *y.rtt), cmp.Compare(x.id, y.id))
@@ -108,46 +120,48 @@ func (b *rttBook) order() []peer.ID {
 		}
 		return cmp.Compare(x.id, y.id)
 	})
-	out := make([]peer.ID, len(es))
-	for i, e := range es {
-		out[i] = e.id
+	out := make([]peer.ID, 0, min(limit, len(es)))
+	for _, e := range es[:min(limit, len(es))] {
+		out = append(out, e.id)
 	}
 	return out
 }
 
-// observe records that id answered at now with a smoothed RTT of ms.
-func (b *rttBook) observe(id peer.ID, ms float64, now time.Time) {
+// tried records that id was pinged in this round: it answered with a
+// smoothed RTT of ms, or failed (ok false).
+func (b *rttBook) tried(id peer.ID, ms float64, ok bool) {
 	e := b.peers[id.String()]
 	if e == nil {
 		return // forgotten meanwhile
 	}
+	e.tried = b.round
+	if !ok {
+		if e.fails++; e.fails >= rttDropFails {
+			e.rtt = nil // when it answers again, it is published afresh
+		}
+		return
+	}
+	e.fails = 0
 	if e.rtt == nil { // its first answer, or its first since it dropped out
 		e.dev = 0
 	} else {
-		// This round's move counts in the band it is judged by: one
-		// outlying round widens its own band and publishes nothing,
-		// while a move that lasts shows a round later.
+		// This measure's move counts in the band it is judged by: one
+		// outlying measure widens its own band and publishes nothing,
+		// while a move that lasts shows at the next.
 		e.dev = (1-rttDevWeight)*e.dev + rttDevWeight*math.Abs(ms-e.measured)
 	}
 	e.rtt = settleRTT(e.rtt, ms, e.dev)
-	e.answeredAt, e.measured = now, ms
+	e.measured = ms
 }
 
-// publish returns the RTTs to publish at now: the registry.MaxNodeRTTs
-// nearest peers that answered within the expiry, nearest first (ties by
-// peer ID). A peer silent for longer loses its settled RTT: when it
-// answers again, it is published afresh.
-func (b *rttBook) publish(now time.Time) []registry.PeerRTT {
+// publish returns the RTTs to publish: the registry.MaxNodeRTTs nearest
+// peers with a settled RTT, nearest first (ties by peer ID).
+func (b *rttBook) publish() []registry.PeerRTT {
 	var out []registry.PeerRTT
 	for k, e := range b.peers {
-		if e.rtt == nil {
-			continue
+		if e.rtt != nil {
+			out = append(out, registry.PeerRTT{PeerID: k, RTT: *e.rtt})
 		}
-		if now.Sub(e.answeredAt) > b.expiry {
-			e.rtt = nil
-			continue
-		}
-		out = append(out, registry.PeerRTT{PeerID: k, RTT: *e.rtt})
 	}
 	return capRTTs(out, registry.MaxNodeRTTs)
 }
@@ -165,11 +179,11 @@ func capRTTs(rtts []registry.PeerRTT, limit int) []registry.PeerRTT {
 }
 
 // settleRTT returns the RTT to publish for a measure of v ms whose mean
-// deviation from round to round is dev: last, while v is no more than
-// registry.RTTStep, registry.RTTStepRatio of last and rttDeviations times
-// dev away from it; else v to 0.1 ms. Jitter within that band leaves the
-// node record as it was; a peer that really moves shows within a round or
-// two (the measure is smoothed).
+// deviation from one measurement to the next is dev: last, while v is no
+// more than registry.RTTStep, registry.RTTStepRatio of last and
+// rttDeviations times dev away from it; else v to 0.1 ms. Jitter within
+// that band leaves the node record as it was; a peer that really moves
+// shows within a measurement or two (the measure is smoothed).
 func settleRTT(last *float64, v, dev float64) *float64 {
 	if last != nil && math.Abs(v-*last) <= max(registry.RTTStep, registry.RTTStepRatio**last, rttDeviations*dev) {
 		return last
@@ -185,12 +199,12 @@ func (a *Agent) nodeRTTs() []registry.PeerRTT {
 	return slices.Clone(a.rtts)
 }
 
-// rttLoop measures the RTT to the other allocators every third of the
-// lease (the heartbeat's cadence, spread the same way), reading the node
-// list every Config.PeerListEvery (at once at start, and again each round
+// rttLoop measures the RTT to other allocators every third of the lease
+// (the heartbeat's cadence, spread the same way), reading the node list
+// every Config.PeerListEvery (at once at start, and again each round
 // until a read succeeds).
 func (a *Agent) rttLoop(ctx context.Context) {
-	book := newRTTBook(rttExpiryLeases * a.cfg.LeaseTTL)
+	book := newRTTBook()
 	every := a.cfg.LeaseTTL / 3
 	var listedAt time.Time
 	timer := time.NewTimer(0)
@@ -207,7 +221,7 @@ func (a *Agent) rttLoop(ctx context.Context) {
 			}
 		}
 		measurePeers(ctx, a.node.RTT(), book, every)
-		pub := book.publish(time.Now())
+		pub := book.publish()
 		a.rttMu.Lock()
 		a.rtts = pub
 		a.rttMu.Unlock()
@@ -248,18 +262,25 @@ func (a *Agent) learnPeers(ctx context.Context, book *rttBook, timeout time.Dura
 	return true
 }
 
-// measurePeers pings the book's peers, maxRTTPings at a time, within
-// timeout, and records those that answered. Peers not reached before the
-// timeout keep what they had.
+// measurePeers runs a round: it pings the peers the book picks, at most
+// maxRTTPeersPerRound, maxRTTPings at a time, within timeout, and records
+// what each ping said. A peer whose ping the round's end (or ctx) cut
+// short, or never started, counts as not pinged: it keeps its turn.
 func measurePeers(ctx context.Context, p pinger, book *rttBook, timeout time.Duration) {
-	ids := book.order()
+	ids := book.pick(maxRTTPeersPerRound)
 	if len(ids) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	type outcome int
+	const (
+		notPinged outcome = iota
+		answered
+		failed
+	)
 	rtts := make([]time.Duration, len(ids))
-	oks := make([]bool, len(ids))
+	outs := make([]outcome, len(ids))
 	sem := make(chan struct{}, maxRTTPings)
 	var wg sync.WaitGroup
 loop:
@@ -274,14 +295,18 @@ loop:
 			defer wg.Done()
 			defer func() { <-sem }()
 			d, err := p.Ping(ctx, id)
-			rtts[i], oks[i] = d, err == nil
+			switch {
+			case err == nil:
+				rtts[i], outs[i] = d, answered
+			case ctx.Err() == nil: // the peer's own timeout, or a refusal
+				outs[i] = failed
+			}
 		}()
 	}
 	wg.Wait()
-	now := time.Now()
 	for i, id := range ids {
-		if oks[i] {
-			book.observe(id, rtt.FromDuration(rtts[i]).RTT, now)
+		if outs[i] != notPinged {
+			book.tried(id, rtt.FromDuration(rtts[i]).RTT, outs[i] == answered)
 		}
 	}
 }

@@ -17,10 +17,11 @@ import (
 // BenchmarkNodeRecordRTTs measures what the node record's RTTs cost the
 // registry at 100 allocators in 10 sites of 10, at the default lease
 // (10 s: a heartbeat, and a round of pings, every 3.3 s). It simulates
-// 10 minutes of rounds: every node pings the 99 others, each measure the
-// best of 3 samples folded into an EWMA of weight 0.5 (as rtt.Tracker
-// does), recorded in the agent's own rttBook, whose published RTTs go in
-// the record at each heartbeat. The RTT of a pair is 0.3 ms within a site,
+// 10 minutes of rounds: every node pings the peers its own rttBook picks
+// (16 a round, in turn, so each of the 99 others every 7 rounds), each
+// measure the best of 3 samples folded into an EWMA of weight 0.5 (as
+// rtt.Tracker does), and the book's published RTTs go in the record at
+// each heartbeat. The RTT of a pair is 0.3 ms within a site,
 // 1 ms plus 1 ms per 100 km between sites (spread over 4000 × 2000 km);
 // each sample adds jitter. It counts, as BenchmarkNodeRecordLoad does:
 //
@@ -28,7 +29,9 @@ import (
 //   - sent-B/s: that, for the 100 nodes;
 //   - writes/s and written-B/s: heartbeats whose record changed,
 //     Updated aside, which the registry writes to etcd (the others only
-//     renew the lease);
+//     renew the lease), after the first minute; first-minute-writes/node
+//     those of the first minute, while the nodes first measure each other
+//     and the smoothed values settle;
 //   - list-B/s: the node lists every allocator reads to learn the others
 //     (brief, every Config.PeerListEvery: 30 s), as the registry sends
 //     them; full-list-B/s what whole records would cost instead.
@@ -62,6 +65,7 @@ func BenchmarkNodeRecordRTTs(b *testing.B) {
 			b.ReportMetric(r.listPerSec, "list-B/s")
 			b.ReportMetric(r.fullListPerSec, "full-list-B/s")
 			b.ReportMetric(r.entries, "RTTs/record")
+			b.ReportMetric(r.startWrites, "first-minute-writes/node")
 		})
 	}
 }
@@ -79,12 +83,17 @@ type rttScenario struct {
 type rttTrafficResult struct {
 	recordBytes, sentPerSec, writesPerSec, writtenPerSec float64
 	listPerSec, fullListPerSec, entries                  float64
+	startWrites                                          float64 // per node, in the first minute
 }
 
 func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duration) rttTrafficResult {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const heartbeat = 10 * time.Second / 3
 	const listEvery = 30 * time.Second
+	// warmUp is the first minute, while each node measures the others for
+	// the first time (each in turn, 7 rounds) and its EWMAs settle: its
+	// writes are counted apart.
+	const warmUp = time.Minute
 	epoch := time.Unix(1_800_000_000, 0)
 	n := len(ids)
 
@@ -115,6 +124,10 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 		smoothed []float64 // by peer index; 0: none yet
 		last     string    // digest of the record last written
 	}
+	index := make(map[peer.ID]int, n)
+	for i, id := range ids {
+		index[id] = i
+	}
 	ns := make([]*node, n)
 	for i := range ns {
 		nd := &node{rec: registry.Node{
@@ -123,7 +136,7 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 			Addrs:    []string{fmt.Sprintf("/ip4/10.0.%d.%d/tcp/4001", i/250, i%250+1), "/ip4/127.0.0.1/tcp/4001"},
 			Runtimes: []string{registry.RuntimeDocker, registry.RuntimeProcess},
 			CPU:      4000, Memory: 8192, FreeCPU: 3500, FreeMemory: 7552, Instances: 5,
-		}, book: newRTTBook(3 * 10 * time.Second), smoothed: make([]float64, n)}
+		}, book: newRTTBook(), smoothed: make([]float64, n)}
 		var others []peer.ID
 		for j, id := range ids {
 			if j != i {
@@ -134,7 +147,7 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 		ns[i] = nd
 	}
 
-	var sent, writes, written, beats, entries int
+	var sent, writes, written, beats, entries, startWrites int
 	var full int // bytes of the records, for a whole list
 	for at := time.Duration(0); at <= d; at += heartbeat {
 		now := epoch.Add(at)
@@ -143,10 +156,8 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 		for i, nd := range ns {
 			rec := nd.rec
 			if !sc.noRTTs {
-				for j := range ns {
-					if j == i {
-						continue
-					}
+				for _, id := range nd.book.pick(maxRTTPeersPerRound) {
+					j := index[id]
 					best := math.Inf(1)
 					for range 3 {
 						best = min(best, sample(base(i, j)))
@@ -156,9 +167,9 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 					} else {
 						nd.smoothed[j] = 0.5*best + 0.5*nd.smoothed[j]
 					}
-					nd.book.observe(ids[j], nd.smoothed[j], now)
+					nd.book.tried(id, nd.smoothed[j], true)
 				}
-				rec.RTTs = nd.book.publish(now)
+				rec.RTTs = nd.book.publish()
 				entries += len(rec.RTTs)
 			}
 			rec.Updated = now.UTC()
@@ -169,7 +180,11 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 			digest, _ := json.Marshal(rec)
 			if string(digest) != nd.last {
 				nd.last = string(digest)
-				if beats > 1 { // the first is every record's first write
+				switch {
+				case beats == 1: // every record's first write
+				case at < warmUp:
+					startWrites++
+				default:
 					writes++
 					written += len(b)
 				}
@@ -178,7 +193,7 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 	}
 	brief, _ := json.Marshal(ns[0].rec.Brief())
 	secs := float64(beats) * heartbeat.Seconds()
-	later := float64(beats-1) * heartbeat.Seconds()
+	later := (d - warmUp).Seconds()
 	listsPerSec := float64(n) / listEvery.Seconds()
 	return rttTrafficResult{
 		recordBytes:    float64(sent) / float64(beats*n),
@@ -188,5 +203,6 @@ func simulateRTTTraffic(sc rttScenario, ids []peer.ID, sites int, d time.Duratio
 		listPerSec:     listsPerSec * float64(n*len(brief)),
 		fullListPerSec: listsPerSec * float64(full),
 		entries:        float64(entries) / float64(beats*n),
+		startWrites:    float64(startWrites) / float64(n),
 	}
 }

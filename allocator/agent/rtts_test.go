@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -57,19 +58,36 @@ func TestSettleRTT(t *testing.T) {
 
 func ptr(v float64) *float64 { return &v }
 
+// peers returns n fixed peer IDs.
+func peers(t *testing.T, n int) []peer.ID {
+	t.Helper()
+	out := make([]peer.ID, n)
+	for i := range out {
+		out[i] = p2ptest.ID(t, i+1)
+	}
+	return out
+}
+
+// measure runs a round in which every peer in ms answered with its
+// measure, and returns what the book publishes then.
+func measure(b *rttBook, ms map[peer.ID]float64) []registry.PeerRTT {
+	b.pick(len(b.peers))
+	for id, v := range ms {
+		b.tried(id, v, true)
+	}
+	return b.publish()
+}
+
 // TestRTTBookFollowsLastingMovesNotOutliers: a link that jitters widely,
-// or has one bad round, keeps its published RTT; one that moves for good
-// shows within two rounds.
+// or has one bad measure, keeps its published RTT; one that moves for
+// good shows within two measures.
 func TestRTTBookFollowsLastingMovesNotOutliers(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
 	id := peers(t, 1)[0]
-	b := newRTTBook(time.Minute)
+	b := newRTTBook()
 	b.setPeers([]peer.ID{id})
 	round := func(ms float64) float64 {
 		t.Helper()
-		now = now.Add(3 * time.Second)
-		b.observe(id, ms, now)
-		got := b.publish(now)
+		got := measure(b, map[peer.ID]float64{id: ms})
 		if len(got) != 1 {
 			t.Fatalf("published %+v", got)
 		}
@@ -84,7 +102,7 @@ func TestRTTBookFollowsLastingMovesNotOutliers(t *testing.T) {
 	for range 20 {
 		round(10)
 	}
-	for i, ms := range []float64{14, 10, 10} { // one bad round
+	for i, ms := range []float64{14, 10, 10} { // one bad measure
 		if got := round(ms); got != 10 {
 			t.Fatalf("round %d after a quiet spell (%v ms): %v, want 10", i, ms, got)
 		}
@@ -98,36 +116,23 @@ func TestRTTBookFollowsLastingMovesNotOutliers(t *testing.T) {
 		got = round(ms)
 	}
 	if got == 10 {
-		t.Fatalf("a lasting move to 14 ms still published as 10 after three rounds")
+		t.Fatalf("a lasting move to 14 ms still published as 10 after three measures")
 	}
-}
-
-// peers returns n fixed peer IDs.
-func peers(t *testing.T, n int) []peer.ID {
-	t.Helper()
-	out := make([]peer.ID, n)
-	for i := range out {
-		out[i] = p2ptest.ID(t, i+1)
-	}
-	return out
 }
 
 // TestRTTBookPublishesTheNearestFirstUpToTheCap: of 40 peers, the 32
 // nearest, nearest first, ties by peer ID; the record stays under its
 // size bound.
 func TestRTTBookPublishesTheNearestFirstUpToTheCap(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
 	ids := peers(t, 40)
-	b := newRTTBook(time.Minute)
+	b := newRTTBook()
 	b.setPeers(ids)
+	ms := map[peer.ID]float64{}
 	for i, id := range ids {
-		ms := float64(40 - i) // peer 39 is the nearest (1 ms)
-		if i == 0 {
-			ms = 1 // tied with peer 39
-		}
-		b.observe(id, ms, now)
+		ms[id] = float64(40 - i) // peer 39 is the nearest (1 ms)
 	}
-	got := b.publish(now)
+	ms[ids[0]] = 1 // tied with peer 39
+	got := measure(b, ms)
 	if len(got) != registry.MaxNodeRTTs {
 		t.Fatalf("published %d RTTs, want %d", len(got), registry.MaxNodeRTTs)
 	}
@@ -149,62 +154,95 @@ func TestRTTBookPublishesTheNearestFirstUpToTheCap(t *testing.T) {
 	if enc, _ := json.Marshal(got); len(enc)/len(got) > 80 {
 		t.Errorf("%d bytes an entry: the documented size is about 77", len(enc)/len(got))
 	}
-	order := b.order()
-	if order[0] != ids[0] && order[0] != ids[39] {
-		t.Errorf("pinged first %s, want a nearest", order[0])
+}
+
+// TestRTTBookPicksInTurn: a round pings at most its limit, those pinged
+// longest ago first, so every peer is measured in turn; among peers
+// pinged as long ago, the nearest first.
+func TestRTTBookPicksInTurn(t *testing.T) {
+	ids := peers(t, 40)
+	b := newRTTBook()
+	b.setPeers(ids)
+	seen := map[peer.ID]int{}
+	for round := range 3 {
+		got := b.pick(16)
+		if want := 16; len(got) != want {
+			t.Fatalf("round %d picked %d, want %d", round, len(got), want)
+		}
+		for _, id := range got {
+			if seen[id] > 0 && len(seen) < len(ids) {
+				t.Fatalf("round %d picked %s again before every peer had its turn", round, id)
+			}
+			seen[id]++
+			b.tried(id, float64(seen[id]), true)
+		}
+	}
+	if len(seen) != len(ids) {
+		t.Fatalf("%d of %d peers pinged in 3 rounds of 16", len(seen), len(ids))
+	}
+	// A peer not pinged in its round (the round ended first) keeps its
+	// turn.
+	next := b.pick(1)[0]
+	if again := b.pick(1)[0]; again != next {
+		t.Errorf("a peer not pinged lost its turn: %s, then %s", next, again)
+	}
+	if b.pick(100); len(b.pick(100)) != len(ids) {
+		t.Error("a limit above the peers known picks them all")
 	}
 }
 
 // TestRTTBookHoldsStillAndForgets: jitter changes nothing published;
-// a peer that stops answering drops out after the expiry, one that leaves
-// the node list at once; one that comes back is published afresh.
+// a peer that fails three pings in a row drops out, one that leaves the
+// node list at once; one that comes back is published afresh.
 func TestRTTBookHoldsStillAndForgets(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
 	ids := peers(t, 3)
-	b := newRTTBook(30 * time.Second)
+	b := newRTTBook()
 	b.setPeers(ids)
-	b.observe(ids[0], 10, now)
-	b.observe(ids[1], 20, now)
-	b.observe(ids[2], 0.2, now)
-	want := fmt.Sprint(b.publish(now))
+	want := fmt.Sprint(measure(b, map[peer.ID]float64{ids[0]: 10, ids[1]: 20, ids[2]: 0.2}))
 	for i := range 10 {
-		now = now.Add(3 * time.Second)
-		b.observe(ids[0], 10+0.4*float64(i%2), now)
-		b.observe(ids[1], 20-1.5*float64(i%2), now)
-		b.observe(ids[2], 0.1+0.3*float64(i%2), now)
-		if got := fmt.Sprint(b.publish(now)); got != want {
+		got := fmt.Sprint(measure(b, map[peer.ID]float64{
+			ids[0]: 10 + 0.4*float64(i%2), ids[1]: 20 - 1.5*float64(i%2), ids[2]: 0.1 + 0.3*float64(i%2)}))
+		if got != want {
 			t.Fatalf("round %d: jitter changed the RTTs: %s, was %s", i, got, want)
 		}
 	}
 	// ids[1] stops answering.
-	silentSince := now
-	for now.Sub(silentSince) <= 30*time.Second {
-		now = now.Add(3 * time.Second)
-		b.observe(ids[0], 10, now)
-		b.observe(ids[2], 0.2, now)
-		if got := b.publish(now); len(got) != 3 && now.Sub(silentSince) <= 30*time.Second {
-			t.Fatalf("%s silent: %+v, want it kept until 30 s", now.Sub(silentSince), got)
+	for fails := 1; fails <= 3; fails++ {
+		b.pick(3)
+		b.tried(ids[0], 10, true)
+		b.tried(ids[1], 0, false)
+		b.tried(ids[2], 0.2, true)
+		got := b.publish()
+		if kept := len(got) == 3; kept != (fails < 3) {
+			t.Fatalf("after %d failed pings: %+v", fails, got)
 		}
 	}
-	if got := b.publish(now); len(got) != 2 || got[0].PeerID != ids[2].String() || got[1].PeerID != ids[0].String() {
-		t.Fatalf("after 30 s silent: %+v, want only %s and %s", got, ids[2], ids[0])
+	if got := b.publish(); len(got) != 2 || got[0].PeerID != ids[2].String() || got[1].PeerID != ids[0].String() {
+		t.Fatalf("after 3 failed pings: %+v, want only %s and %s", got, ids[2], ids[0])
 	}
 	// It answers again, further: published afresh, not held at 20.
-	b.observe(ids[1], 20.4, now)
-	if got := b.publish(now); len(got) != 3 || got[2].RTT != 20.4 {
+	if got := measure(b, map[peer.ID]float64{ids[1]: 20.4}); len(got) != 3 || got[2].RTT != 20.4 {
 		t.Fatalf("back: %+v, want 20.4 ms", got)
+	}
+	// One failed ping is not enough to go.
+	b.pick(3)
+	b.tried(ids[1], 0, false)
+	if got := measure(b, map[peer.ID]float64{ids[1]: 20.4}); len(got) != 3 {
+		t.Fatalf("after one failed ping and an answer: %+v", got)
 	}
 	// ids[0] leaves the node list.
 	b.setPeers([]peer.ID{ids[1], ids[2]})
-	b.observe(ids[0], 10, now) // a ping answered after the list was read
-	if got := b.publish(now); len(got) != 2 || got[1].PeerID != ids[1].String() {
+	b.tried(ids[0], 10, true) // a ping answered after the list was read
+	if got := b.publish(); len(got) != 2 || got[1].PeerID != ids[1].String() {
 		t.Fatalf("after leaving the list: %+v", got)
 	}
 }
 
-// slowPinger answers after delay, counting the pings in flight.
+// slowPinger answers after delay, counting the pings in flight; it fails
+// the peers in fail at once.
 type slowPinger struct {
 	delay         time.Duration
+	fail          map[peer.ID]bool
 	inFlight, top atomic.Int32
 	mu            sync.Mutex
 	pinged        []peer.ID
@@ -222,6 +260,9 @@ func (p *slowPinger) Ping(ctx context.Context, id peer.ID) (time.Duration, error
 	p.mu.Lock()
 	p.pinged = append(p.pinged, id)
 	p.mu.Unlock()
+	if p.fail[id] {
+		return 0, errors.New("connection refused")
+	}
 	select {
 	case <-time.After(p.delay):
 		return 5 * time.Millisecond, nil
@@ -231,29 +272,45 @@ func (p *slowPinger) Ping(ctx context.Context, id peer.ID) (time.Duration, error
 }
 
 // TestMeasurePeersIsBoundedAndMeetsItsDeadline: at most maxRTTPings pings
-// at once, and a round ends at its timeout with the peers answered so far.
+// at once and maxRTTPeersPerRound a round; a round ends at its timeout,
+// and the peers it cut short count as not pinged; failures count.
 func TestMeasurePeersIsBoundedAndMeetsItsDeadline(t *testing.T) {
 	ids := peers(t, 40)
-	b := newRTTBook(time.Minute)
+	b := newRTTBook()
 	b.setPeers(ids)
 	p := &slowPinger{delay: 20 * time.Millisecond}
 	measurePeers(t.Context(), p, b, 10*time.Second)
 	if top := p.top.Load(); top > maxRTTPings || top < 2 {
 		t.Errorf("%d pings at once, want 2 to %d", top, maxRTTPings)
 	}
-	if got := b.publish(time.Now()); len(got) != registry.MaxNodeRTTs || got[0].RTT != 5 {
-		t.Errorf("published %d (%+v), want %d at 5 ms", len(got), got, registry.MaxNodeRTTs)
+	if n := len(p.pinged); n != maxRTTPeersPerRound {
+		t.Errorf("a round pinged %d peers, want %d", n, maxRTTPeersPerRound)
+	}
+	measurePeers(t.Context(), p, b, 10*time.Second)
+	measurePeers(t.Context(), p, b, 10*time.Second)
+	if got := b.publish(); len(got) != registry.MaxNodeRTTs || got[0].RTT != 5 {
+		t.Errorf("after 3 rounds: published %d (%+v), want %d at 5 ms", len(got), got, registry.MaxNodeRTTs)
 	}
 
-	b = newRTTBook(time.Minute)
-	b.setPeers(ids)
+	b = newRTTBook()
+	b.setPeers(ids[:3])
 	p = &slowPinger{delay: time.Hour}
 	start := time.Now()
 	measurePeers(t.Context(), p, b, 100*time.Millisecond)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("round took %s with a 100 ms timeout", d)
 	}
-	if got := b.publish(time.Now()); len(got) != 0 {
-		t.Errorf("published %+v from peers that never answered", got)
+	for _, e := range b.peers {
+		if e.tried != 0 || e.fails != 0 {
+			t.Errorf("a ping the round cut short counted: %+v", e)
+		}
+	}
+
+	p = &slowPinger{fail: map[peer.ID]bool{ids[0]: true}}
+	for range 3 {
+		measurePeers(t.Context(), p, b, 10*time.Second)
+	}
+	if got := b.publish(); len(got) != 2 || b.peers[ids[0].String()].fails != 3 {
+		t.Errorf("a peer refusing every ping: published %+v, %d failures", got, b.peers[ids[0].String()].fails)
 	}
 }
