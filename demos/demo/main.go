@@ -6,7 +6,10 @@
 // try) until Ctrl-C. With DEMO_ONESHOT=1 it stops after the report and exits
 // 0 if every demo service answered. With DEMO_DAEMONS=separate (-daemons
 // separate; root needed) each site runs on a Docker daemon of its own, and
-// the report says which images travelled between them, and how fast.
+// the report says which images travelled between them, and how fast. With
+// DEMO_AUTOSCALE=1 (-autoscale) it then gives hello an autoscaling policy,
+// ramps a load up through the client proxy while printing the counts and
+// the autoscaler's decisions, and stops it to show the scale-down.
 package main
 
 import (
@@ -31,6 +34,7 @@ Environment:
   DEMO_ONESHOT=1     exit after the report (0 if every demo service answered)
   DEMO_RUNTIME=...   docker or process (default: docker when a daemon answers)
   DEMO_DAEMONS=...   shared or separate: the default of -daemons
+  DEMO_AUTOSCALE=1   after the report, show hello autoscaling under a load
 
 OPTIONS:
 `
@@ -48,6 +52,7 @@ func main() {
 	fs.StringVar(&o.runtime, "runtime", os.Getenv("DEMO_RUNTIME"), "docker or process (default: docker when a daemon answers)")
 	fs.StringVar(&o.daemons, "daemons", cmp.Or(os.Getenv("DEMO_DAEMONS"), daemonsShared), "Docker daemons: shared (every site uses this machine's) or separate (a daemon of its own per site, root needed: images travel between the sites)")
 	oneshot := fs.Bool("oneshot", os.Getenv("DEMO_ONESHOT") == "1", "exit after the report (also DEMO_ONESHOT=1)")
+	fs.BoolVar(&o.autoscale, "autoscale", os.Getenv("DEMO_AUTOSCALE") == "1", "after the report, give hello an autoscaling policy, ramp a load up through the client proxy and show it scaling out and back (about 2 minutes; also DEMO_AUTOSCALE=1)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)

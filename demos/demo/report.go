@@ -154,6 +154,9 @@ func (d *demo) howTo() {
 	cli := fmt.Sprintf("P2P_PSK=$(cat %s/network.psk) P2P_BOOTSTRAPS=%s %s/registry-cli", d.dir, d.boot, d.o.bin)
 	fmt.Printf("  %s instances\n", cli)
 	fmt.Printf("  %s nodes\n", cli)
+	if d.o.autoscale {
+		fmt.Printf("  %s autoscale hello     (the policy and its last decision)\n", cli)
+	}
 	for _, s := range sites {
 		if s.daemon != nil {
 			fmt.Printf("  DOCKER_HOST=%s docker images     (%s's own Docker daemon)\n", s.daemon.Host, s.name)

@@ -27,6 +27,8 @@ type options struct {
 	daemons           string
 	port, metricsBase int
 	oneshot           bool
+	// autoscale: after the report, show hello autoscaling under a load.
+	autoscale bool
 }
 
 // metricsPort is the i-th fixed metrics port, or a free one.
@@ -66,6 +68,7 @@ type demo struct {
 	procs   []*launch.Proc
 	boot    string
 	regProm int
+	api     string // the registry's HTTP API base URL
 	proxy   string // client proxy base URL
 	proxyP  int    // client proxy metrics port
 	start   time.Time
@@ -91,9 +94,17 @@ func run(ctx context.Context, o options) int {
 	if d.separate {
 		d.showTravel(ctx)
 	}
+	scaled := true
+	if o.autoscale && ctx.Err() == nil {
+		scaled = d.showAutoscale(ctx)
+	}
 	if o.oneshot {
 		if !ok {
 			fmt.Fprintln(os.Stderr, "demo: not every demo service answered (logs in "+d.dir+")")
+			return 1
+		}
+		if !scaled {
+			fmt.Fprintln(os.Stderr, "demo: hello did not scale out and back under the load (logs in "+d.dir+")")
 			return 1
 		}
 		return 0
@@ -230,6 +241,7 @@ func (d *demo) startRegistry(ctx context.Context) error {
 	if d.boot, err = p.Ready(ctx, launch.RegistryReady, time.Minute, r.AddrFile); err != nil {
 		return err
 	}
+	d.api = r.APIURL()
 	d.env = append(d.env, "P2P_BOOTSTRAPS="+d.boot)
 	say("registry (and bootstrap) ready in %s: %s", since(start), d.boot)
 	return nil
