@@ -66,8 +66,10 @@ type Config struct {
 	Images func() []string
 	// PeerListEvery is how often the registry's node list is read to
 	// learn the other allocators, whose RTTs the node record publishes
-	// (measured every third of LeaseTTL; default 30s). A new allocator
-	// shows in the others' records within about this long.
+	// (measured every third of LeaseTTL; default 30s). After the start
+	// the list is read sooner (after one round of pings, two, four, ...)
+	// until it is read this often. A new allocator shows in the others'
+	// records within about this long.
 	PeerListEvery time.Duration
 	// Logger and Registerer receive the agent's logs and metrics.
 	Logger     *slog.Logger

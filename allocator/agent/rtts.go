@@ -43,8 +43,8 @@ const rttDeviations = 4
 // rttDevWeight is the weight of a new measure in a peer's mean deviation.
 const rttDevWeight = 0.25
 
-// rttDropFails is how many pings in a row a peer may fail (each given the
-// tracker's timeout, 2 s) before it leaves the published RTTs.
+// rttDropFails is how many failed pings in a row (each given the
+// tracker's timeout, 2 s) take a peer out of the published RTTs.
 const rttDropFails = 3
 
 // pinger measures the RTT to a peer. *rtt.Tracker implements it: Ping
@@ -200,13 +200,16 @@ func (a *Agent) nodeRTTs() []registry.PeerRTT {
 }
 
 // rttLoop measures the RTT to other allocators every third of the lease
-// (the heartbeat's cadence, spread the same way), reading the node list
-// every Config.PeerListEvery (at once at start, and again each round
-// until a read succeeds).
+// (the heartbeat's cadence, spread the same way). It reads the node list
+// at once at start (again each round until a read succeeds), then after
+// one round, two, four and so on up to Config.PeerListEvery: allocators
+// started together find each other within seconds, and a settled one
+// reads the list every PeerListEvery.
 func (a *Agent) rttLoop(ctx context.Context) {
 	book := newRTTBook()
 	every := a.cfg.LeaseTTL / 3
 	var listedAt time.Time
+	listEvery := min(every, a.cfg.PeerListEvery)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -215,8 +218,11 @@ func (a *Agent) rttLoop(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		if listedAt.IsZero() || time.Since(listedAt) >= a.cfg.PeerListEvery {
+		if listedAt.IsZero() || time.Since(listedAt) >= listEvery-every/10 {
 			if a.learnPeers(ctx, book, every) {
+				if !listedAt.IsZero() {
+					listEvery = min(2*listEvery, a.cfg.PeerListEvery)
+				}
 				listedAt = time.Now()
 			}
 		}

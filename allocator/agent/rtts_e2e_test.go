@@ -27,6 +27,24 @@ func rttAllocators(w *world, delays ...time.Duration) []*p2ptest.Node {
 	return nodes
 }
 
+// TestAllocatorsStartedOneAfterAnotherSoonMeasureEachOther: with the
+// default node list period (30 s), the first allocator, which found no
+// other at its start, lists the later ones within seconds: every record
+// has both others long before 30 s.
+func TestAllocatorsStartedOneAfterAnotherSoonMeasureEachOther(t *testing.T) {
+	w := newWorld(t)
+	var nodes []*p2ptest.Node
+	for range 3 {
+		_, n := w.allocator(allocOpts{})
+		nodes = append(nodes, n)
+	}
+	start := time.Now()
+	publishedRTTs(t, w, nodes, func(int, int, float64) error { return nil })
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("every allocator measured the others after %s; want well under the 30 s list period", took)
+	}
+}
+
 // publishedRTTs waits until the record of every node in nodes, as the
 // registry holds it, has an RTT to each of the others, and returns them:
 // from, to (peer IDs) -> ms.
