@@ -206,3 +206,40 @@ func TestDeletingAServiceRemovesItsPolicy(t *testing.T) {
 		t.Fatalf("the policy outlived its service: %v", err)
 	}
 }
+
+// TestAutoscalerCountsTheLoadOverTheDesiredCount: right after a
+// scale-out, the new instance has not reported yet and the old one still
+// publishes the load it carried alone; the total, not the reporters'
+// average, decides, so the same load does not ask for instances twice.
+func TestAutoscalerCountsTheLoadOverTheDesiredCount(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	if _, err := r.ctl.Scale(ctx, "svc", registry.ComputePhysarum, 2); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(t)
+	pinned := r.pinned(t)
+	if len(pinned) != 2 {
+		t.Fatalf("%d pinned, want 2", len(pinned))
+	}
+	nodes, err := r.store.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := nodes[0]
+	n.Load = []registry.InstanceLoad{{ID: pinned[0].ID, Service: "svc", RPS: 100}} // the other has not reported
+	if _, err := r.store.PutNode(ctx, n, 30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ctl.SetAutoscale(ctx, "svc", registry.AutoscalePolicy{
+		Min: 1, Max: 8, Checks: []registry.AutoscaleCheck{{Metric: registry.MetricRPS, Target: 50}},
+		EvaluationInterval: registry.Duration(time.Second), Cooldown: registry.Duration(time.Millisecond),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.now = r.now.Add(time.Second)
+	r.rec.AutoscaleRound(ctx, map[string]time.Time{}, "", r.now)
+	if got := r.desired(t); got != 2 {
+		t.Fatalf("desired %d for 100 req/s in all at 50 per instance, want 2", got)
+	}
+}

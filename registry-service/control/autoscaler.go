@@ -124,7 +124,7 @@ func (r *Reconciler) evaluate(ctx context.Context, svc string, sp policyAndMemor
 		return
 	}
 	current := desired[pair{svc, compute}].Number
-	samples := measure(ctx, p, svc, nodes, prom)
+	samples := measure(ctx, p, svc, current, nodes, prom)
 	d, h := autoscale.Decide(p, current, samples, sp.memory.History, now)
 	if d.Changed {
 		sctx := registry.WithCaller(ctx, autoscaleCaller)
@@ -146,10 +146,17 @@ func (r *Reconciler) evaluate(ctx context.Context, svc string, sp policyAndMemor
 	}
 }
 
-// measure takes one sample per check: the load per running instance of
-// svc from the nodes' records (rps, inflight, cpu), or the Prometheus
-// query's value.
-func measure(ctx context.Context, p registry.AutoscalePolicy, svc string, nodes []registry.Node, prom autoscale.PromQuerier) []autoscale.Sample {
+// measure takes one sample per check: for rps, inflight and cpu the
+// service's total load, from the nodes' records, divided by its current
+// count (so that Decide's ceil(current × value / target) is
+// ceil(total / target)); for prometheus the query's value.
+//
+// Divided by the count, not by the instances that reported: right after a
+// scale-out the new instances have not reported yet while the old ones
+// still publish the load they carried alone (each figure is an average
+// over seconds), and an average over the reporters would ask for the same
+// load's instances a second time.
+func measure(ctx context.Context, p registry.AutoscalePolicy, svc string, current int, nodes []registry.Node, prom autoscale.PromQuerier) []autoscale.Sample {
 	var n, cpuN int
 	var rps, inflight, cpu float64
 	for _, nd := range nodes {
@@ -166,24 +173,19 @@ func measure(ctx context.Context, p registry.AutoscalePolicy, svc string, nodes 
 			}
 		}
 	}
-	avg := func(sum float64, k int) float64 {
-		if k == 0 {
-			return 0 // nothing runs: no demand measured
-		}
-		return sum / float64(k)
-	}
+	per := func(sum float64) float64 { return sum / float64(max(current, 1)) }
 	out := make([]autoscale.Sample, len(p.Checks))
 	for i, c := range p.Checks {
 		switch c.Metric {
 		case registry.MetricRPS:
-			out[i].Value = avg(rps, n)
+			out[i].Value = per(rps)
 		case registry.MetricInflight:
-			out[i].Value = avg(inflight, n)
+			out[i].Value = per(inflight)
 		case registry.MetricCPU:
 			if n > 0 && cpuN == 0 {
 				out[i].Value = math.NaN() // the runtimes cannot say
 			} else {
-				out[i].Value = avg(cpu, cpuN)
+				out[i].Value = per(cpu)
 			}
 		case registry.MetricPrometheus:
 			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)

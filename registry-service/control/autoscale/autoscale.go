@@ -93,9 +93,10 @@ const Tolerance = 0.1
 
 // Sample is one check's measurement for an evaluation.
 type Sample struct {
-	// Value is the average per running instance for rps, inflight and cpu
-	// (0 when no instance runs: no demand), and the query's one number,
-	// the service's total, for prometheus. NaN, an infinity or a negative
+	// Value is the load per instance for rps, inflight and cpu: the
+	// service's total over the current count (over 1 at count 0; 0 when
+	// nothing runs: no demand), and the query's one number, the service's
+	// total, for prometheus. NaN, an infinity or a negative
 	// value counts as missing.
 	Value float64
 	// Err, when set, says why there is no value (the query failed or
