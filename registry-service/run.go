@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -20,6 +21,7 @@ import (
 	"github.com/physarum-p2p/physarum/registry-service/cluster"
 	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry-service/server"
+	"github.com/physarum-p2p/physarum/registry-service/ui"
 	"github.com/physarum-p2p/physarum/registry/httpapi"
 )
 
@@ -80,8 +82,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return base.Serve(gctx) })
 	if api != nil {
-		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible /compute and /service, /instances, /callbacks, /v1/events)\n", api.URL())
-		h := httpapi.New(srv.Control(), httpapi.Options{Token: c.apiToken, PublicRead: c.apiPublicRead, Logger: log})
+		fmt.Fprintf(stdout, "HTTP API on %s (Genisys-compatible /compute and /service, /instances, /callbacks, /v1/events); dashboard on %s\n", api.URL(), dashboardURL(api.URL()))
+		h := ui.Mount(httpapi.New(srv.Control(), httpapi.Options{Token: c.apiToken, PublicRead: c.apiPublicRead, Logger: log}))
 		g.Go(func() error { return api.Serve(gctx, h, log) })
 	}
 	if !member.IsClient() {
@@ -108,6 +110,13 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	err = g.Wait()
 	log.Info("shutting down")
 	return err
+}
+
+// dashboardURL is the dashboard's address beside the API's URL (which may
+// end in a note such as " (all interfaces)").
+func dashboardURL(apiURL string) string {
+	base, _, _ := strings.Cut(apiURL, " ")
+	return base + ui.Prefix
 }
 
 // startMember restarts from the data dir, starts a new cluster, or joins

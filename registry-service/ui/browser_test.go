@@ -1,0 +1,190 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/physarum-p2p/physarum/common/browsertest"
+	"github.com/physarum-p2p/physarum/registry-service/ui"
+)
+
+// fakeAPI answers the routes the page reads with fixed records (three
+// nodes that measured each other, but c never measured b), takes scales
+// with the token, and streams the events pushed into events.
+type fakeAPI struct {
+	mu      sync.Mutex
+	running int
+	scales  []string
+	events  chan string
+}
+
+const fakeToken = "a-token-of-sixteen-chars"
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	node := func(name, id string, rtts string) string {
+		return fmt.Sprintf(`{"PeerID":%q,"Name":%q,"Labels":{"site":%q},"Runtimes":["process"],"CPU":2000,"Memory":1024,"FreeCPU":1500,"FreeMemory":512,"Instances":1,"RTTs":[%s]}`,
+			id, name, name[:1], rtts)
+	}
+	switch r.URL.Path {
+	case "/nodes":
+		fmt.Fprintf(w, "[%s,%s,%s]", node("a1", "A", `{"PeerID":"B","RTT":20},{"PeerID":"C","RTT":40}`),
+			node("b1", "B", `{"PeerID":"A","RTT":21},{"PeerID":"C","RTT":60}`), node("c1", "C", `{"PeerID":"A","RTT":41}`))
+	case "/service":
+		fmt.Fprint(w, `{"hello":{"name":"hello","image":"","command":"/bin/hello","CpuReq":100,"MemoryReq":32,"NetworkSoftReq":{"RTT":25},"NetworkHardReq":{"RTT":50}},
+			"echo":{"name":"echo","image":"echo:1","DockerHash":"echo:1","CpuReq":0,"MemoryReq":0,"NetworkSoftReq":{"RTT":0},"NetworkHardReq":{"RTT":0}}}`)
+	case "/status":
+		fmt.Fprintf(w, `{"hello":{"service":"hello","running_resources":%d,"desired":%d,"computes":{"physarum":{"desired":%d,"running":%d}},
+			"instances":[{"id":"hello-1","node":"A","node_name":"a1","state":"running","started":"2026-01-01T00:00:00Z","compute":"physarum"}]},
+			"echo":{"service":"echo","running_resources":0,"computes":{},"instances":[{"id":"0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f","node":"B","node_name":"b1","state":"running","started":"2026-01-01T00:00:00Z"}]}}`,
+			f.running, f.running, f.running, f.running)
+	case "/instances":
+		fmt.Fprint(w, `[{"uuid":"0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f","service":"echo","state":"running","want":"running","addrs":{"multiaddrs":["/ip4/127.0.0.1/tcp/4001"]}}]`)
+	case "/service/hello/scale":
+		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"code":"unauthorized","message":"wrong token"}`)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		f.scales = append(f.scales, string(b))
+		var body struct{ Number int }
+		_ = json.Unmarshal(b, &body)
+		f.running = body.Number
+		fmt.Fprint(w, `{}`)
+	case "/v1/events":
+		f.mu.Unlock()
+		defer f.mu.Lock()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		fmt.Fprintln(w, `{"type":"heartbeat","index":5}`)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case ev := <-f.events:
+				fmt.Fprintln(w, ev)
+				w.(http.Flusher).Flush()
+			}
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"code":"not_found"}`)
+	}
+}
+
+// eval runs a JavaScript expression in the page and returns its value.
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+// do runs steps in the page, failing the test after 15 s.
+func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls a JavaScript predicate in the page until it is true.
+func waitFor(t *testing.T, ctx context.Context, what, js string, timeout time.Duration) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(timeout))); err != nil {
+		t.Fatalf("waiting for %s (%s): %v", what, js, err)
+	}
+}
+
+func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
+	api := &fakeAPI{running: 1, events: make(chan string, 10)}
+	srv := httptest.NewServer(ui.Mount(api))
+	t.Cleanup(srv.Close) // after the browser's cleanup, which ends the event stream
+	ctx := browsertest.T(t, 1280, 800)
+
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
+	waitFor(t, ctx, "the first render", "document.body.dataset.ready", 5*time.Second)
+	if got := eval[string](t, ctx, "document.title"); got != "Physarum dashboard" {
+		t.Errorf("title %q", got)
+	}
+	names := eval[[]string](t, ctx, "[...document.querySelectorAll('tr[data-node]')].map(e => e.dataset.node)")
+	if strings.Join(names, ",") != "a1,b1,c1" {
+		t.Errorf("nodes %v", names)
+	}
+	cells := eval[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll('#heatmap rect[data-rtt]')].map(e => [e.dataset.from + '>' + e.dataset.to, e.dataset.rtt]))`)
+	want := map[string]string{"a1>b1": "20", "a1>c1": "40", "b1>a1": "21", "b1>c1": "60", "c1>a1": "41", "c1>b1": ""}
+	if fmt.Sprint(cells) != fmt.Sprint(want) {
+		t.Errorf("heatmap cells %v, want %v", cells, want)
+	}
+	running := eval[string](t, ctx, `document.querySelector('[data-service="hello"] .running').textContent`)
+	if running != "1" {
+		t.Errorf("hello running %q", running)
+	}
+	if n := eval[int](t, ctx, "document.querySelectorAll('.action').length"); n != 0 {
+		t.Errorf("%d action controls without a token", n)
+	}
+
+	// An instance's detail: a launched one's addresses.
+	do(t, ctx, chromedp.Click(chromedp.CSS(`tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]`)))
+	waitFor(t, ctx, "the instance's addresses", `document.querySelector('tr.detail') && document.querySelector('tr.detail').textContent.includes('/ip4/127.0.0.1/tcp/4001')`, 5*time.Second)
+
+	// A service's RTT limits on the heatmap: hello's hard 50 ms crosses b1 → c1 out.
+	do(t, ctx, chromedp.SetValue(chromedp.CSS("#rtt-service"), "hello"),
+		chromedp.Evaluate[chromedp.Void]("document.getElementById('rtt-service').dispatchEvent(new Event('change'))"))
+	waitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap rect[data-from="b1"][data-to="c1"]').getAttribute('stroke') === '#a33a1f'`, 5*time.Second)
+
+	// An event appears, and the page loads again on it.
+	api.events <- `{"id":"6-0","index":6,"time":"2026-01-01T00:00:01Z","topic":"instance","type":"updated","key":"hello/hello-1","object":{"ID":"hello-1","State":"running","Restarts":1}}`
+	waitFor(t, ctx, "the event", `document.querySelector('#event-list li[data-key="hello/hello-1"]')`, 5*time.Second)
+
+	// A wrong token: the write is refused and actions go off again.
+	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token"), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
+	waitFor(t, ctx, "scale controls with a token", "document.querySelector('.scale-number')", 5*time.Second)
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`))
+	waitFor(t, ctx, "actions off after a 401", "document.querySelectorAll('.action').length === 0 && !document.getElementById('notice').hidden", 5*time.Second)
+
+	// The right token: scale hello to 3 through the page.
+	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), fakeToken), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
+	waitFor(t, ctx, "scale controls", `document.querySelector('[data-service="hello"] tr[data-compute="physarum"] input')`, 5*time.Second)
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`[data-service="hello"] tr[data-compute="physarum"] input`), "3"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "hello running 3", `document.querySelector('[data-service="hello"] .running').textContent === '3'`, 5*time.Second)
+	api.mu.Lock()
+	scales := api.scales
+	api.mu.Unlock()
+	if len(scales) != 1 || scales[0] != `{"number":3,"compute":"physarum"}` {
+		t.Errorf("scales %q", scales)
+	}
+	if n := eval[int](t, ctx, "document.querySelectorAll('button.stop').length"); n != 1 {
+		t.Errorf("%d stop buttons, want 1 (the launched instance)", n)
+	}
+
+	// A reload keeps the token and the events, and resumes after index 6.
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
+	waitFor(t, ctx, "the reloaded page", `document.body.dataset.ready && document.querySelector('#event-list li[data-key="hello/hello-1"]') && document.querySelector('.scale-number')`, 5*time.Second)
+	if idx := eval[string](t, ctx, "sessionStorage.getItem('physarum.events.index')"); idx != "5" && idx != "6" {
+		t.Errorf("kept index %q", idx)
+	}
+}
