@@ -122,5 +122,6 @@ follow((ev) => {
   if (ev.topic === 'instance' && ev.object && ev.object.ID) state.records.set(ev.object.ID, ev.object);
   schedule();
 }, (s) => { $('events-state').textContent = s; });
-// Ages move on even when nothing happens.
-setInterval(render, 15000);
+// Some changes are no events (a node's RTTs and load move quietly), and
+// ages move on: load again every 10 s anyway.
+setInterval(load, 10000);
