@@ -10,7 +10,7 @@ FUZZTIME ?= 20s
 STATICCHECK_VERSION ?= v0.8.2
 GOLANGCI_VERSION ?= v2.15.0
 
-.PHONY: help build test test-short lint fmt bench fuzz demo clean
+.PHONY: help build test test-short lint fmt bench fuzz demo screenshot bench-dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ fuzz: ## run each fuzz target for FUZZTIME (corpus growth stays local)
 
 demo: build ## run a private network on this machine and show it working (DEMO_ONESHOT=1: report and exit)
 	@$(BIN)/demo -bin $(BIN) -services demos/services
+
+screenshot: build ## the dashboard at 1280x800 on a demo-like network (6 allocators on 3 sites), into docs/dashboard.png
+	$(GO) run ./demos/dashboard -bin $(BIN) -screenshot docs/dashboard.png
+
+bench-dashboard: build ## the dashboard's first paint, complete page and weight at 10 and 100 nodes, in headless Chromium
+	$(GO) run ./demos/dashboard -bin $(BIN) -measure 10,100
 
 clean: ## remove build output
 	rm -rf $(BIN)

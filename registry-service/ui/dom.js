@@ -16,6 +16,7 @@ function fill(node, attrs, kids) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (k === 'style') node.style.cssText = v; // CSSOM: the CSP allows no style attributes
     else node.setAttribute(k, v === true ? '' : v);
   }
   for (const kid of kids.flat()) {

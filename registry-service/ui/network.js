@@ -36,23 +36,21 @@ function rttOf(n) {
   return m;
 }
 
-// order sorts nodes so that sites cluster: by their site label, then each
-// next node the nearest to the last one placed (ties by name).
+// order sorts nodes so that sites cluster: by their site label when
+// they have one, else each next node the nearest to the last one placed.
 export function order(nodes) {
+  const byName = [...nodes].sort((a, b) => site(a).localeCompare(site(b)) || name(a).localeCompare(name(b)));
+  if (nodes.some((n) => site(n))) return byName;
   const rtts = new Map(nodes.map((n) => [n.PeerID, rttOf(n)]));
   const dist = (a, b) => rtts.get(a.PeerID).get(b.PeerID) ?? rtts.get(b.PeerID).get(a.PeerID) ?? Infinity;
-  const left = [...nodes].sort((a, b) => site(a).localeCompare(site(b)) || name(a).localeCompare(name(b)));
-  const out = [];
-  while (left.length) {
+  const out = [byName.shift()];
+  while (byName.length) {
+    const last = out[out.length - 1];
     let next = 0;
-    if (out.length) {
-      const last = out[out.length - 1];
-      for (let i = 1; i < left.length; i++) {
-        if (dist(last, left[i]) < dist(last, left[next])) next = i;
-      }
-      if (dist(last, left[next]) === Infinity) next = 0;
+    for (let i = 1; i < byName.length; i++) {
+      if (dist(last, byName[i]) < dist(last, byName[next])) next = i;
     }
-    out.push(left.splice(next, 1)[0]);
+    out.push(byName.splice(next, 1)[0]);
   }
   return out;
 }
@@ -84,12 +82,12 @@ export function renderHeatmap(box, nodes, limits) {
   for (const n of ns) for (const r of n.RTTs || []) max = Math.max(max, r.RTT);
   const cell = ns.length > 40 ? 8 : ns.length > 15 ? 16 : 28;
   const pad = 90;
-  const size = pad + cell * ns.length;
+  const labels = cell >= 16;
+  const size = pad + cell * ns.length + (labels ? 60 : 0); // room for the slanted labels
   const kids = [
     svg('defs', null, svg('pattern', { id: 'missing', width: 4, height: 4, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' },
       svg('rect', { width: 4, height: 4, fill: '#f1f1f1' }), svg('line', { x1: 0, y1: 0, x2: 0, y2: 4, stroke: '#bbb', 'stroke-width': 1.5 }))),
   ];
-  const labels = cell >= 16;
   ns.forEach((n, i) => {
     if (labels) {
       kids.push(svg('text', { x: pad - 4, y: pad + i * cell + cell * 0.65, 'text-anchor': 'end' }, name(n)));
