@@ -167,7 +167,10 @@ func (n *network) waitNodes(ctx context.Context, want, rtts int, timeout time.Du
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d nodes listed with RTTs to %d others after %s (%v)", len(nodes), want, rtts, timeout, err)
+			if err != nil {
+				return fmt.Errorf("list nodes: %w", err)
+			}
+			return fmt.Errorf("%d of %d nodes listed, not all with RTTs to %d others, after %s", len(nodes), want, rtts, timeout)
 		}
 		select {
 		case <-ctx.Done():
