@@ -187,6 +187,8 @@ type ServiceStatus struct {
 	// Autoscale is the service's autoscaling policy and last decision
 	// (nil: none).
 	Autoscale *AutoscaleState `json:"autoscale,omitempty"`
+	// Rollout is the service's last rollout (nil: none).
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // ComputeStatus is a service's figures on one compute.

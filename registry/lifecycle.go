@@ -141,6 +141,8 @@ const (
 	// TopicAutoscale: a service's autoscaling policy (key: the service)
 	// and its decisions (key: "<service>/decision").
 	TopicAutoscale = "autoscale"
+	// TopicRollout: a service's last rollout (key: the service).
+	TopicRollout = "rollout"
 )
 
 // Event types.
@@ -181,10 +183,10 @@ func ValidateTopic(f string) error {
 		return invalid("topic", "%.80q: a key after ':' (e.g. instance:hello), or no ':'", f)
 	}
 	switch topic {
-	case TopicService, TopicDesired, TopicCompute, TopicNode, TopicInstance, TopicLaunched, TopicAutoscale:
+	case TopicService, TopicDesired, TopicCompute, TopicNode, TopicInstance, TopicLaunched, TopicAutoscale, TopicRollout:
 		return nil
 	}
-	return invalid("topic", "%.80q: want service, desired, compute, node, instance, launched or autoscale, optionally :<key>", f)
+	return invalid("topic", "%.80q: want service, desired, compute, node, instance, launched, autoscale or rollout, optionally :<key>", f)
 }
 
 // Callback is a webhook registered for one instance, one service, or

@@ -79,6 +79,8 @@ type Request struct {
 	Action string         `json:"Action,omitempty"`
 	// Autoscale is the policy to set (autoscale.set).
 	Autoscale *AutoscalePolicy `json:"Autoscale,omitempty"`
+	// Strategy is how an update rolls out (service.update, with Info).
+	Strategy *Strategy `json:"Strategy,omitempty"`
 }
 
 // Response is the result of Protocol; Op says which fields are set.
@@ -108,6 +110,8 @@ type Response struct {
 	Launched []LaunchedInstance `json:"Launched,omitempty"`
 	// Autoscale answers autoscale.set and autoscale.get.
 	Autoscale *AutoscaleState `json:"Autoscale,omitempty"`
+	// Rollouts answer service.update and rollout.list.
+	Rollouts []Rollout `json:"Rollouts,omitempty"`
 	// Versions answers service.history, newest first.
 	Versions []ServiceVersion `json:"Versions,omitempty"`
 }

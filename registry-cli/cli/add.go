@@ -22,6 +22,9 @@ type addOptions struct {
 	proxyCmd         string
 	contentID        string
 	replicas         int
+	// update, when set, rolls the service out to the new definition by
+	// this strategy instead of only registering it (registry-cli update).
+	update *registry.Strategy
 }
 
 const addHelp = `
@@ -61,18 +64,21 @@ func addCommand() *command {
 		name: "add", args: "<config> [<image-name>] <service-name>",
 		summary: "Build a service's image (DockerConf) or take its command (Exec), and register it",
 		help:    addHelp,
-		flags: func(fs *flag.FlagSet, s *session) {
-			o := &s.add
-			fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")
-			fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not hand it to the network nor register the service")
-			fs.BoolVar(&o.useExistingImage, "use-existing-image", false, "do not build: register <image-name>, which must exist locally")
-			fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: the proxy beside registry-cli, else one built from this module, static)")
-			fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "image entrypoint instead of \"/app/proxy -instance --\" (split like Cmd; keep \"-instance --\" so the service runs as the proxy's child)")
-			fs.StringVar(&o.contentID, "content-id", "", "content identifier to record (default: the image ID, or the SHA-256 of Exec.Command)")
-			fs.IntVar(&o.replicas, "replicas", 2, "DockerConf: hand the image to this many Docker allocators, nearest first, before registering (0: none; fewer when the network has fewer)")
-		},
-		run: runAdd,
+		flags:   addFlags,
+		run:     runAdd,
 	}
+}
+
+// addFlags are add's options, which update shares.
+func addFlags(fs *flag.FlagSet, s *session) {
+	o := &s.add
+	fs.StringVar(&o.dir, "dir", ".", "directory holding the files DockerConf.Copy lists")
+	fs.BoolVar(&o.noAdd, "no-add", false, "build the image, but do not hand it to the network nor register the service")
+	fs.BoolVar(&o.useExistingImage, "use-existing-image", false, "do not build: register <image-name>, which must exist locally")
+	fs.StringVar(&o.customProxy, "custom-proxy", "", "proxy binary to put in the image (default: the proxy beside registry-cli, else one built from this module, static)")
+	fs.StringVar(&o.proxyCmd, "proxy-cmd", "", "image entrypoint instead of \"/app/proxy -instance --\" (split like Cmd; keep \"-instance --\" so the service runs as the proxy's child)")
+	fs.StringVar(&o.contentID, "content-id", "", "content identifier to record (default: the image ID, or the SHA-256 of Exec.Command)")
+	fs.IntVar(&o.replicas, "replicas", 2, "DockerConf: hand the image to this many Docker allocators, nearest first, before registering (0: none; fewer when the network has fewer)")
 }
 
 func runAdd(ctx context.Context, s *session, args []string) error {
@@ -147,6 +153,9 @@ func runAdd(ctx context.Context, s *session, args []string) error {
 			defer cancel()
 		}
 		out["Replicas"] = replicas
+	}
+	if s.add.update != nil {
+		return s.rollOut(ctx, c, name, info, out)
 	}
 	msg, err := c.AddService(ctx, name, info)
 	if err != nil {

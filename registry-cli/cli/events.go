@@ -14,7 +14,8 @@ import (
 
 const eventsHelp = `
 Prints the registry's events: every change of services, desired counts,
-computes, nodes, instances and launched instances, one line each:
+computes, nodes, instances, launched instances, autoscaling and rollouts,
+one line each:
     <index> <topic> <type> <key> [<state, name, number or connector>]
 e.g. "12345 instance updated hello/hello-1a2b3c4d running". An index is
 the registry's revision: -since <index> prints every event after it, in
@@ -23,9 +24,10 @@ order, each once (a stream that breaks is resumed on another registry);
 created, updated, deleted, and lost for an instance whose node went
 away while it was meant to run. An index the registry no longer keeps
 is refused with the oldest one it has. -topic filters (repeat it):
-service, desired, compute, node, instance, launched, each optionally
-:<key> ("instance:hello" for one service's instances). With -json each
-line is the event's JSON (id, index, time, topic, type, key, object).
+service, desired, compute, node, instance, launched, autoscale, rollout,
+each optionally :<key> ("instance:hello" for one service's instances).
+With -json each line is the event's JSON (id, index, time, topic, type,
+key, object).
 Examples:
     registry-cli events -follow
     registry-cli events -since 12000 -topic instance:hello -topic node
@@ -57,7 +59,7 @@ func eventsCommand() *command {
 		flags: func(fs *flag.FlagSet, s *session) {
 			fs.BoolVar(&follow, "follow", false, "wait for the changes to come, until interrupted")
 			fs.Int64Var(&since, "since", 0, "print the events after this index (0: none before now, for -follow)")
-			fs.Var(&topics, "topic", "print only this topic's events (repeatable): service, desired, compute, node, instance, launched, optionally :<key>")
+			fs.Var(&topics, "topic", "print only this topic's events (repeatable): service, desired, compute, node, instance, launched, autoscale, rollout, optionally :<key>")
 			fs.BoolVar(&s.json, "json", s.json, "print each event as a line of JSON")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {

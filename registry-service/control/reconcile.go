@@ -166,6 +166,7 @@ type snapshot struct {
 	perNode  map[string]map[string]int // service → node → instances
 	launched map[string]launchedRecord
 	byID     map[string]registry.Instance
+	rollouts map[string]registry.Rollout
 }
 
 func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
@@ -188,6 +189,9 @@ func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	if s.launched, err = listLaunched(ctx, r.ctl.cli); err != nil {
+		return nil, err
+	}
+	if s.rollouts, err = listRollouts(ctx, r.ctl.cli); err != nil {
 		return nil, err
 	}
 	for _, in := range insts {
@@ -223,6 +227,7 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		budget -= used
 	}
 	actions += r.reconcileLaunched(ctx, s)
+	r.finishRollouts(ctx, s)
 	r.prune(s)
 	r.metrics.services(s)
 	if err := r.persist(ctx, keys); err != nil {
@@ -306,6 +311,9 @@ func (r *Reconciler) reconcile(ctx context.Context, s *snapshot, p pair, budget 
 	}
 	if sel.Kind == registry.KindConnector {
 		return r.reconcileConnector(ctx, p, sel.URL, want), 0
+	}
+	if ro, ok := s.rollouts[p.service]; ok && ro.State == registry.RolloutRunning {
+		return r.roll(ctx, s, p, ro, sel, budget)
 	}
 	live, failed := r.classify(s.pinned[p])
 	actions := r.replaceFailed(p, failed, s)

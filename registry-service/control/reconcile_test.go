@@ -47,6 +47,11 @@ type fakeNodes struct {
 	t     *testing.T
 	store *server.Store
 	fail  error // every deploy fails with it, when set
+	// failVersion, when set, makes instances of that version fail at
+	// start (their record says failed).
+	failVersion int
+	// now is the clock of the instances' start times.
+	now func() time.Time
 
 	mu      sync.Mutex
 	deploys int
@@ -74,8 +79,18 @@ func (f *fakeNodes) Deploy(ctx context.Context, n registry.Node, r deploy.Reques
 	if used+100 > n.CPU {
 		return nil, wire.Errorf(wire.CodeNoCapacity, "node %s is full", n.Name)
 	}
-	in := registry.Instance{ID: r.ID, Service: r.Service, Node: n.PeerID, State: registry.StateRunning,
-		Runtime: registry.RuntimeProcess, Compute: r.Compute, Started: time.Now().UTC()}
+	// As an allocator does: the instance runs the service's current
+	// definition, and carries its version.
+	info, err := f.store.GetService(ctx, r.Service)
+	if err != nil {
+		return nil, err
+	}
+	state := registry.StateRunning
+	if f.failVersion != 0 && info.Version == f.failVersion {
+		state = registry.StateFailed
+	}
+	in := registry.Instance{ID: r.ID, Service: r.Service, Node: n.PeerID, State: state, Version: info.Version,
+		Runtime: registry.RuntimeProcess, Compute: r.Compute, Started: f.now()}
 	return &in, f.store.PutInstance(ctx, in)
 }
 
@@ -120,7 +135,7 @@ func newRig(t *testing.T) *rig {
 	st := server.NewStore(m.KV())
 	r := &rig{store: st, now: time.Now()}
 	r.ctl = control.New(m.KV(), st, control.Config{})
-	r.nodes = &fakeNodes{t: t, store: st}
+	r.nodes = &fakeNodes{t: t, store: st, now: func() time.Time { return r.now.UTC() }}
 	r.rec = control.NewReconcilerWith(r.ctl, m.Client(), r.nodes, noConnector{}, control.ReconcilerConfig{
 		Name: "test", Now: func() time.Time { return r.now },
 	})

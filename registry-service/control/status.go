@@ -72,10 +72,20 @@ func (c *Control) statuses(ctx context.Context, service string) (map[string]regi
 	if err != nil {
 		return nil, err
 	}
+	rollouts, err := listRollouts(ctx, c.cli)
+	if err != nil {
+		return nil, err
+	}
 	out := buildStatuses(desired, states, insts, nodes)
 	if service != "" {
 		if _, ok := out[service]; !ok {
 			out[service] = emptyStatus(service)
+		}
+	}
+	for svc, ro := range rollouts {
+		if st, ok := out[svc]; ok {
+			st.Rollout = &ro
+			out[svc] = st
 		}
 	}
 	for svc, a := range auto {

@@ -30,6 +30,7 @@ var topics = []struct{ prefix, topic string }{
 	{"/physarum/instances/", registry.TopicInstance},
 	{"/physarum/launched/", registry.TopicLaunched},
 	{"/physarum/autoscale/", registry.TopicAutoscale},
+	{"/physarum/rollouts/", registry.TopicRollout},
 }
 
 // Topic returns the topic and event key of an etcd key: "service" and

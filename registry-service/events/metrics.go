@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Streams refused or ended because their index was compacted away (410 gone)."}),
 	}
 	for _, t := range []string{registry.TopicService, registry.TopicDesired, registry.TopicCompute,
-		registry.TopicNode, registry.TopicInstance, registry.TopicLaunched, registry.TopicAutoscale} {
+		registry.TopicNode, registry.TopicInstance, registry.TopicLaunched, registry.TopicAutoscale, registry.TopicRollout} {
 		m.events.WithLabelValues(t)
 	}
 	m.set = pmetrics.Register(reg, m.events, m.readers, m.restarts, m.gone)

@@ -60,6 +60,25 @@ func (s *Server) dispatchControl(ctx context.Context, from peer.ID, r registry.R
 		}
 		msg, err := s.ctl.DeleteCompute(ctx, r.ComputeName)
 		return &registry.Response{Message: msg}, err
+	case registry.OpUpdate:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		if r.Info == nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "service.update without Info")
+		}
+		var st registry.Strategy
+		if r.Strategy != nil {
+			st = *r.Strategy
+		}
+		ro, err := s.ctl.Update(ctx, r.Name, *r.Info, st)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Rollouts: []registry.Rollout{ro}}, nil
+	case registry.OpRolloutList:
+		ros, err := s.ctl.Rollouts(ctx, r.Name)
+		return &registry.Response{Rollouts: ros}, err
 	case registry.OpAutoscaleSet:
 		if err := s.mayWrite(from); err != nil {
 			return nil, err

@@ -244,6 +244,7 @@ func (s *Store) DeleteService(ctx context.Context, name string) (int64, error) {
 		clientv3.OpDelete(serviceKey(name)),
 		clientv3.OpDelete(control.PrefixDesired+name+"/", clientv3.WithPrefix()),
 		clientv3.OpDelete(control.PrefixAutoscale+name+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(control.PrefixRollouts+name),
 		clientv3.OpDelete(versionsPrefix(name), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {

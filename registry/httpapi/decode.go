@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -212,4 +213,34 @@ func cut(s string) string {
 		return s[:max] + "..."
 	}
 	return s
+}
+
+// splitStrategy takes the "strategy" object out of a service body: what
+// is left is the definition, and the strategy (nil: none) says that the
+// PUT is an update to roll out.
+func splitStrategy(body []byte) ([]byte, *registry.Strategy, error) {
+	if err := checkObject(body); err != nil {
+		return nil, nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, nil, errorf("invalid body: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	raw, ok := fields["strategy"]
+	if !ok {
+		return body, nil, nil
+	}
+	delete(fields, "strategy")
+	var st registry.Strategy
+	if err := decodeStrict(raw, &st, "a strategy takes type, max_parallel, min_healthy_time, healthy_deadline, progress_deadline and auto_revert"); err != nil {
+		return nil, nil, fmt.Errorf("strategy: %w", err)
+	}
+	if err := st.Validate(); err != nil {
+		return nil, nil, err
+	}
+	rest, err := json.Marshal(fields)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rest, &st, nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/physarum-p2p/physarum/common/wire"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -134,11 +135,38 @@ func (h *handler) putService(q *request) (int, any, error) {
 	if err := registry.ValidateName(q.name); err != nil {
 		return 0, nil, err
 	}
-	s, err := decodeService(q.body, q.name)
+	body, strategy, err := splitStrategy(q.body)
 	if err != nil {
 		return 0, nil, err
 	}
+	s, err := decodeService(body, q.name)
+	if err != nil {
+		return 0, nil, err
+	}
+	if strategy != nil {
+		return h.update(q, s, *strategy)
+	}
 	return h.writeService(q, s)
+}
+
+// update rolls a service out to a new definition (PUT /service/<name>
+// with a "strategy" object).
+func (h *handler) update(q *request, s registry.ConnectorService, st registry.Strategy) (int, any, error) {
+	u, ok := h.c.(registry.Updaters)
+	if !ok || h.o.NodeScope != "" {
+		return 0, nil, wire.Errorf(wire.CodeNotFound, "updates with a strategy are served by registry-service's HTTP API, not here")
+	}
+	ro, err := u.Update(q.ctx, s.Name, s.Info, st)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, rolloutAnswer{Message: fmt.Sprintf("rolling %s out from version %d to %d", s.Name, ro.From, ro.To), Rollout: ro}, nil
+}
+
+// rolloutAnswer answers an update.
+type rolloutAnswer struct {
+	Message string           `json:"message"`
+	Rollout registry.Rollout `json:"rollout"`
 }
 
 func (h *handler) writeService(q *request, s registry.ConnectorService) (int, any, error) {

@@ -1,0 +1,284 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/physarum-p2p/physarum/common/eventually"
+	"github.com/physarum-p2p/physarum/registry"
+)
+
+// loadLog sends a steady load through a client proxy (keep-alive and new
+// connections both) and keeps who answered each request, and when.
+type loadLog struct {
+	mu       sync.Mutex
+	by       []answer
+	failures []string
+	stop     func()
+}
+
+type answer struct {
+	at       time.Time
+	instance string
+}
+
+func loadAnswers(url string, perSecond int) *loadLog {
+	a := &loadLog{}
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	a.stop = sync.OnceFunc(func() { close(quit); wg.Wait() })
+	for _, c := range []*http.Client{
+		{Timeout: 10 * time.Second},
+		{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+	} {
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second / time.Duration(perSecond/2))
+			defer tick.Stop()
+			for {
+				select {
+				case <-quit:
+					return
+				case <-tick.C:
+				}
+				inst, err := helloFrom(c, url)
+				a.mu.Lock()
+				if err != nil {
+					a.failures = append(a.failures, err.Error())
+				} else {
+					a.by = append(a.by, answer{time.Now(), inst})
+				}
+				a.mu.Unlock()
+			}
+		})
+	}
+	return a
+}
+
+// helloFrom asks hello once and returns the instance that answered.
+func helloFrom(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	inst, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "hello from ")
+	if resp.StatusCode != http.StatusOK || !ok {
+		return "", fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return inst, nil
+}
+
+// versionWatch keeps the version of every instance of a service the
+// status showed, while it runs.
+type versionWatch struct {
+	mu   sync.Mutex
+	of   map[string]int
+	stop func()
+}
+
+func watchVersions(t *testing.T, base, service string) *versionWatch {
+	t.Helper()
+	w := &versionWatch{of: map[string]int{}}
+	quit, done := make(chan struct{}), make(chan struct{})
+	w.stop = sync.OnceFunc(func() { close(quit); <-done })
+	go func() {
+		defer close(done)
+		for {
+			if st, err := status(t, base, service); err == nil {
+				w.mu.Lock()
+				for _, in := range st.Instances {
+					w.of[in.ID] = in.Version
+				}
+				w.mu.Unlock()
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *versionWatch) version(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.of[id]
+}
+
+// helloConfig writes a config for the hello demo with extra Exec fields.
+func (n *network) helloConfig(command string, env map[string]string) string {
+	n.t.Helper()
+	b, _ := json.Marshal(map[string]any{"CpuReq": 100, "MemoryReq": 32, "Exec": map[string]any{"Command": command, "Env": env}})
+	path := filepath.Join(n.t.TempDir(), "hello.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	return path
+}
+
+func waitRollout(t *testing.T, n *network, service string, done func(registry.Rollout) bool, timeout time.Duration) registry.Rollout {
+	t.Helper()
+	var ro registry.Rollout
+	eventually.Succeeds(t, timeout, func() error {
+		var ros []registry.Rollout
+		if err := json.Unmarshal([]byte(n.mustCLI("-json", "rollouts", service)), &ros); err != nil || len(ros) != 1 {
+			return fmt.Errorf("rollouts: %v %v", ros, err)
+		}
+		ro = ros[0]
+		if !done(ro) {
+			return fmt.Errorf("rollout %s: %s", ro.State, ro.Message)
+		}
+		return nil
+	})
+	return ro
+}
+
+// TestRollingUpdateUnderLoadFailsNoRequest: a 3-instance process service
+// under about 200 req/s through a client proxy is rolled to a new version:
+// no request fails, every answer comes from an instance of the old or the
+// new version, and at the end only new ones answer.
+func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
+	n := newNetwork(t)
+	n.registry()
+	n.namedAllocator("r-1", "")
+	n.namedAllocator("r-2", "")
+	_, proxy := n.proxy()
+	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
+	n.mustCLI("scale", "web", "3")
+	waitRunning(t, n.api, "web", registry.ComputePhysarum, 3, time.Minute)
+	versions := watchVersions(t, n.api, "web")
+	l := loadAnswers(proxy+"/web/", 200)
+	defer l.stop()
+	time.Sleep(time.Second) // load before the update starts, on purpose
+
+	out := n.mustCLI("update", "-min-healthy", "2s", n.helloConfig(n.bin["hello"], map[string]string{"HELLO_VERSION": "2"}), "web")
+	if !strings.Contains(out, "from version 1 to 2") {
+		t.Fatalf("update said %q", out)
+	}
+	ro := waitRollout(t, n, "web", func(ro registry.Rollout) bool { return ro.State != registry.RolloutRunning }, 2*time.Minute)
+	if ro.State != registry.RolloutSucceeded {
+		t.Fatalf("rollout %+v", ro)
+	}
+	time.Sleep(2 * time.Second) // answers after the end of the rollout, on purpose
+	l.stop()
+	versions.stop()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failures) > 0 {
+		t.Fatalf("%d of %d requests failed during the rolling update: %v", len(l.failures), len(l.failures)+len(l.by), l.failures[:min(5, len(l.failures))])
+	}
+	seen := map[int]int{}
+	for _, a := range l.by {
+		v := versions.version(a.instance)
+		if v != 1 && v != 2 {
+			t.Fatalf("answered by %s, of version %d", a.instance, v)
+		}
+		seen[v]++
+		if a.at.After(time.Now().Add(-time.Second)) && v != 2 {
+			t.Fatalf("answered by %s of version %d after the rollout ended", a.instance, v)
+		}
+	}
+	if seen[1] == 0 || seen[2] == 0 {
+		t.Fatalf("answers by version %v: want both", seen)
+	}
+	st, err := status(t, n.api, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range pinned(st) {
+		if in.Version != 2 {
+			t.Fatalf("instance %s still of version %d", in.ID, in.Version)
+		}
+	}
+	t.Logf("%d requests, none failed: %d answered by version 1, %d by version 2", len(l.by), seen[1], seen[2])
+}
+
+// TestARolloutThatCrashesIsRevertedWhileTheOldVersionServes: a new version
+// that crashes at start fails its rollout within the deadline, which
+// reverts; the old version serves throughout, and the rollout says why.
+func TestARolloutThatCrashesIsRevertedWhileTheOldVersionServes(t *testing.T) {
+	n := newNetwork(t)
+	n.registry()
+	n.namedAllocator("c-1", "", "-max-restarts", "1")
+	_, proxy := n.proxy()
+	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
+	n.mustCLI("scale", "web", "2")
+	waitRunning(t, n.api, "web", registry.ComputePhysarum, 2, time.Minute)
+	l := loadAnswers(proxy+"/web/", 100)
+	defer l.stop()
+
+	n.mustCLI("update", "-min-healthy", "1s", "-healthy-deadline", "20s", n.helloConfig("/bin/false", nil), "web")
+	ro := waitRollout(t, n, "web", func(ro registry.Rollout) bool { return ro.RevertOf != 0 && ro.State != registry.RolloutRunning }, 2*time.Minute)
+	l.stop()
+	if ro.State != registry.RolloutReverted || ro.RevertOf != 2 || ro.To != 3 {
+		t.Fatalf("rollout %+v: want version 2 reverted by version 3", ro)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failures) > 0 {
+		t.Fatalf("%d requests failed while the bad version rolled out and back: %v", len(l.failures), l.failures[:min(5, len(l.failures))])
+	}
+	if len(l.by) == 0 {
+		t.Fatal("no request was answered")
+	}
+	// The events said why.
+	evs := n.mustCLI("events", "-since", "1", "-topic", "rollout:web", "-json")
+	if !strings.Contains(evs, `"state":"failed"`) || !strings.Contains(evs, "of version 2 failed") {
+		t.Fatalf("rollout events do not say why:\n%s", evs)
+	}
+}
+
+// TestUpdateThroughTheHTTPAPI: PUT /service/<name> with a strategy rolls
+// the service out (the same Update as registry-cli update); a second one
+// while it runs is a 409, a bad strategy a 400 naming the field, and
+// status shows the rollout.
+func TestUpdateThroughTheHTTPAPI(t *testing.T) {
+	n := newNetwork(t)
+	n.registry()
+	n.namedAllocator("h-1", "")
+	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
+	n.mustCLI("scale", "web", "1")
+	waitRunning(t, n.api, "web", registry.ComputePhysarum, 1, time.Minute)
+	def := func(v string) map[string]any {
+		return map[string]any{"CpuReq": 100, "MemoryReq": 32, "Exec": map[string]any{"Command": n.bin["hello"], "Env": map[string]string{"HELLO_VERSION": v}}}
+	}
+	bad := def("2")
+	bad["strategy"] = map[string]any{"max_parallel": -1}
+	if code, body := api(t, http.MethodPut, n.api+"/service/web", bad); code != http.StatusBadRequest || !strings.Contains(string(body), "max_parallel") {
+		t.Fatalf("bad strategy: %d %s", code, body)
+	}
+	body := def("2")
+	body["strategy"] = map[string]any{"type": "rolling", "min_healthy_time": "30s"}
+	var answer struct {
+		Message string           `json:"message"`
+		Rollout registry.Rollout `json:"rollout"`
+	}
+	if err := json.Unmarshal(mustAPI(t, http.MethodPut, n.api+"/service/web", body), &answer); err != nil {
+		t.Fatal(err)
+	}
+	if answer.Rollout.From != 1 || answer.Rollout.To != 2 || answer.Rollout.State != registry.RolloutRunning {
+		t.Fatalf("answer %+v", answer)
+	}
+	again := def("3")
+	again["strategy"] = map[string]any{}
+	if code, body := api(t, http.MethodPut, n.api+"/service/web", again); code != http.StatusConflict {
+		t.Fatalf("a second update while one runs: %d %s", code, body)
+	}
+	st, err := status(t, n.api, "web")
+	if err != nil || st.Rollout == nil || st.Rollout.To != 2 {
+		t.Fatalf("status: %+v %v", st.Rollout, err)
+	}
+}
