@@ -251,7 +251,7 @@ func (it *imageRun) halves(ctx context.Context, id string) (int64, time.Duration
 	ids, err := it.storeB.Load(ctx, &buf)
 	took := time.Since(start)
 	if err == nil && !slices.Contains(ids, id) {
-		err = fmt.Errorf("B loaded %v, not %s", ids, id)
+		err = fmt.Errorf("daemon B loaded %v, not %s", ids, id)
 	}
 	return n, took, err
 }
