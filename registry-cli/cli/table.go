@@ -29,4 +29,3 @@ func ms(v float64) string {
 	}
 	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) + "ms"
 }
-
