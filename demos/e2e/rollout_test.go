@@ -134,7 +134,7 @@ func waitRollout(t *testing.T, n *network, service string, done func(registry.Ro
 	eventually.Succeeds(t, timeout, func() error {
 		var ros []registry.Rollout
 		if err := json.Unmarshal([]byte(n.mustCLI("-json", "rollouts", service)), &ros); err != nil || len(ros) != 1 {
-			return fmt.Errorf("rollouts: %v %v", ros, err)
+			return fmt.Errorf("rollouts: %v: %w", ros, err)
 		}
 		ro = ros[0]
 		if !done(ro) {
