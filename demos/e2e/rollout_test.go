@@ -133,8 +133,11 @@ func waitRollout(t *testing.T, n *network, service string, done func(registry.Ro
 	var ro registry.Rollout
 	eventually.Succeeds(t, timeout, func() error {
 		var ros []registry.Rollout
-		if err := json.Unmarshal([]byte(n.mustCLI("-json", "rollouts", service)), &ros); err != nil || len(ros) != 1 {
-			return fmt.Errorf("rollouts: %v: %w", ros, err)
+		if err := json.Unmarshal([]byte(n.mustCLI("-json", "rollouts", service)), &ros); err != nil {
+			return err
+		}
+		if len(ros) != 1 {
+			return fmt.Errorf("rollouts: %v, want one", ros)
 		}
 		ro = ros[0]
 		if !done(ro) {
