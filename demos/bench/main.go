@@ -22,7 +22,10 @@
 // callbacks), autoscale (a policy under a load step ×2 and ×4 through a
 // client proxy: until the desired count moves, the new instances run and
 // answer, failed requests and p99 meanwhile, and back down after the
-// stabilization window). -only runs some of them; -quick runs each with fewer
+// stabilization window), rollout (rolling updates of 3 and 6 instances
+// under 200 req/s through a client proxy: failed requests, latency p50/p99
+// against the steady load before, duration and steps, -max-parallel 1 and
+// 3, a crashing version until reverted). -only runs some of them; -quick runs each with fewer
 // samples, for development.
 //
 // Every process, container, image and directory the suite starts is

@@ -51,6 +51,7 @@ var scenarios = []scenario{
 	{"reconciler", "the reconciler's idle cost at 100 allocators and 200 services", 12 * time.Minute, runReconciler},
 	{"events", "event stream and callbacks: latency, and 1,000 changes with 10 readers and 10 callbacks", 8 * time.Minute, runEvents},
 	{"autoscale", "autoscaling under a load step ×2 and ×4: until the desired count moves, the new instances run and answer; back down after the window", 12 * time.Minute, runAutoscale},
+	{"rollout", "rolling updates of 3 and 6 instances under 200 req/s: failed requests, added latency, duration and steps; a crashing version reverted", 10 * time.Minute, runRollout},
 }
 
 func scenarioNames() []string {
