@@ -230,7 +230,7 @@ func screenshot(ctx context.Context, o options, out io.Writer) error {
 	tctx, tcancel := context.WithTimeout(bctx, time.Minute)
 	defer tcancel()
 	err = chromedp.Do(tctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(n.api+"/ui/"),
-		chromedp.Poll[chromedp.Void]("document.body.dataset.ready && document.querySelectorAll('#heatmap rect[data-rtt]').length > 0"),
+		chromedp.Poll[chromedp.Void]("document.body.dataset.ready && document.querySelector('#heatmap g[data-from]')"),
 		chromedp.SetValue(chromedp.CSS("#rtt-service"), "checkout"),
 		chromedp.Evaluate[chromedp.Void]("document.getElementById('rtt-service').dispatchEvent(new Event('change'))"),
 		chromedp.Sleep(500*time.Millisecond))
@@ -254,6 +254,7 @@ type load struct {
 	Complete   float64 `json:"ready"`
 	Bytes      float64 `json:"bytes"`
 	Cells      int     `json:"cells"`
+	Elements   int     `json:"elements"`
 }
 
 const loadJS = `(() => {
@@ -262,7 +263,8 @@ const loadJS = `(() => {
   let bytes = nav.transferSize;
   for (const r of performance.getEntriesByType('resource')) if (!r.name.includes('/v1/events')) bytes += r.transferSize;
   return {fcp: fcp ? fcp.startTime : -1, ready: +document.body.dataset.ready, bytes,
-    cells: document.querySelectorAll('#heatmap rect').length};
+    cells: document.querySelectorAll('#heatmap g[data-from]').length ** 2,
+    elements: document.querySelectorAll('#heatmap *').length};
 })()`
 
 // measure starts the bench's scale network at size nodes (process
@@ -311,9 +313,9 @@ func measure(ctx context.Context, o options, size int, out io.Writer) error {
 		sort.Float64s(v)
 		return v[len(v)/2]
 	}
-	fmt.Fprintf(out, "%d nodes: first paint %.0f ms, complete page %.0f ms (medians of %d cold loads, max %.0f ms); %.0f bytes transferred; %d heatmap cells\n",
+	fmt.Fprintf(out, "%d nodes: first paint %.0f ms, complete page %.0f ms (medians of %d cold loads, max %.0f ms); %.0f bytes transferred; %d heatmap cells in %d elements\n",
 		size, med(func(l load) float64 { return l.FirstPaint }), med(func(l load) float64 { return l.Complete }), len(loads),
-		slices.MaxFunc(loads, func(a, b load) int { return int(a.Complete - b.Complete) }).Complete, med(func(l load) float64 { return l.Bytes }), loads[0].Cells)
+		slices.MaxFunc(loads, func(a, b load) int { return int(a.Complete - b.Complete) }).Complete, med(func(l load) float64 { return l.Bytes }), loads[0].Cells, loads[0].Elements)
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
 	"github.com/physarum-p2p/physarum/common/proctest"
+	"github.com/physarum-p2p/physarum/registry-service/ui"
 )
 
 // The dashboard in headless Chromium against a real network (issue 16):
@@ -170,7 +171,7 @@ func checkHeatmap(t *testing.T, ctx context.Context, delays map[string]time.Dura
 	var cells map[string]string
 	deadline := time.Now().Add(25 * time.Second)
 	for {
-		cells = page[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll('#heatmap rect[data-rtt]')].map(e => [e.dataset.from + '>' + e.dataset.to, e.dataset.rtt]))`)
+		cells = page[map[string]string](t, ctx, ui.HeatmapCellsJS)
 		bad := heatmapErrors(cells, delays)
 		if len(bad) == 0 {
 			return

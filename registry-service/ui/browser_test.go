@@ -47,7 +47,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"echo":{"name":"echo","image":"echo:1","DockerHash":"echo:1","CpuReq":0,"MemoryReq":0,"NetworkSoftReq":{"RTT":0},"NetworkHardReq":{"RTT":0}}}`)
 	case "/status":
 		fmt.Fprintf(w, `{"hello":{"service":"hello","running_resources":%d,"desired":%d,"computes":{"physarum":{"desired":%d,"running":%d}},
-			"instances":[{"id":"hello-1","node":"A","node_name":"a1","state":"running","started":"2026-01-01T00:00:00Z","compute":"physarum"}]},
+			"instances":[{"id":"hello-1","node":"A","node_name":"a1","state":"running","started":"2026-01-01T00:00:00Z","compute":"physarum","version":2}],
+			"rollout":{"service":"hello","strategy":{"type":"rolling","max_parallel":1},"from_version":1,"to_version":2,"state":"running",
+			"message":"1 of 2 instances at version 2","started":"2026-01-01T00:00:00Z","progress":"2026-01-01T00:00:00Z"}},
 			"echo":{"service":"echo","running_resources":0,"computes":{},"instances":[{"id":"0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f","node":"B","node_name":"b1","state":"running","started":"2026-01-01T00:00:00Z"}]}}`,
 			f.running, f.running, f.running, f.running)
 	case "/instances":
@@ -97,6 +99,21 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	return v
 }
 
+// hover moves the pointer over the heatmap's cell from → to and returns
+// the tooltip's text ("" when it is hidden).
+func hover(t *testing.T, ctx context.Context, from, to string) string {
+	t.Helper()
+	return eval[string](t, ctx, fmt.Sprintf(`(() => {
+		const svg = document.querySelector('#heatmap svg'), cols = JSON.parse(svg.dataset.cols);
+		const pad = +svg.dataset.pad, cell = +svg.dataset.cell;
+		svg.scrollIntoView({block: 'center'});
+		const p = new DOMPoint(pad + (cols.indexOf(%q) + 0.5) * cell, pad + (cols.indexOf(%q) + 0.5) * cell).matrixTransform(svg.getScreenCTM());
+		document.elementFromPoint(p.x, p.y).dispatchEvent(new PointerEvent('pointermove', {bubbles: true, clientX: p.x, clientY: p.y}));
+		const tip = document.querySelector('#heatmap .tip');
+		return tip.hidden ? '' : tip.textContent;
+	})()`, to, from))
+}
+
 // do runs steps in the page, failing the test after 15 s.
 func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
@@ -130,7 +147,7 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	if strings.Join(names, ",") != "a1,b1,c1" {
 		t.Errorf("nodes %v", names)
 	}
-	cells := eval[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll('#heatmap rect[data-rtt]')].map(e => [e.dataset.from + '>' + e.dataset.to, e.dataset.rtt]))`)
+	cells := eval[map[string]string](t, ctx, ui.HeatmapCellsJS)
 	want := map[string]string{"a1>b1": "20", "a1>c1": "40", "b1>a1": "21", "b1>c1": "60", "c1>a1": "41", "c1>b1": ""}
 	if fmt.Sprint(cells) != fmt.Sprint(want) {
 		t.Errorf("heatmap cells %v, want %v", cells, want)
@@ -143,6 +160,35 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 		t.Errorf("%d action controls without a token", n)
 	}
 
+	// The last rollout in the Services view, the instances' versions, the rollout topic.
+	rollout := eval[string](t, ctx, `document.querySelector('[data-service="hello"] .rollout[data-state="running"]')?.textContent || ''`)
+	for _, want := range []string{"version 1 → 2", "running", "1 of 2 instances at version 2"} {
+		if !strings.Contains(rollout, want) {
+			t.Errorf("hello's rollout %q, want %q in it", rollout, want)
+		}
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('[data-service="echo"] .rollout').length`); n != 0 {
+		t.Errorf("%d rollouts shown for echo, which has none", n)
+	}
+	if v := eval[string](t, ctx, `document.querySelector('tr[data-instance="hello-1"] .version').textContent`); v != "2" {
+		t.Errorf("hello-1's version %q", v)
+	}
+	if !eval[bool](t, ctx, `!!document.querySelector('#topics input[data-topic="rollout"]')`) {
+		t.Error("no rollout topic in the events' filter")
+	}
+
+	// One tooltip for the whole heatmap, following the pointer; no element per cell.
+	if n := eval[int](t, ctx, "document.querySelectorAll('#heatmap title, #heatmap rect, #heatmap .tip').length"); n != 2 {
+		t.Errorf("%d rects and tooltips in the heatmap, want 2 (the hatch pattern's and the one tooltip)", n)
+	}
+	tip := hover(t, ctx, "a1", "b1")
+	if hover(t, ctx, "c1", "b1") != "c1 → b1: not measured" {
+		t.Error("c1 → b1 not shown as not measured")
+	}
+	if tip != "a1 → b1: 20 ms" {
+		t.Errorf("heatmap tooltip %q", tip)
+	}
+
 	// An instance's detail: a launched one's addresses.
 	do(t, ctx, chromedp.Click(chromedp.CSS(`tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]`)))
 	waitFor(t, ctx, "the instance's addresses", `document.querySelector('tr.detail') && document.querySelector('tr.detail').textContent.includes('/ip4/127.0.0.1/tcp/4001')`, 5*time.Second)
@@ -150,11 +196,19 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	// A service's RTT limits on the heatmap: hello's hard 50 ms crosses b1 → c1 out.
 	do(t, ctx, chromedp.SetValue(chromedp.CSS("#rtt-service"), "hello"),
 		chromedp.Evaluate[chromedp.Void]("document.getElementById('rtt-service').dispatchEvent(new Event('change'))"))
-	waitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap rect[data-from="b1"][data-to="c1"]').getAttribute('stroke') === '#a33a1f'`, 5*time.Second)
+	waitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap path.beyond-hard')`, 5*time.Second)
+	if tip := hover(t, ctx, "b1", "c1"); tip != "b1 → c1: 60 ms, beyond hard RTT 50 ms" {
+		t.Errorf("b1 → c1's tooltip %q", tip)
+	}
+	if tip := hover(t, ctx, "a1", "b1"); tip != "a1 → b1: 20 ms, within soft RTT 25 ms" {
+		t.Errorf("a1 → b1's tooltip %q", tip)
+	}
 
 	// An event appears, and the page loads again on it.
 	api.events <- `{"id":"6-0","index":6,"time":"2026-01-01T00:00:01Z","topic":"instance","type":"updated","key":"hello/hello-1","object":{"ID":"hello-1","State":"running","Restarts":1}}`
 	waitFor(t, ctx, "the event", `document.querySelector('#event-list li[data-key="hello/hello-1"]')`, 5*time.Second)
+	api.events <- `{"id":"7-0","index":7,"time":"2026-01-01T00:00:02Z","topic":"rollout","type":"updated","key":"hello","object":{"service":"hello","from_version":1,"to_version":2,"state":"succeeded"}}`
+	waitFor(t, ctx, "the rollout event", `document.querySelector('#event-list li[data-topic="rollout"][data-key="hello"]')?.textContent.includes('1 → 2 succeeded')`, 5*time.Second)
 
 	// A wrong token: the write is refused and actions go off again.
 	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token"), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
@@ -184,7 +238,7 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	// A reload keeps the token and the events, and resumes after index 6.
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
 	waitFor(t, ctx, "the reloaded page", `document.body.dataset.ready && document.querySelector('#event-list li[data-key="hello/hello-1"]') && document.querySelector('.scale-number')`, 5*time.Second)
-	if idx := eval[string](t, ctx, "sessionStorage.getItem('physarum.events.index')"); idx != "5" && idx != "6" {
+	if idx := eval[string](t, ctx, "sessionStorage.getItem('physarum.events.index')"); idx != "5" && idx != "7" {
 		t.Errorf("kept index %q", idx)
 	}
 }

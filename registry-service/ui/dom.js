@@ -7,11 +7,6 @@ export function el(tag, attrs, ...kids) {
   return fill(document.createElement(tag), attrs, kids);
 }
 
-// svg is el for SVG elements.
-export function svg(tag, attrs, ...kids) {
-  return fill(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, kids);
-}
-
 function fill(node, attrs, kids) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;

@@ -7,7 +7,7 @@ import { headers } from './api.js';
 const INDEX = 'physarum.events.index';
 const KEPT = 'physarum.events.kept';
 const MAX = 200;
-export const TOPICS = ['service', 'desired', 'compute', 'node', 'instance', 'launched', 'autoscale'];
+export const TOPICS = ['service', 'desired', 'compute', 'node', 'instance', 'launched', 'autoscale', 'rollout'];
 
 let kept = JSON.parse(sessionStorage.getItem(KEPT) || '[]');
 const hidden = new Set(JSON.parse(sessionStorage.getItem('physarum.events.hidden') || '[]'));
@@ -74,6 +74,7 @@ function summary(ev) {
     case 'launched': return `${o.state || ''}${o.message ? ': ' + o.message : ''}`;
     case 'desired': return `desired ${o.number} on ${o.compute}`;
     case 'node': return `${o.Name || ''} ${o.Instances ?? ''} instances`;
+    case 'rollout': return `${o.from_version ?? ''} → ${o.to_version ?? ''} ${o.state || ''}${o.message ? ': ' + o.message : ''}`;
     case 'autoscale': return (o.last_decision && o.last_decision.reason) || o.reason || '';
     default: return '';
   }

@@ -45,6 +45,7 @@ function service(name, def, st, data, act, open) {
     el('p', null, req.join(' · ')),
     el('div', { class: 'scroll' }, figures),
     autoscale(st.autoscale),
+    rollout(st.rollout),
     instances(st.instances || [], data, act, open));
 }
 
@@ -63,6 +64,18 @@ function autoscale(a) {
     d ? [el('br'), `last decision ${age(d.at)} ago: ${d.reason}`] : '');
 }
 
+// rollout is the service's last rollout (GET /status's rollout): its
+// versions, state and message.
+function rollout(r) {
+  if (!r || !r.state) return null;
+  const strategy = (r.strategy && r.strategy.type) || 'rolling';
+  const when = r.state === 'running' ? `started ${age(r.started)} ago` : r.finished ? `ended ${age(r.finished)} ago` : '';
+  return el('p', { class: 'rollout', 'data-state': r.state },
+    `last rollout (${strategy}): version ${r.from_version} → ${r.to_version}${r.revert_of ? ` reverting version ${r.revert_of}` : ''}, `,
+    el('span', { class: 'state-' + r.state }, r.state), when ? ` (${when})` : '',
+    r.message ? [el('br'), r.message] : '');
+}
+
 function instances(list, data, act, open) {
   if (!list.length) return el('p', { class: 'empty' }, 'No instance.');
   const rows = [];
@@ -73,7 +86,7 @@ function instances(list, data, act, open) {
       el('td', null, i.id),
       el('td', null, i.node_name || (i.node || '').slice(-8)),
       el('td', { class: 'state-' + i.state }, i.state),
-      el('td', { class: 'num hide-narrow' }, i.version || ''),
+      el('td', { class: 'num hide-narrow version' }, i.version || ''),
       el('td', { class: 'num' }, age(i.started)),
       el('td', { class: 'num' }, i.restarts || 0),
       el('td', null, i.on_demand ? 'on demand' : launched ? 'launched' : 'pinned'),

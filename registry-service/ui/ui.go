@@ -109,3 +109,20 @@ func Size() int {
 	}
 	return n
 }
+
+// HeatmapCellsJS is a JavaScript expression that reads the heatmap's
+// figures from the rendered page, for browser tests and measurements:
+// an object from "<row node>><column node>" to the RTT in ms as text,
+// "" for a pair not measured (the diagonal left out). The page keeps
+// them in data- attributes (network.js says where).
+const HeatmapCellsJS = `(() => {
+  const svg = document.querySelector('#heatmap svg[data-cols]');
+  if (!svg) return {};
+  const cols = JSON.parse(svg.dataset.cols), out = {};
+  for (const g of svg.querySelectorAll('g[data-from]')) {
+    JSON.parse(g.dataset.rtts).forEach((v, j) => {
+      if (cols[j] !== g.dataset.from) out[g.dataset.from + '>' + cols[j]] = v === null ? '' : String(v);
+    });
+  }
+  return out;
+})()`
