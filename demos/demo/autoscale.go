@@ -87,7 +87,9 @@ func (d *demo) showAutoscale(ctx context.Context) bool {
 		say("autoscaling: %s did not come back to %d within %s of the load stopping; %d requests, %d failed",
 			asService, asMin, since(stopped), sent, failed)
 	}
-	say("(rolling and blue/green updates are not built yet: the demo cannot show one)")
+	if !d.o.rollout {
+		say("(DEMO_ROLLOUT=1, or -rollout, then shows a rolling update of hello under a load; blue/green is not built yet)")
+	}
 	return back && peak > asMin
 }
 

@@ -9,7 +9,10 @@
 // the report says which images travelled between them, and how fast. With
 // DEMO_AUTOSCALE=1 (-autoscale) it then gives hello an autoscaling policy,
 // ramps a load up through the client proxy while printing the counts and
-// the autoscaler's decisions, and stops it to show the scale-down.
+// the autoscaler's decisions, and stops it to show the scale-down. With
+// DEMO_ROLLOUT=1 (-rollout) it then pins hello at 3 instances under a load
+// through the client proxy, rolls it to a new version and prints the
+// rollout's progress and the failed-request count.
 package main
 
 import (
@@ -35,6 +38,7 @@ Environment:
   DEMO_RUNTIME=...   docker or process (default: docker when a daemon answers)
   DEMO_DAEMONS=...   shared or separate: the default of -daemons
   DEMO_AUTOSCALE=1   after the report, show hello autoscaling under a load
+  DEMO_ROLLOUT=1     then show a rolling update of hello under a load
 
 OPTIONS:
 `
@@ -53,6 +57,7 @@ func main() {
 	fs.StringVar(&o.daemons, "daemons", cmp.Or(os.Getenv("DEMO_DAEMONS"), daemonsShared), "Docker daemons: shared (every site uses this machine's) or separate (a daemon of its own per site, root needed: images travel between the sites)")
 	oneshot := fs.Bool("oneshot", os.Getenv("DEMO_ONESHOT") == "1", "exit after the report (also DEMO_ONESHOT=1)")
 	fs.BoolVar(&o.autoscale, "autoscale", os.Getenv("DEMO_AUTOSCALE") == "1", "after the report, give hello an autoscaling policy, ramp a load up through the client proxy and show it scaling out and back (about 2 minutes; also DEMO_AUTOSCALE=1)")
+	fs.BoolVar(&o.rollout, "rollout", os.Getenv("DEMO_ROLLOUT") == "1", "after the report (and -autoscale), pin hello at 3 instances, put a load on it through the client proxy and roll it to a new version, printing the progress and the failed requests (about 1 minute; also DEMO_ROLLOUT=1)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)

@@ -157,6 +157,10 @@ func (d *demo) howTo() {
 	if d.o.autoscale {
 		fmt.Printf("  %s autoscale hello     (the policy and its last decision)\n", cli)
 	}
+	if d.o.rollout {
+		fmt.Printf("  %s rollouts hello      (the last rollout)\n", cli)
+		fmt.Printf("  %s history hello       (the versions kept)\n", cli)
+	}
 	for _, s := range sites {
 		if s.daemon != nil {
 			fmt.Printf("  DOCKER_HOST=%s docker images     (%s's own Docker daemon)\n", s.daemon.Host, s.name)

@@ -29,6 +29,8 @@ type options struct {
 	oneshot           bool
 	// autoscale: after the report, show hello autoscaling under a load.
 	autoscale bool
+	// rollout: then show a rolling update of hello under a load.
+	rollout bool
 }
 
 // metricsPort is the i-th fixed metrics port, or a free one.
@@ -98,6 +100,10 @@ func run(ctx context.Context, o options) int {
 	if o.autoscale && ctx.Err() == nil {
 		scaled = d.showAutoscale(ctx)
 	}
+	rolled := true
+	if o.rollout && ctx.Err() == nil {
+		rolled = d.showRollout(ctx)
+	}
 	if o.oneshot {
 		if !ok {
 			fmt.Fprintln(os.Stderr, "demo: not every demo service answered (logs in "+d.dir+")")
@@ -105,6 +111,10 @@ func run(ctx context.Context, o options) int {
 		}
 		if !scaled {
 			fmt.Fprintln(os.Stderr, "demo: hello did not scale out and back under the load (logs in "+d.dir+")")
+			return 1
+		}
+		if !rolled {
+			fmt.Fprintln(os.Stderr, "demo: the rolling update of hello did not succeed with no request failed (logs in "+d.dir+")")
 			return 1
 		}
 		return 0
@@ -411,6 +421,9 @@ func removeImages() {
 		if _, err := cli.ImageRemove(ctx, "physarum-demo/"+name+":latest", client.ImageRemoveOptions{Force: true, PruneChildren: true}); err == nil {
 			n++
 		}
+	}
+	if _, err := cli.ImageRemove(ctx, roImage, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err == nil {
+		n++ // -rollout's new version
 	}
 	if n > 0 {
 		say("removed the %d images the demo built", n)
