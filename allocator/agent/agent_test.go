@@ -23,6 +23,7 @@ import (
 	"github.com/physarum-p2p/physarum/allocator/runtimetest"
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
+	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/common/proctest"
@@ -545,4 +546,22 @@ func waitNodes(t *testing.T, w *world, n int) {
 
 func errContains(err error, s string) bool {
 	return err != nil && contains(err.Error(), s)
+}
+
+// TestCloseWhileAnInstanceStartsLeavesNothingRunning: an allocator that
+// stops while an instance waits to be healthy stops that instance too
+// (the runtime had started it; the wait ended with the stop).
+func TestCloseWhileAnInstanceStartsLeavesNothingRunning(t *testing.T) {
+	w := newWorld(t)
+	a, node := w.allocator(allocOpts{cfg: agent.Config{CPU: 1000, Memory: 1024, StartTimeout: 30 * time.Second}})
+	port := strconv.Itoa(freeport.T(t))
+	w.service("slow", 100, 0, map[string]string{runtimetest.EnvTask: runtimetest.ModeSleep, runtimetest.EnvPort: port}) // never answers on SERVICE_PORT
+	go func() { _, _ = w.deploy(node, "slow", false) }()
+	eventually.True(t, 10*time.Second, "the instance's process runs", func() bool {
+		return len(launch.PIDsWithEnv(runtimetest.EnvPort+"="+port)) > 0
+	})
+	a.Close()
+	eventually.True(t, 10*time.Second, "nothing of the instance runs after Close", func() bool {
+		return len(launch.PIDsWithEnv(runtimetest.EnvPort+"="+port)) == 0
+	})
 }

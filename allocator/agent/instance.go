@@ -225,9 +225,11 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 	a.putRecord(ctx, in)
 	startCtx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
 	var err error
+	started := false // the runtime started something, healthy or not
 	for attempt := 1; ; attempt++ {
 		_, err = in.rt.Start(startCtx, spec)
 		if err == nil {
+			started = true
 			err = a.waitHealthy(startCtx, in)
 		}
 		if !errors.Is(err, errPortTaken) || attempt == portAttempts || startCtx.Err() != nil {
@@ -245,8 +247,10 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 	if stopping {
 		// Stopped while starting: stop has released what it held. It may
 		// have found nothing to stop if it came before the runtime's
-		// Start; stopping again after Start leaves nothing running.
-		if err == nil {
+		// Start; stopping again after Start leaves nothing running, even
+		// when the wait for health ended with the stop (Close cancels
+		// ctx): the runtime's unit runs all the same.
+		if started {
 			// Not ctx: Close cancels it once it has asked every instance
 			// to stop, which may be before this one has started.
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
