@@ -147,6 +147,7 @@ func (d *demo) printReport(ctx context.Context, results []*result) {
 
 func (d *demo) howTo() {
 	fmt.Println("The network keeps running. Try:")
+	fmt.Printf("  open %s/ui/     (the dashboard: nodes, RTTs, services, instances, events)\n", d.api)
 	fmt.Printf("  curl %s/hello/\n", d.proxy)
 	fmt.Printf("  curl '%s/calculator/mul?a=6&b=7'\n", d.proxy)
 	fmt.Printf("  curl %s/sensor/reading\n", d.proxy)
