@@ -3,10 +3,11 @@
 // to travel between Docker hosts without a second machine. It needs root
 // and dockerd; Test skips with the reason where either is missing.
 //
-// A daemon runs with its own data root, exec root, pid file and socket,
-// no bridge and no iptables rules (instances use the host network), and an
-// empty config file: the machine's daemon.json may set a data root, which
-// dockerd refuses to take twice.
+// A daemon runs with its own data root, exec root, pid file and socket, a
+// bridge interface of its own (made with iproute2's ip), no iptables rules
+// (instances use the host network), and an empty config file: the
+// machine's daemon.json may set a data root, which dockerd refuses to
+// take twice.
 package dockerd
 
 import (
@@ -14,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,8 +48,10 @@ type Daemon struct {
 	// Client talks to it.
 	Client *client.Client
 
-	cmd  *exec.Cmd
-	done chan error
+	cmd       *exec.Cmd
+	done      chan error
+	bridge    string // its default bridge, made for it
+	closeOnce sync.Once
 }
 
 // Start starts a daemon under a new directory in parent ("" for /tmp:
@@ -77,11 +82,16 @@ func Start(ctx context.Context, parent string) (*Daemon, error) {
 		return nil, err
 	}
 	defer logf.Close()
+	br, err := addBridge()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	sock := filepath.Join(dir, "sock")
 	args := []string{
 		"--config-file", conf, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "pid"), "-H", "unix://" + sock,
-		"--bridge", "none", "--iptables=false", "--ip6tables=false",
+		"--bridge", br, "--iptables=false", "--ip6tables=false",
 		"--storage-driver", storageDriver(),
 	}
 	cmd := exec.Command(bin, args...)
@@ -90,16 +100,39 @@ func Start(ctx context.Context, parent string) (*Daemon, error) {
 	// stops the daemon and the containerd it started together.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
+		delBridge(br)
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start dockerd: %w", err)
 	}
-	d := &Daemon{Dir: dir, Host: "unix://" + sock, cmd: cmd, done: make(chan error, 1)}
+	d := &Daemon{Dir: dir, Host: "unix://" + sock, cmd: cmd, done: make(chan error, 1), bridge: br}
 	go func() { d.done <- cmd.Wait() }()
 	if err := d.waitReady(ctx); err != nil {
 		d.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// addBridge makes a bridge interface of its own for a daemon. Not
+// --bridge none: a daemon started so deletes the interface named docker0
+// of its network namespace, which here is the machine's daemon's bridge.
+func addBridge() (string, error) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "dkbr" + hex.EncodeToString(b) // at most 15 characters, as Linux wants
+	if out, err := exec.Command("ip", "link", "add", "name", name, "type", "bridge").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("make a bridge for a Docker daemon of our own (ip link add, from iproute2): %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if out, err := exec.Command("ip", "link", "set", name, "up").CombinedOutput(); err != nil {
+		delBridge(name)
+		return "", fmt.Errorf("bring up the bridge %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return name, nil
+}
+
+// delBridge removes a bridge addBridge made.
+func delBridge(name string) {
+	_ = exec.Command("ip", "link", "del", name).Run()
 }
 
 // storageDriver picks fuse-overlayfs where it is installed (what this
@@ -150,8 +183,11 @@ func (d *Daemon) logTail() string {
 }
 
 // Close stops the daemon (SIGTERM, then SIGKILL to its group after 15 s)
-// with whatever containers it runs, and removes its directory.
-func (d *Daemon) Close() {
+// with whatever containers it runs, and removes its directory and its
+// bridge. It may be called more than once.
+func (d *Daemon) Close() { d.closeOnce.Do(d.close) }
+
+func (d *Daemon) close() {
 	if d.Client != nil {
 		d.Client.Close()
 	}
@@ -169,6 +205,7 @@ func (d *Daemon) Close() {
 		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 	_ = os.RemoveAll(d.Dir)
+	delBridge(d.bridge)
 }
 
 // mountsUnder lists the mount points below dir, in /proc/self/mountinfo's
