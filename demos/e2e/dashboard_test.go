@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/physarum-p2p/physarum/common/browsertest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/freeport"
 	"github.com/physarum-p2p/physarum/common/launch"
 	"github.com/physarum-p2p/physarum/common/nodeflags"
@@ -168,19 +169,13 @@ func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 // pair is not measured yet.
 func checkHeatmap(t *testing.T, ctx context.Context, delays map[string]time.Duration) {
 	t.Helper()
-	var cells map[string]string
-	deadline := time.Now().Add(25 * time.Second)
-	for {
-		cells = page[map[string]string](t, ctx, ui.HeatmapCellsJS)
-		bad := heatmapErrors(cells, delays)
-		if len(bad) == 0 {
-			return
+	eventually.Succeeds(t, 25*time.Second, func() error {
+		cells := page[map[string]string](t, ctx, ui.HeatmapCellsJS)
+		if bad := heatmapErrors(cells, delays); len(bad) > 0 {
+			return fmt.Errorf("heatmap: %s (cells %v)", strings.Join(bad, "; "), cells)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("heatmap: %s (cells %v)", strings.Join(bad, "; "), cells)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func heatmapErrors(cells map[string]string, delays map[string]time.Duration) []string {

@@ -62,6 +62,22 @@ func loadAnswers(url string, perSecond int) *loadLog {
 	return a
 }
 
+// waitAnswers waits until n requests sent after since were answered.
+func (a *loadLog) waitAnswers(t *testing.T, since time.Time, n int) {
+	t.Helper()
+	eventually.True(t, 30*time.Second, fmt.Sprintf("%d answers", n), func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		k := 0
+		for _, x := range a.by {
+			if x.at.After(since) {
+				k++
+			}
+		}
+		return k >= n
+	})
+}
+
 // helloFrom asks hello once and returns the instance that answered.
 func helloFrom(c *http.Client, url string) (string, error) {
 	resp, err := c.Get(url)
@@ -164,7 +180,7 @@ func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
 	versions := watchVersions(t, n.api, "web")
 	l := loadAnswers(proxy+"/web/", 200)
 	defer l.stop()
-	time.Sleep(time.Second) // load before the update starts, on purpose
+	l.waitAnswers(t, time.Time{}, 100) // the old version serves the load before the update
 
 	out := n.mustCLI("update", "-min-healthy", "2s", n.helloConfig(n.bin["hello"], map[string]string{"HELLO_VERSION": "2"}), "web")
 	if !strings.Contains(out, "from version 1 to 2") {
@@ -174,7 +190,8 @@ func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
 	if ro.State != registry.RolloutSucceeded {
 		t.Fatalf("rollout %+v", ro)
 	}
-	time.Sleep(2 * time.Second) // answers after the end of the rollout, on purpose
+	ended := time.Now()
+	l.waitAnswers(t, ended, 200) // the new version serves the load after the rollout
 	l.stop()
 	versions.stop()
 
@@ -190,7 +207,7 @@ func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
 			t.Fatalf("answered by %s, of version %d", a.instance, v)
 		}
 		seen[v]++
-		if a.at.After(time.Now().Add(-time.Second)) && v != 2 {
+		if a.at.After(ended) && v != 2 {
 			t.Fatalf("answered by %s of version %d after the rollout ended", a.instance, v)
 		}
 	}
