@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/physarum-p2p/physarum/demos/loadgen"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -507,9 +508,8 @@ func (rs asReqs) stats() (dist, int, string) {
 type asLoad struct {
 	url     string
 	hc      *http.Client
-	rate    atomic.Int64
+	pacer   *loadgen.Pacer
 	prev    atomic.Int64
-	sem     chan struct{}
 	mu      sync.Mutex
 	reqs    asReqs
 	skipped int
@@ -518,39 +518,13 @@ type asLoad struct {
 
 func startAsLoad(ctx context.Context, url string, rate int) *asLoad {
 	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute}
-	l := &asLoad{url: url, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}, sem: make(chan struct{}, 512)}
-	l.rate.Store(int64(rate))
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	l.stop = sync.OnceFunc(func() { cancel(); wg.Wait(); tr.CloseIdleConnections() })
-	wg.Go(func() {
-		const tick = 5 * time.Millisecond
-		t := time.NewTicker(tick)
-		defer t.Stop()
-		last, credit := time.Now(), 0.0
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				credit += float64(l.rate.Load()) * now.Sub(last).Seconds()
-				last = now
-				for ; credit >= 1; credit-- {
-					select {
-					case l.sem <- struct{}{}:
-						wg.Go(func() {
-							defer func() { <-l.sem }()
-							l.one(ctx)
-						})
-					default:
-						l.mu.Lock()
-						l.skipped++
-						l.mu.Unlock()
-					}
-				}
-			}
-		}
+	l := &asLoad{url: url, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	l.pacer = loadgen.Start(ctx, rate, 5*time.Millisecond, 512, l.one, func() {
+		l.mu.Lock()
+		l.skipped++
+		l.mu.Unlock()
 	})
+	l.stop = func() { l.pacer.Stop(); tr.CloseIdleConnections() }
 	return l
 }
 
@@ -577,7 +551,7 @@ func (l *asLoad) one(ctx context.Context) {
 
 // setRate changes the rate and returns when.
 func (l *asLoad) setRate(rate int) time.Time {
-	l.prev.Store(l.rate.Swap(int64(rate)))
+	l.prev.Store(int64(l.pacer.SetRate(rate)))
 	return time.Now()
 }
 

@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/physarum-p2p/physarum/demos/loadgen"
 	"github.com/physarum-p2p/physarum/registry"
 )
 
@@ -61,14 +61,14 @@ func (d *demo) showAutoscale(ctx context.Context) bool {
 	start := time.Now()
 	peak := 0
 	for _, st := range asStages {
-		l.rate.Store(int64(st.rate))
+		l.pacer.SetRate(st.rate)
 		say("load: %d req/s through the client proxy (%s/%s/)", st.rate, d.proxy, asService)
 		peak = max(peak, w.follow(ctx, l, start, st.hold, nil))
 		if ctx.Err() != nil {
 			return false
 		}
 	}
-	l.rate.Store(0)
+	l.pacer.SetRate(0)
 	stopped := time.Now()
 	say("load stopped: the count comes down once the %s window has seen no recommendation as high as the count", asWindow)
 	back := false
@@ -150,7 +150,7 @@ func (w *asWatcher) follow(ctx context.Context, l *demoLoad, start time.Time, ho
 					why = "; " + a.Last.Reason
 				}
 				say("  %5.1fs  load %3d req/s  desired %d  running %d%s  %d answered by %d instances, %d failed%s",
-					time.Since(start).Seconds(), l.rate.Load(), desired, st.RunningResources, onDemand, sent-failed, insts, failed, why)
+					time.Since(start).Seconds(), l.pacer.Rate(), desired, st.RunningResources, onDemand, sent-failed, insts, failed, why)
 			}
 			if done != nil && done(desired, st.RunningResources) {
 				return peak
@@ -169,8 +169,7 @@ func (w *asWatcher) follow(ctx context.Context, l *demoLoad, start time.Time, ho
 type demoLoad struct {
 	url    string
 	hc     *http.Client
-	rate   atomic.Int64
-	sem    chan struct{}
+	pacer  *loadgen.Pacer
 	mu     sync.Mutex
 	sent   int
 	failed int
@@ -180,35 +179,9 @@ type demoLoad struct {
 
 func startLoad(ctx context.Context, url string) *demoLoad {
 	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
-	l := &demoLoad{url: url, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}, sem: make(chan struct{}, 256), by: map[string]int{}}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	l.stop = sync.OnceFunc(func() { cancel(); wg.Wait(); tr.CloseIdleConnections() })
-	wg.Go(func() {
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		last, credit := time.Now(), 0.0
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				credit += float64(l.rate.Load()) * now.Sub(last).Seconds()
-				last = now
-				for ; credit >= 1; credit-- {
-					select {
-					case l.sem <- struct{}{}:
-						wg.Go(func() {
-							defer func() { <-l.sem }()
-							l.one(ctx)
-						})
-					default:
-						l.count("", false)
-					}
-				}
-			}
-		}
-	})
+	l := &demoLoad{url: url, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}, by: map[string]int{}}
+	l.pacer = loadgen.Start(ctx, 0, 10*time.Millisecond, 256, l.one, func() { l.count("", false) })
+	l.stop = func() { l.pacer.Stop(); tr.CloseIdleConnections() }
 	return l
 }
 

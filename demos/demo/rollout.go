@@ -71,7 +71,7 @@ func (d *demo) showRollout(ctx context.Context) bool {
 	}
 	l := startLoad(ctx, d.proxy+"/"+roService+"/")
 	defer l.stop()
-	l.rate.Store(roRate)
+	l.pacer.SetRate(roRate)
 	say("load: %d req/s through the client proxy (%s/%s/), over kept-alive connections", roRate, d.proxy, roService)
 	sleep(ctx, 3*time.Second)
 	start := time.Now()
