@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -62,4 +63,36 @@ func T(t testing.TB, width, height int) context.Context {
 	}
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Eval runs a JavaScript expression in the page and returns its value,
+// failing t after 10 s.
+func Eval[T any](t testing.TB, ctx context.Context, js string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+// Do runs steps in the page, failing t after 15 s.
+func Do(t testing.TB, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitFor polls a JavaScript predicate in the page until it is true,
+// failing t with what it waited for after timeout.
+func WaitFor(t testing.TB, ctx context.Context, what, js string, timeout time.Duration) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(timeout))); err != nil {
+		t.Fatalf("waiting for %s (%s): %v", what, js, err)
+	}
 }

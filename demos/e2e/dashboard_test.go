@@ -58,37 +58,6 @@ func (n *network) delayedAllocator(name, labels string, d time.Duration) *procte
 	return n.namedAllocator(name, labels)
 }
 
-// page runs JavaScript in the page and returns its value (10 s at most).
-func page[T any](t *testing.T, ctx context.Context, js string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
-	if err != nil {
-		t.Fatalf("%s: %v", js, err)
-	}
-	return v
-}
-
-// pageDo runs steps in the page (15 s at most).
-func pageDo(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pageWait waits until a JavaScript predicate holds in the page, saying
-// what the page shows when it never does.
-func pageWait(t *testing.T, ctx context.Context, what, js string, timeout time.Duration) {
-	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(timeout))); err != nil {
-		t.Fatalf("waiting for %s (%s): %v", what, js, err)
-	}
-}
-
 func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 	n := newNetwork(t)
 	if browsertest.Path() == "" {
@@ -119,20 +88,20 @@ func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 	t.Logf("network up in %s", time.Since(start).Round(time.Millisecond))
 
 	ctx := browsertest.T(t, 1280, 800)
-	pageDo(t, ctx, chromedp.Navigate(n.api+"/ui/"))
-	pageWait(t, ctx, "the first render", "document.body.dataset.ready", 10*time.Second)
-	pageWait(t, ctx, "three nodes", "document.querySelectorAll('tr[data-node]').length === 3", 10*time.Second)
-	names := page[[]string](t, ctx, "[...document.querySelectorAll('tr[data-node]')].map(e => e.dataset.node)")
+	browsertest.Do(t, ctx, chromedp.Navigate(n.api+"/ui/"))
+	browsertest.WaitFor(t, ctx, "the first render", "document.body.dataset.ready", 10*time.Second)
+	browsertest.WaitFor(t, ctx, "three nodes", "document.querySelectorAll('tr[data-node]').length === 3", 10*time.Second)
+	names := browsertest.Eval[[]string](t, ctx, "[...document.querySelectorAll('tr[data-node]')].map(e => e.dataset.node)")
 	if strings.Join(names, ",") != "far,mid,near" {
 		t.Errorf("nodes on the page: %v", names)
 	}
 	running := func(svc string) string {
 		return fmt.Sprintf(`(document.querySelector('[data-service=%q] .running') || {}).textContent`, svc)
 	}
-	pageWait(t, ctx, "alpha 2 and beta 1 running", running("alpha")+" === '2' && "+running("beta")+" === '1'", 10*time.Second)
+	browsertest.WaitFor(t, ctx, "alpha 2 and beta 1 running", running("alpha")+" === '2' && "+running("beta")+" === '1'", 10*time.Second)
 
 	// Without the token: no action control on the page, and a write is 401.
-	if c := page[int](t, ctx, "document.querySelectorAll('.action').length"); c != 0 {
+	if c := browsertest.Eval[int](t, ctx, "document.querySelectorAll('.action').length"); c != 0 {
 		t.Errorf("%d action controls without a token", c)
 	}
 	if code, out := api(t, "POST", n.api+"/service/alpha/scale", map[string]any{"number": 3}); code != 401 {
@@ -140,23 +109,23 @@ func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 	}
 
 	// With the token: scale alpha to 3 through the page, and see it without a reload.
-	pageDo(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), token),
+	browsertest.Do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), token),
 		chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
 	form := `[data-service="alpha"] tr[data-compute="physarum"] form`
-	pageWait(t, ctx, "the scale control", fmt.Sprintf("document.querySelector('%s input')", form), 10*time.Second)
-	pageDo(t, ctx, chromedp.SetValue(chromedp.CSS(form+" input"), "3"),
+	browsertest.WaitFor(t, ctx, "the scale control", fmt.Sprintf("document.querySelector('%s input')", form), 10*time.Second)
+	browsertest.Do(t, ctx, chromedp.SetValue(chromedp.CSS(form+" input"), "3"),
 		chromedp.Evaluate[chromedp.Void](fmt.Sprintf("window.kept = document.body; document.querySelector('%s').requestSubmit()", form)))
-	pageWait(t, ctx, "alpha running 3", running("alpha")+" === '3'", 20*time.Second)
-	if !page[bool](t, ctx, "window.kept === document.body") {
+	browsertest.WaitFor(t, ctx, "alpha running 3", running("alpha")+" === '3'", 20*time.Second)
+	if !browsertest.Eval[bool](t, ctx, "window.kept === document.body") {
 		t.Error("the page was reloaded")
 	}
 	waitRunning(t, n.api, "alpha", "physarum", 3, 10*time.Second)
 
 	// A crash: its event appears in the events view.
 	id := st.Instances[0].ID
-	before := page[int](t, ctx, "Math.max(0, ...[...document.querySelectorAll('#event-list li[data-index]')].map(e => +e.dataset.index))")
+	before := browsertest.Eval[int](t, ctx, "Math.max(0, ...[...document.querySelectorAll('#event-list li[data-index]')].map(e => +e.dataset.index))")
 	killInstance(t, id)
-	pageWait(t, ctx, "the killed instance's event", fmt.Sprintf(
+	browsertest.WaitFor(t, ctx, "the killed instance's event", fmt.Sprintf(
 		`[...document.querySelectorAll('#event-list li[data-key="beta/%s"]')].some(e => +e.dataset.index > %d)`, id, before), 20*time.Second)
 
 	// Last, so that the allocators have had time to measure each other.
@@ -170,7 +139,7 @@ func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 func checkHeatmap(t *testing.T, ctx context.Context, delays map[string]time.Duration) {
 	t.Helper()
 	eventually.Succeeds(t, 25*time.Second, func() error {
-		cells := page[map[string]string](t, ctx, ui.HeatmapCellsJS)
+		cells := browsertest.Eval[map[string]string](t, ctx, ui.HeatmapCellsJS)
 		if bad := heatmapErrors(cells, delays); len(bad) > 0 {
 			return fmt.Errorf("heatmap: %s (cells %v)", strings.Join(bad, "; "), cells)
 		}

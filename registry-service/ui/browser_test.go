@@ -87,23 +87,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// eval runs a JavaScript expression in the page and returns its value.
-func eval[T any](t *testing.T, ctx context.Context, js string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
-	if err != nil {
-		t.Fatalf("%s: %v", js, err)
-	}
-	return v
-}
-
 // hover moves the pointer over the heatmap's cell from → to and returns
 // the tooltip's text ("" when it is hidden).
 func hover(t *testing.T, ctx context.Context, from, to string) string {
 	t.Helper()
-	return eval[string](t, ctx, fmt.Sprintf(`(() => {
+	return browsertest.Eval[string](t, ctx, fmt.Sprintf(`(() => {
 		const svg = document.querySelector('#heatmap svg'), cols = JSON.parse(svg.dataset.cols);
 		const pad = +svg.dataset.pad, cell = +svg.dataset.cell;
 		svg.scrollIntoView({block: 'center'});
@@ -114,71 +102,53 @@ func hover(t *testing.T, ctx context.Context, from, to string) string {
 	})()`, to, from))
 }
 
-// do runs steps in the page, failing the test after 15 s.
-func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitFor polls a JavaScript predicate in the page until it is true.
-func waitFor(t *testing.T, ctx context.Context, what, js string, timeout time.Duration) {
-	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(timeout))); err != nil {
-		t.Fatalf("waiting for %s (%s): %v", what, js, err)
-	}
-}
-
 func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	api := &fakeAPI{running: 1, events: make(chan string, 10)}
 	srv := httptest.NewServer(ui.Mount(api))
 	t.Cleanup(srv.Close) // after the browser's cleanup, which ends the event stream
 	ctx := browsertest.T(t, 1280, 800)
 
-	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
-	waitFor(t, ctx, "the first render", "document.body.dataset.ready", 5*time.Second)
-	if got := eval[string](t, ctx, "document.title"); got != "Physarum dashboard" {
+	browsertest.Do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
+	browsertest.WaitFor(t, ctx, "the first render", "document.body.dataset.ready", 5*time.Second)
+	if got := browsertest.Eval[string](t, ctx, "document.title"); got != "Physarum dashboard" {
 		t.Errorf("title %q", got)
 	}
-	names := eval[[]string](t, ctx, "[...document.querySelectorAll('tr[data-node]')].map(e => e.dataset.node)")
+	names := browsertest.Eval[[]string](t, ctx, "[...document.querySelectorAll('tr[data-node]')].map(e => e.dataset.node)")
 	if strings.Join(names, ",") != "a1,b1,c1" {
 		t.Errorf("nodes %v", names)
 	}
-	cells := eval[map[string]string](t, ctx, ui.HeatmapCellsJS)
+	cells := browsertest.Eval[map[string]string](t, ctx, ui.HeatmapCellsJS)
 	want := map[string]string{"a1>b1": "20", "a1>c1": "40", "b1>a1": "21", "b1>c1": "60", "c1>a1": "41", "c1>b1": ""}
 	if fmt.Sprint(cells) != fmt.Sprint(want) {
 		t.Errorf("heatmap cells %v, want %v", cells, want)
 	}
-	running := eval[string](t, ctx, `document.querySelector('[data-service="hello"] .running').textContent`)
+	running := browsertest.Eval[string](t, ctx, `document.querySelector('[data-service="hello"] .running').textContent`)
 	if running != "1" {
 		t.Errorf("hello running %q", running)
 	}
-	if n := eval[int](t, ctx, "document.querySelectorAll('.action').length"); n != 0 {
+	if n := browsertest.Eval[int](t, ctx, "document.querySelectorAll('.action').length"); n != 0 {
 		t.Errorf("%d action controls without a token", n)
 	}
 
 	// The last rollout in the Services view, the instances' versions, the rollout topic.
-	rollout := eval[string](t, ctx, `document.querySelector('[data-service="hello"] .rollout[data-state="running"]')?.textContent || ''`)
+	rollout := browsertest.Eval[string](t, ctx, `document.querySelector('[data-service="hello"] .rollout[data-state="running"]')?.textContent || ''`)
 	for _, want := range []string{"version 1 → 2", "running", "1 of 2 instances at version 2"} {
 		if !strings.Contains(rollout, want) {
 			t.Errorf("hello's rollout %q, want %q in it", rollout, want)
 		}
 	}
-	if n := eval[int](t, ctx, `document.querySelectorAll('[data-service="echo"] .rollout').length`); n != 0 {
+	if n := browsertest.Eval[int](t, ctx, `document.querySelectorAll('[data-service="echo"] .rollout').length`); n != 0 {
 		t.Errorf("%d rollouts shown for echo, which has none", n)
 	}
-	if v := eval[string](t, ctx, `document.querySelector('tr[data-instance="hello-1"] .version').textContent`); v != "2" {
+	if v := browsertest.Eval[string](t, ctx, `document.querySelector('tr[data-instance="hello-1"] .version').textContent`); v != "2" {
 		t.Errorf("hello-1's version %q", v)
 	}
-	if !eval[bool](t, ctx, `!!document.querySelector('#topics input[data-topic="rollout"]')`) {
+	if !browsertest.Eval[bool](t, ctx, `!!document.querySelector('#topics input[data-topic="rollout"]')`) {
 		t.Error("no rollout topic in the events' filter")
 	}
 
 	// One tooltip for the whole heatmap, following the pointer; no element per cell.
-	if n := eval[int](t, ctx, "document.querySelectorAll('#heatmap title, #heatmap rect, #heatmap .tip').length"); n != 2 {
+	if n := browsertest.Eval[int](t, ctx, "document.querySelectorAll('#heatmap title, #heatmap rect, #heatmap .tip').length"); n != 2 {
 		t.Errorf("%d rects and tooltips in the heatmap, want 2 (the hatch pattern's and the one tooltip)", n)
 	}
 	tip := hover(t, ctx, "a1", "b1")
@@ -190,13 +160,13 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	}
 
 	// An instance's detail: a launched one's addresses.
-	do(t, ctx, chromedp.Click(chromedp.CSS(`tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]`)))
-	waitFor(t, ctx, "the instance's addresses", `document.querySelector('tr.detail') && document.querySelector('tr.detail').textContent.includes('/ip4/127.0.0.1/tcp/4001')`, 5*time.Second)
+	browsertest.Do(t, ctx, chromedp.Click(chromedp.CSS(`tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]`)))
+	browsertest.WaitFor(t, ctx, "the instance's addresses", `document.querySelector('tr.detail') && document.querySelector('tr.detail').textContent.includes('/ip4/127.0.0.1/tcp/4001')`, 5*time.Second)
 
 	// A service's RTT limits on the heatmap: hello's hard 50 ms crosses b1 → c1 out.
-	do(t, ctx, chromedp.SetValue(chromedp.CSS("#rtt-service"), "hello"),
+	browsertest.Do(t, ctx, chromedp.SetValue(chromedp.CSS("#rtt-service"), "hello"),
 		chromedp.Evaluate[chromedp.Void]("document.getElementById('rtt-service').dispatchEvent(new Event('change'))"))
-	waitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap path.beyond-hard')`, 5*time.Second)
+	browsertest.WaitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap path.beyond-hard')`, 5*time.Second)
 	if tip := hover(t, ctx, "b1", "c1"); tip != "b1 → c1: 60 ms, beyond hard RTT 50 ms" {
 		t.Errorf("b1 → c1's tooltip %q", tip)
 	}
@@ -206,39 +176,39 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 
 	// An event appears, and the page loads again on it.
 	api.events <- `{"id":"6-0","index":6,"time":"2026-01-01T00:00:01Z","topic":"instance","type":"updated","key":"hello/hello-1","object":{"ID":"hello-1","State":"running","Restarts":1}}`
-	waitFor(t, ctx, "the event", `document.querySelector('#event-list li[data-key="hello/hello-1"]')`, 5*time.Second)
+	browsertest.WaitFor(t, ctx, "the event", `document.querySelector('#event-list li[data-key="hello/hello-1"]')`, 5*time.Second)
 	api.events <- `{"id":"7-0","index":7,"time":"2026-01-01T00:00:02Z","topic":"rollout","type":"updated","key":"hello","object":{"service":"hello","from_version":1,"to_version":2,"state":"succeeded"}}`
-	waitFor(t, ctx, "the rollout event", `document.querySelector('#event-list li[data-topic="rollout"][data-key="hello"]')?.textContent.includes('1 → 2 succeeded')`, 5*time.Second)
+	browsertest.WaitFor(t, ctx, "the rollout event", `document.querySelector('#event-list li[data-topic="rollout"][data-key="hello"]')?.textContent.includes('1 → 2 succeeded')`, 5*time.Second)
 
 	// A wrong token: the write is refused and actions go off again.
-	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token"), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
-	waitFor(t, ctx, "scale controls with a token", "document.querySelector('.scale-number')", 5*time.Second)
-	do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`))
-	waitFor(t, ctx, "actions off after a 401", "document.querySelectorAll('.action').length === 0 && !document.getElementById('notice').hidden", 5*time.Second)
+	browsertest.Do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token"), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
+	browsertest.WaitFor(t, ctx, "scale controls with a token", "document.querySelector('.scale-number')", 5*time.Second)
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`))
+	browsertest.WaitFor(t, ctx, "actions off after a 401", "document.querySelectorAll('.action').length === 0 && !document.getElementById('notice').hidden", 5*time.Second)
 
 	// The right token: scale hello to 3 through the page.
-	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), fakeToken), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
-	waitFor(t, ctx, "scale controls", `document.querySelector('[data-service="hello"] tr[data-compute="physarum"] input')`, 5*time.Second)
+	browsertest.Do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), fakeToken), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
+	browsertest.WaitFor(t, ctx, "scale controls", `document.querySelector('[data-service="hello"] tr[data-compute="physarum"] input')`, 5*time.Second)
 	if err := chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS(`[data-service="hello"] tr[data-compute="physarum"] input`), "3"),
 		chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, "hello running 3", `document.querySelector('[data-service="hello"] .running').textContent === '3'`, 5*time.Second)
+	browsertest.WaitFor(t, ctx, "hello running 3", `document.querySelector('[data-service="hello"] .running').textContent === '3'`, 5*time.Second)
 	api.mu.Lock()
 	scales := api.scales
 	api.mu.Unlock()
 	if len(scales) != 1 || scales[0] != `{"number":3,"compute":"physarum"}` {
 		t.Errorf("scales %q", scales)
 	}
-	if n := eval[int](t, ctx, "document.querySelectorAll('button.stop').length"); n != 1 {
+	if n := browsertest.Eval[int](t, ctx, "document.querySelectorAll('button.stop').length"); n != 1 {
 		t.Errorf("%d stop buttons, want 1 (the launched instance)", n)
 	}
 
 	// A reload keeps the token and the events, and resumes after index 6.
-	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
-	waitFor(t, ctx, "the reloaded page", `document.body.dataset.ready && document.querySelector('#event-list li[data-key="hello/hello-1"]') && document.querySelector('.scale-number')`, 5*time.Second)
-	if idx := eval[string](t, ctx, "sessionStorage.getItem('physarum.events.index')"); idx != "5" && idx != "7" {
+	browsertest.Do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))
+	browsertest.WaitFor(t, ctx, "the reloaded page", `document.body.dataset.ready && document.querySelector('#event-list li[data-key="hello/hello-1"]') && document.querySelector('.scale-number')`, 5*time.Second)
+	if idx := browsertest.Eval[string](t, ctx, "sessionStorage.getItem('physarum.events.index')"); idx != "5" && idx != "7" {
 		t.Errorf("kept index %q", idx)
 	}
 }
