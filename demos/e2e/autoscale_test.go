@@ -32,32 +32,40 @@ type seenCount struct {
 func watchDesired(t *testing.T, base, service string) *desiredWatch {
 	t.Helper()
 	w := &desiredWatch{}
+	w.stop = pollStatus(t, base, service, func(st registry.ServiceStatus) {
+		n := st.Computes[registry.ComputePhysarum].Desired
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.seen) == 0 || w.seen[len(w.seen)-1].n != n {
+			w.seen = append(w.seen, seenCount{time.Now(), n})
+		}
+	})
+	return w
+}
+
+// pollStatus hands each status of service it reads, every 100 ms, to fn,
+// until the returned stop (or the test's end).
+func pollStatus(t *testing.T, base, service string, fn func(registry.ServiceStatus)) (stop func()) {
+	t.Helper()
 	quit, done := make(chan struct{}), make(chan struct{})
-	w.stop = sync.OnceFunc(func() { close(quit); <-done })
+	stop = sync.OnceFunc(func() { close(quit); <-done })
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
+			if st, err := status(t, base, service); err == nil {
+				fn(st)
+			}
 			select {
 			case <-quit:
 				return
 			case <-tick.C:
 			}
-			st, err := status(t, base, service)
-			if err != nil {
-				continue
-			}
-			n := st.Computes[registry.ComputePhysarum].Desired
-			w.mu.Lock()
-			if len(w.seen) == 0 || w.seen[len(w.seen)-1].n != n {
-				w.seen = append(w.seen, seenCount{time.Now(), n})
-			}
-			w.mu.Unlock()
 		}
 	}()
-	t.Cleanup(w.stop)
-	return w
+	t.Cleanup(stop)
+	return stop
 }
 
 // now is the last desired count seen.

@@ -104,26 +104,13 @@ type versionWatch struct {
 func watchVersions(t *testing.T, base, service string) *versionWatch {
 	t.Helper()
 	w := &versionWatch{of: map[string]int{}}
-	quit, done := make(chan struct{}), make(chan struct{})
-	w.stop = sync.OnceFunc(func() { close(quit); <-done })
-	go func() {
-		defer close(done)
-		for {
-			if st, err := status(t, base, service); err == nil {
-				w.mu.Lock()
-				for _, in := range st.Instances {
-					w.of[in.ID] = in.Version
-				}
-				w.mu.Unlock()
-			}
-			select {
-			case <-quit:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
+	w.stop = pollStatus(t, base, service, func(st registry.ServiceStatus) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, in := range st.Instances {
+			w.of[in.ID] = in.Version
 		}
-	}()
-	t.Cleanup(w.stop)
+	})
 	return w
 }
 
