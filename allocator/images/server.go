@@ -174,11 +174,11 @@ func (s *Server) serveGet(st network.Stream, id string) {
 func (s *Server) servePut(st network.Stream, id string) {
 	peerID := st.Conn().RemotePeer()
 	if _, err := s.store.Size(s.ctx, id); err == nil {
+		// Told before the reply, so the image is kept and announced by
+		// the time the pusher learns it is here.
+		s.loaded(id)
 		_ = wire.WriteResponse(st, Reply{Have: true}, nil, maxReply)
 		_ = st.Close()
-		if s.opts.Loaded != nil {
-			s.opts.Loaded(id) // held already: keep it as a service image
-		}
 		return
 	}
 	select {
@@ -203,13 +203,18 @@ func (s *Server) servePut(st network.Stream, id string) {
 		_ = st.Close()
 		return
 	}
+	s.loaded(id)
 	_ = st.SetWriteDeadline(time.Now().Add(requestTimeout))
 	_ = wire.WriteResponse(st, Reply{Loaded: id}, nil, maxReply)
 	_ = st.Close()
+	s.log.Info("took image", "image", id, "peer", peerID, "bytes", n, "seconds", took.Seconds(), "mib_per_s", rate(n, took))
+}
+
+// loaded tells Options.Loaded of an image a put brought or found.
+func (s *Server) loaded(id string) {
 	if s.opts.Loaded != nil {
 		s.opts.Loaded(id)
 	}
-	s.log.Info("took image", "image", id, "peer", peerID, "bytes", n, "seconds", took.Seconds(), "mib_per_s", rate(n, took))
 }
 
 // codeOf is the wire code that tells a peer why its image was refused.
