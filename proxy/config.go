@@ -37,6 +37,7 @@ type config struct {
 
 	allocTimeout time.Duration
 	attempts     int
+	procs        int // GOMAXPROCS unless the environment sets it; 0: Go's default
 }
 
 const usage = `Usage:
@@ -78,6 +79,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*c
 	fs.StringVar(&c.listenIP, "listen-ip", "127.0.0.1", "address of the local HTTP port")
 	fs.DurationVar(&c.allocTimeout, "alloc-timeout", 15*time.Second, "how long a request waits for a new instance")
 	fs.IntVar(&c.attempts, "attempts", 3, "instances one request is tried on when they cannot be reached")
+	fs.IntVar(&c.procs, "procs", 1, "threads running the proxy's Go code at once (GOMAXPROCS; the environment variable wins). "+
+		"One keeps a request's hand-offs between goroutines from waking a second thread; 0: one per core")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -89,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*c
 	}
 	if c.attempts < 1 || c.allocTimeout <= 0 {
 		return nil, errors.New("-attempts must be at least 1 and -alloc-timeout positive")
+	}
+	if c.procs < 0 {
+		return nil, fmt.Errorf("-procs %d: want 0 or more", c.procs)
 	}
 	if c.instance {
 		return c, c.fromEnv(fs.Args(), getenv)

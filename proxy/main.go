@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -24,6 +25,11 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "proxy:", err)
 		os.Exit(2)
+	}
+	// One P by default: see -procs. The measurements are in BENCHMARKS.md
+	// ("Closing the distance").
+	if cfg.procs > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(cfg.procs)
 	}
 	// The child (instance mode) gets SIGTERM from us, not from the signal
 	// context: run forwards it and waits for the child to exit.
