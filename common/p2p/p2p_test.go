@@ -9,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
@@ -255,4 +260,54 @@ func TestDiscoverDuringCloseIsSafe(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+// TestSecurityTLSFirstNoiseStillAccepted checks the security transports'
+// order: two nodes secure their connection with TLS, and a node of an
+// earlier version, which offers only Noise, still connects to a node and
+// is connected to, both ways.
+func TestSecurityTLSFirstNoiseStillAccepted(t *testing.T) {
+	nodes := p2ptest.Network(t, 2, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := nodes[1].Host().Connect(ctx, nodes[0].AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range nodes[1].Host().Network().ConnsToPeer(nodes[0].ID()) {
+		if got := c.ConnState().Security; got != tls.ID {
+			t.Fatalf("connection between two nodes secured with %q, want %q", got, tls.ID)
+		}
+	}
+
+	for _, dialer := range []string{"the Noise-only node", "the node"} {
+		t.Run("dialled by "+dialer, func(t *testing.T) {
+			n := p2ptest.Start(t, p2ptest.Spec{})
+			old, err := libp2p.New(
+				libp2p.PrivateNetwork(n.PSK()),
+				libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+				libp2p.Transport(tcp.NewTCPTransport),
+				libp2p.Security(noise.ID, noise.New),
+				libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+				libp2p.DisableRelay(),
+			)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer old.Close()
+			from, to := old, n.Host()
+			if dialer == "the node" {
+				from, to = n.Host(), old
+			}
+			if err := from.Connect(ctx, peer.AddrInfo{ID: to.ID(), Addrs: to.Addrs()}); err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			conns := from.Network().ConnsToPeer(to.ID())
+			if len(conns) == 0 {
+				t.Fatal("no connection after Connect")
+			}
+			if got := conns[0].ConnState().Security; got != noise.ID {
+				t.Fatalf("secured with %q, want %q", got, noise.ID)
+			}
+		})
+	}
 }
