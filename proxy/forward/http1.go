@@ -26,8 +26,9 @@ import (
 
 const (
 	// copyBufSize is the unit of every body copy: one read, one stream
-	// write, which yamux sends as one frame and Noise as one message (of at
-	// most 64 KiB): fewer, larger writes cost fewer syscalls.
+	// write, which yamux sends as one frame (of at most 64 KiB), sealed as
+	// one Noise message or four TLS records: fewer, larger writes cost
+	// fewer syscalls.
 	copyBufSize = 60 << 10
 	// writeBufSize buffers a message head, and a small body with it, so that
 	// a small message leaves in one stream write.
