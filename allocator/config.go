@@ -31,6 +31,7 @@ type config struct {
 	idleTimeout   time.Duration
 	leaseTTL      time.Duration
 	startTimeout  time.Duration
+	drainGrace    time.Duration
 	maxRestarts   int
 	keepInstances bool
 	// connectorListen is where seed 001's connector protocol is served
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", 10*time.Second, "lease of the node record: a dead node leaves the registry after this long")
 	fs.DurationVar(&c.startTimeout, "start-timeout", time.Minute, "give up on an instance not healthy after this long")
 	fs.IntVar(&c.maxRestarts, "max-restarts", 5, "restarts of a crashing instance before it is marked failed")
+	fs.DurationVar(&c.drainGrace, "drain-grace", 10*time.Second, "a stopping instance gets no new requests and may finish those it has for up to this long before it is stopped")
 	fs.StringVar(&c.connectorListen, "connector-listen", "", "serve seed 001's connector protocol (Genisys) for this node on this address, conventionally :7051 (default: off); scale and status act on this node alone. It has no token: whoever reaches the address can scale services here and add, change or delete service definitions, so listen where only the Genisys that drives it can reach")
 	fs.BoolVar(&c.keepInstances, "keep-instances", false, "on exit, leave instances running for the next allocator to adopt")
 	fs.StringVar(&c.pull, "pull", images.PullNever, "outside registries: never (images come only from the network's nodes), or missing (an image reference that names a registry, and that no node holds, is pulled from it)")
@@ -165,8 +167,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-image-gc-grace, -image-max-size and -image-transfers must be positive")
 	}
 	c.imageMaxSize = *imageMaxMiB << 20
-	if c.idleTimeout <= 0 || c.startTimeout <= 0 || c.maxRestarts < 0 {
-		return nil, errors.New("-idle-timeout and -start-timeout must be positive, -max-restarts not negative")
+	if c.idleTimeout <= 0 || c.startTimeout <= 0 || c.drainGrace <= 0 || c.maxRestarts < 0 {
+		return nil, errors.New("-idle-timeout, -start-timeout and -drain-grace must be positive, -max-restarts not negative")
 	}
 	return c, nil
 }

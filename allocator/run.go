@@ -74,7 +74,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	a, err := agent.New(ctx, base.Node, reg, rts, agent.Config{
 		Name: c.name, CPU: c.cpuMillis, Memory: c.memoryMiB, Labels: c.labels, ProxyPath: c.proxyPath,
-		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout,
+		IdleTimeout: c.idleTimeout, LeaseTTL: c.leaseTTL, StartTimeout: c.startTimeout, DrainGrace: c.drainGrace,
 		MaxRestarts: c.maxRestarts, KeepInstances: c.keepInstances, Images: heldImages, Logger: log, Registerer: base.Metrics,
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/common/p2ptest"
 	"github.com/physarum-p2p/physarum/registry"
+	"github.com/physarum-p2p/physarum/registry-service/control"
 	"github.com/physarum-p2p/physarum/registry/registrytest"
 )
 
@@ -191,5 +193,67 @@ func TestClientFailsOverToAnotherRegistry(t *testing.T) {
 	}
 	if _, err := c.GetService(ctx, "hello"); err != nil {
 		t.Fatalf("after the nearest registry stopped serving: %v", err)
+	}
+}
+
+func TestWatchCarriesTheServicesRoute(t *testing.T) {
+	nodes := p2ptest.Network(t, 2, nil)
+	reg := registrytest.Start(t, nodes[0])
+	proxy := registrytest.Client(t, nodes[1])
+	ctx := t.Context()
+	kv := reg.Member.Client()
+	put := func(ro registry.Rollout) {
+		t.Helper()
+		b, err := json.Marshal(ro)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, control.PrefixRollouts+ro.Service, string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro := registry.Rollout{
+		Service: "hello", Strategy: registry.Strategy{Type: registry.StrategyBlueGreen}, From: 1, To: 2,
+		Previous: svc(100), State: registry.RolloutRunning,
+	}
+	put(ro)
+	w := proxy.WatchInstances("hello")
+	defer w.Close()
+	if err := w.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// In the snapshot: before the switch, the old set and its definition.
+	if rt := w.Route(); rt.Version != 2 || rt.Switched || rt.Start == nil || rt.Start.Version != 1 || rt.Start.CpuReq != 100 {
+		t.Fatalf("route from the snapshot %+v", rt)
+	}
+	// Another service's route is not this watch's.
+	put(registry.Rollout{Service: "other", Strategy: ro.Strategy, From: 4, To: 5, State: registry.RolloutRunning, Switched: time.Now()})
+	ro.Switched = time.Now()
+	put(ro)
+	eventually.Succeeds(t, 5*time.Second, func() error {
+		if rt := w.Route(); !rt.Switched || rt.Version != 2 || rt.Start != nil {
+			return fmt.Errorf("route %+v, want switched to version 2", rt)
+		}
+		return nil
+	})
+	// A rolling rollout has no route; nor has a service whose record went.
+	ro.Strategy.Type = registry.StrategyRolling
+	put(ro)
+	eventually.Succeeds(t, 5*time.Second, func() error {
+		if rt := w.Route(); rt.Version != 0 || !rt.Serves(1) {
+			return fmt.Errorf("route %+v, want none", rt)
+		}
+		return nil
+	})
+	if _, err := kv.Delete(ctx, control.PrefixRollouts+"other"); err != nil {
+		t.Fatal(err)
+	}
+	all := proxy.WatchInstances("")
+	defer all.Close()
+	if err := all.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rt := all.RouteOf("other"); rt.Version != 0 {
+		t.Fatalf("route of a deleted rollout record %+v", rt)
 	}
 }

@@ -189,6 +189,9 @@ type ServiceStatus struct {
 	Autoscale *AutoscaleState `json:"autoscale,omitempty"`
 	// Rollout is the service's last rollout (nil: none).
 	Rollout *Rollout `json:"rollout,omitempty"`
+	// Route is the rollout's routing, when it has one (a blue-green
+	// rollout): which versions serve.
+	Route *Route `json:"route,omitempty"`
 }
 
 // ComputeStatus is a service's figures on one compute.
@@ -224,6 +227,9 @@ type InstanceStatus struct {
 	// Version is the version of the service's definition the instance
 	// was started from (0: unknown).
 	Version int `json:"version,omitempty"`
+	// Standby is set on an instance the service's route keeps out of
+	// service (the idle set of a blue-green rollout).
+	Standby bool `json:"standby,omitempty"`
 }
 
 // Controller is every control operation, one implementation behind every

@@ -156,12 +156,16 @@ const WatchKindInstances = "instances"
 // WatchEvent is one frame of a watch stream. The first is a snapshot; then
 // puts and deletes in revision order; pings keep an idle stream alive.
 type WatchEvent struct {
-	// Type is "snapshot", "put", "delete" or "ping".
+	// Type is "snapshot", "put", "delete", "route" or "ping".
 	Type string `json:"Type"`
 	// Instances is the full set (snapshot) or the changed record (put).
 	Instances []Instance `json:"Instances,omitempty"`
 	// ID is the deleted instance (delete).
 	ID string `json:"ID,omitempty"`
+	// Routes are the watched services' routes (snapshot: every route in
+	// force; route: the one that changed, Version 0 when it ended). A
+	// client that does not know routes serves every version.
+	Routes []Route `json:"Routes,omitempty"`
 	// Revision is the registry revision the event reflects.
 	Revision int64 `json:"Revision"`
 	// Error ends the stream: the watch could not start or continue.
@@ -177,6 +181,7 @@ const (
 	EventSnapshot = "snapshot"
 	EventPut      = "put"
 	EventDelete   = "delete"
+	EventRoute    = "route"
 	EventPing     = "ping"
 )
 

@@ -25,6 +25,7 @@ type InstanceWatch struct {
 
 	mu      sync.Mutex
 	insts   map[string]Instance
+	routes  map[string]Route // by service; none: every version serves
 	synced  bool
 	changed chan struct{} // closed and replaced on every change
 }
@@ -35,7 +36,7 @@ func (c *Client) WatchInstances(service string) *InstanceWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &InstanceWatch{
 		c: c, service: service, cancel: cancel, done: make(chan struct{}),
-		insts: map[string]Instance{}, changed: make(chan struct{}),
+		insts: map[string]Instance{}, routes: map[string]Route{}, changed: make(chan struct{}),
 	}
 	go func() {
 		defer close(w.done)
@@ -62,7 +63,24 @@ func (w *InstanceWatch) Instances() []Instance {
 	return out
 }
 
-// Changed returns a channel that is closed at the next change.
+// Route returns the watched service's route: which versions serve, and
+// what on-demand instances start from. It is the last one the registry
+// sent, kept while no registry answers.
+func (w *InstanceWatch) Route() Route { return w.RouteOf(w.service) }
+
+// RouteOf returns the route of service, as Route does (for a watch of
+// every service).
+func (w *InstanceWatch) RouteOf(service string) Route {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if rt, ok := w.routes[service]; ok {
+		return rt
+	}
+	return Route{Service: service}
+}
+
+// Changed returns a channel that is closed at the next change (of the
+// instances or of a route).
 func (w *InstanceWatch) Changed() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -189,7 +207,11 @@ func (w *InstanceWatch) apply(ev WatchEvent) {
 		for _, in := range ev.Instances {
 			w.insts[in.ID] = in
 		}
+		w.routes = map[string]Route{}
+		w.setRoutes(ev.Routes)
 		w.synced = true
+	case EventRoute:
+		w.setRoutes(ev.Routes)
 	case EventPut:
 		for _, in := range ev.Instances {
 			w.insts[in.ID] = in
@@ -200,4 +222,17 @@ func (w *InstanceWatch) apply(ev WatchEvent) {
 		return // ping
 	}
 	w.notify()
+}
+
+func (w *InstanceWatch) setRoutes(routes []Route) {
+	for _, rt := range routes {
+		if w.service != "" && rt.Service != w.service {
+			continue
+		}
+		if rt.Version == 0 {
+			delete(w.routes, rt.Service)
+		} else {
+			w.routes[rt.Service] = rt
+		}
+	}
 }

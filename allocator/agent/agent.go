@@ -57,6 +57,10 @@ type Config struct {
 	// refused here (the requester tries another node); it doubles with
 	// each failure in a row up to StartBackoffMax (defaults 10s and 5m).
 	StartBackoff, StartBackoffMax time.Duration
+	// DrainGrace bounds how long a stopping instance may take to finish
+	// its requests in flight (it gets no new ones) before it is stopped
+	// anyway (default 10s).
+	DrainGrace time.Duration
 	// KeepInstances leaves instances running when the agent closes (for
 	// upgrades: the next agent adopts them). By default Close stops them.
 	KeepInstances bool
@@ -85,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = 60 * time.Second
+	}
+	if c.DrainGrace <= 0 {
+		c.DrainGrace = 10 * time.Second
 	}
 	if c.StatusEvery <= 0 {
 		c.StatusEvery = time.Second

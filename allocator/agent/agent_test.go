@@ -156,13 +156,16 @@ func (w *world) send(on *p2ptest.Node, r deploy.Request) (*deploy.Response, erro
 }
 
 // get sends GET / to an instance through its proxy, over libp2p.
-func (w *world) get(inst registry.Instance) (string, error) {
+func (w *world) get(inst registry.Instance) (string, error) { return w.getPath(inst, "/") }
+
+// getPath sends GET path to an instance through its proxy, over libp2p.
+func (w *world) getPath(inst registry.Instance, path string) (string, error) {
 	id, err := peer.Decode(inst.PeerID)
 	if err != nil {
 		return "", err
 	}
 	tr := forward.NewTransport(w.client.Host(), forward.TransportOptions{})
-	req, _ := http.NewRequest(http.MethodGet, "/", nil)
+	req, _ := http.NewRequest(http.MethodGet, path, nil)
 	for _, a := range inst.Addrs {
 		_ = w.client.Host().Connect(w.t.Context(), peerInfo(id, a))
 	}
@@ -219,6 +222,42 @@ func TestDeployStartsAnInstanceThatAnswersThroughItsProxy(t *testing.T) {
 // allocator on the host, any program). The start fails with "address
 // already in use"; the allocator starts the instance again on new ports,
 // and the deploy succeeds with the record's addresses on those.
+func TestAStoppedInstanceFinishesTheRequestsItHas(t *testing.T) {
+	w := newWorld(t)
+	a, node := w.allocator(allocOpts{})
+	w.service("slow", 100, 0, nil)
+	resp, err := w.deploy(node, "slow", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := *resp.Instance
+	answer := make(chan error, 1)
+	go func() {
+		body, err := w.getPath(inst, "/?sleep=1500ms")
+		if err == nil && body != "hello from slow" {
+			err = fmt.Errorf("answer %q", body)
+		}
+		answer <- err
+	}()
+	eventually.Succeeds(t, 5*time.Second, func() error {
+		if n := agent.InFlight(a, inst.ID); n != 1 {
+			return fmt.Errorf("%d requests in flight", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := deploy.Stop(t.Context(), w.client.Host(), node.ID(), inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-answer; err != nil {
+		t.Fatalf("the request in flight when the stop came failed: %v", err)
+	}
+	t.Logf("stopped after %s", time.Since(start))
+	if _, ok := w.record(inst.ID); ok {
+		t.Fatalf("the record is still there after the stop")
+	}
+}
+
 func TestInstanceWhosePortIsTakenStartsOnOtherPorts(t *testing.T) {
 	w := newWorld(t)
 	a, node := w.allocator(allocOpts{})

@@ -17,3 +17,17 @@ func Closing(a *Agent) bool {
 	defer a.mu.Unlock()
 	return a.closed
 }
+
+// InFlight is the requests in flight on instance id, as its last status
+// poll said (0 for an instance not here).
+func InFlight(a *Agent, id string) int {
+	a.mu.Lock()
+	in := a.instances[id]
+	a.mu.Unlock()
+	if in == nil {
+		return 0
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.inFlight
+}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/physarum-p2p/physarum/allocator/deploy"
@@ -51,6 +52,11 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 		a.metrics.refused("registry_unavailable")
 		return nil, wire.Errorf(wire.CodeUnavailable, "read service %s: %v", r.Service, err)
 	}
+	if r.Version != 0 && r.Version != info.Version {
+		if info, err = a.serviceVersion(ctx, r.Service, r.Version); err != nil {
+			return nil, err
+		}
+	}
 	rtName, err := a.pickRuntime(&info)
 	if err != nil {
 		a.metrics.refused("no_runtime")
@@ -72,11 +78,33 @@ func (a *Agent) deploy(ctx context.Context, r deploy.Request) (*deploy.Response,
 	return &deploy.Response{Instance: &rec, Reused: reused}, nil
 }
 
+// serviceVersion reads version v of service's definition from the
+// versions the registry keeps.
+func (a *Agent) serviceVersion(ctx context.Context, service string, v int) (registry.ServiceInfo, error) {
+	vs, err := a.reg.History(ctx, service)
+	if err != nil {
+		a.metrics.refused("registry_unavailable")
+		return registry.ServiceInfo{}, wire.Errorf(wire.CodeUnavailable, "read the versions of %s: %v", service, err)
+	}
+	for _, sv := range vs {
+		if sv.Version == v {
+			info := sv.Info
+			info.Version = v
+			return info, nil
+		}
+	}
+	a.metrics.refused("unknown_version")
+	return registry.ServiceInfo{}, wire.Errorf(wire.CodeNotFound, "version %d of %s is not among the %d the registry keeps", v, service, len(vs))
+}
+
 // validateDeploy checks what a deploy request names: the service, and the
 // instance ID and compute when it chooses them.
 func validateDeploy(r deploy.Request) error {
 	if err := registry.ValidateName(r.Service); err != nil {
 		return err
+	}
+	if r.Version < 0 {
+		return fmt.Errorf("version %d: want 0 (the current one) or more", r.Version)
 	}
 	if r.ID != "" {
 		if err := validateID(r.ID); err != nil {
@@ -102,7 +130,7 @@ func (a *Agent) reuseOrStart(r deploy.Request, info *registry.ServiceInfo, rtNam
 	if r.OnDemand && r.ID == "" {
 		a.onDemandMu.Lock()
 		defer a.onDemandMu.Unlock()
-		if in, ok := a.reuse(r); ok {
+		if in, ok := a.reuse(r.Service, info.Version); ok {
 			return in, true, nil
 		}
 	}
@@ -110,13 +138,15 @@ func (a *Agent) reuseOrStart(r deploy.Request, info *registry.ServiceInfo, rtNam
 	return in, false, err
 }
 
-// reuse finds an on-demand instance of the service that is running or on
-// its way, so that requests arriving together share one.
-func (a *Agent) reuse(r deploy.Request) (*instance, bool) {
+// reuse finds an on-demand instance of version v of the service that is
+// running or on its way, so that requests arriving together share one.
+// One of another version is not handed out: during a blue-green rollout
+// proxies send nothing to the set that is not serving.
+func (a *Agent) reuse(service string, v int) (*instance, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, in := range a.instances {
-		if !in.rec.OnDemand || in.rec.Service != r.Service {
+		if !in.rec.OnDemand || in.rec.Service != service || in.rec.Version != v {
 			continue
 		}
 		switch in.state() {

@@ -533,6 +533,9 @@ func (a *Agent) stop(ctx context.Context, in *instance, why string) {
 	a.log.Info("stopping instance", "instance", in.rec.ID, "service", in.rec.Service, "reason", why)
 	if !wasFailed { // a failed instance's runtime remains are gone already
 		a.putRecord(ctx, in)
+		if !a.closing.Load() {
+			a.drain(ctx, in)
+		}
 		if err := in.rt.Stop(ctx, in.rec.ID, 10*time.Second); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 			a.log.Warn("stop instance", "instance", in.rec.ID, "err", err)
 		}
@@ -558,6 +561,39 @@ func (a *Agent) stop(ctx context.Context, in *instance, why string) {
 		a.cleanup(in)
 	}
 	a.publishNow()
+}
+
+// drainQuiet is how long a stopping instance must have had no request in
+// flight, and none new, before it stops: the proxies drop it from their
+// targets once its record says stopping, a few milliseconds after
+// putRecord; requests already on their way still arrive meanwhile.
+const drainQuiet = 300 * time.Millisecond
+
+// drain waits, up to Config.DrainGrace, until a stopping instance has
+// finished the requests it has and gets no new ones, so that stopping it
+// fails none. It returns at once if the instance's proxy does not answer.
+func (a *Agent) drain(ctx context.Context, in *instance) {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.DrainGrace)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := in.status(ctx)
+		if err != nil {
+			return
+		}
+		quiet := time.Since(began) >= drainQuiet && st.InFlight == 0 && time.Since(st.LastRequest) >= drainQuiet
+		if quiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("instance still busy after the drain grace; stopping it anyway", "instance", in.rec.ID, "in_flight", st.InFlight, "grace", a.cfg.DrainGrace)
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // cleanup returns an instance's resources and ports (once).

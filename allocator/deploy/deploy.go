@@ -51,6 +51,11 @@ type Request struct {
 	// Compute marks a pinned instance started for a desired count on
 	// that compute (deploy; see registry.Instance.Compute).
 	Compute string `json:"Compute,omitempty"`
+	// Version, when set, is the version of the service's definition to
+	// start (deploy): one the registry still keeps. 0 is the current
+	// one. A rollout starts its target, and a blue-green one's old set
+	// and on-demand instances start from the old version until the switch.
+	Version int `json:"Version,omitempty"`
 }
 
 // Response answers a Request.

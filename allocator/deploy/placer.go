@@ -54,17 +54,17 @@ type addrBook interface {
 // asker sends deploy requests to allocators. hostAsker implements it over
 // libp2p.
 type asker interface {
-	// Deploy asks allocator p to run an instance of service, as the
-	// package-level Deploy does, refusals included: a *wire.Error with
+	// Send asks allocator p to run the instance r describes, as the
+	// package-level Send does, refusals included: a *wire.Error with
 	// code no_capacity, not_found, unsupported or runtime_error.
-	Deploy(ctx context.Context, p peer.ID, service string, onDemand bool) (*Response, error)
+	Send(ctx context.Context, p peer.ID, r Request) (*Response, error)
 }
 
 // hostAsker asks allocators from a libp2p host.
 type hostAsker struct{ h host.Host }
 
-func (a hostAsker) Deploy(ctx context.Context, p peer.ID, service string, onDemand bool) (*Response, error) {
-	return Deploy(ctx, a.h, p, service, onDemand)
+func (a hostAsker) Send(ctx context.Context, p peer.ID, r Request) (*Response, error) {
+	return Send(ctx, a.h, p, r)
 }
 
 var (
@@ -113,7 +113,7 @@ var ErrNoNearerNode = errors.New("no node within the soft RTT")
 // node: it lists the nodes, measures the RTT to each in parallel, ranks
 // them (allocator/placement), and asks them in order, moving on when one
 // refuses for lack of capacity or runtime. info may be nil, in which case
-// it is read from the registry.
+// it is read from the registry; the instance is of info's version.
 func (p *Placer) Place(ctx context.Context, service string, info *registry.ServiceInfo, opts PlaceOptions) (*Response, error) {
 	if info == nil {
 		got, err := p.reg.GetService(ctx, service)
@@ -152,7 +152,7 @@ func (p *Placer) Place(ctx context.Context, service string, info *registry.Servi
 		if err != nil {
 			continue
 		}
-		resp, err := p.ask.Deploy(ctx, id, service, opts.OnDemand)
+		resp, err := p.ask.Send(ctx, id, Request{Op: OpDeploy, Service: service, OnDemand: opts.OnDemand, Version: info.Version})
 		if err == nil {
 			p.log.Info("instance placed", "service", service, "node", id, "rtt_ms", r.RTT, "holds_image", r.HoldsImage, "reused", resp.Reused)
 			return resp, nil

@@ -110,11 +110,14 @@ type fakeAsker struct {
 	onAsk    func(p peer.ID)
 	asked    []peer.ID
 	onDemand []bool
+	versions []int
 }
 
-func (f *fakeAsker) Deploy(_ context.Context, p peer.ID, service string, onDemand bool) (*Response, error) {
+func (f *fakeAsker) Send(_ context.Context, p peer.ID, r Request) (*Response, error) {
+	service := r.Service
 	f.asked = append(f.asked, p)
-	f.onDemand = append(f.onDemand, onDemand)
+	f.onDemand = append(f.onDemand, r.OnDemand)
+	f.versions = append(f.versions, r.Version)
 	if f.onAsk != nil {
 		f.onAsk(p)
 	}
@@ -403,14 +406,19 @@ func TestPlaceReadsTheServiceOnlyWhenNotGiven(t *testing.T) {
 	}
 	wantAsked(t, w.ask.asked, near)
 
-	// Given: the caller's definition (no hard RTT) applies, unread.
+	// Given: the caller's definition (no hard RTT) applies, unread, and
+	// its version is the one asked for (a blue-green rollout's old set).
 	w.reg.getErr = errors.New("registry should not be asked")
-	w.ask.asked = nil
+	w.ask.asked, w.ask.versions = nil, nil
 	info := testService(0, 0)
+	info.Version = 7
 	if _, err := w.placer(t).Place(t.Context(), "svc", &info, PlaceOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	wantAsked(t, w.ask.asked, near, far)
+	if !slices.Equal(w.ask.versions, []int{7, 7}) {
+		t.Fatalf("asked for versions %v, want 7 each time", w.ask.versions)
+	}
 }
 
 func TestPlaceReportsWhyNoNodeFits(t *testing.T) {

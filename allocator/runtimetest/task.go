@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Environment variables the test task reads.
@@ -209,7 +210,11 @@ func serveHTTP() error {
 		return err
 	}
 	reply := os.Getenv(EnvReply)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ?sleep=<duration> holds the answer back: a request in flight.
+		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil && d > 0 {
+			time.Sleep(min(d, time.Minute))
+		}
 		fmt.Fprint(w, reply)
 	})}
 	sigs := make(chan os.Signal, 1)

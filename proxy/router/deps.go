@@ -39,6 +39,10 @@ type InstanceWatch interface {
 	// Changed returns a channel closed at the next change of Instances.
 	// The watch closes it; the router only receives from it.
 	Changed() <-chan struct{}
+	// Route returns the service's route: which versions serve, and the
+	// definition on-demand instances start from (registry.Route; Version
+	// 0: every version serves). Changes of it close Changed too.
+	Route() registry.Route
 	// Wait blocks until the first snapshot is in or ctx ends (then it
 	// returns an error).
 	Wait(ctx context.Context) error

@@ -133,8 +133,24 @@ func (f *fakeRegistry) watch(service string) *fakeWatch {
 type fakeWatch struct {
 	mu      sync.Mutex
 	insts   []registry.Instance
+	route   registry.Route
 	changed chan struct{}
 	closed  int
+}
+
+// setRoute sets the service's route, as a route event does.
+func (w *fakeWatch) setRoute(rt registry.Route) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.route = rt
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *fakeWatch) Route() registry.Route {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.route
 }
 
 func (w *fakeWatch) set(insts ...registry.Instance) {
@@ -223,14 +239,16 @@ func (noPeers) Close()            {}
 
 // fakePlacer records what it was asked and answers with place.
 type fakePlacer struct {
-	mu    sync.Mutex
-	asked []deploy.PlaceOptions
-	place func(ctx context.Context, opts deploy.PlaceOptions) (*deploy.Response, error)
+	mu       sync.Mutex
+	asked    []deploy.PlaceOptions
+	versions []int // of the definitions asked for
+	place    func(ctx context.Context, opts deploy.PlaceOptions) (*deploy.Response, error)
 }
 
 func (f *fakePlacer) Place(ctx context.Context, service string, info *registry.ServiceInfo, opts deploy.PlaceOptions) (*deploy.Response, error) {
 	f.mu.Lock()
 	f.asked = append(f.asked, opts)
+	f.versions = append(f.versions, info.Version)
 	place := f.place
 	f.mu.Unlock()
 	if place == nil {

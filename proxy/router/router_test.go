@@ -191,6 +191,50 @@ func TestTheBestBetweenSoftAndHardServesNowAndANearerOneReplacesIt(t *testing.T)
 	})
 }
 
+func TestTheRouteDecidesWhichVersionServesAndWhatStarts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		info := rtts(10*ms, 30*ms)
+		info.Version = 2
+		tr := newTestRouter(t, Config{}, info, map[string]time.Duration{})
+		tr.fnet.place("old", 2*ms)
+		tr.fnet.place("new", 2*ms)
+		old, fresh := running(svc, "old"), running(svc, "new")
+		old.Version, fresh.Version = 1, 2
+		tr.watch().set(old, fresh)
+		v1 := rtts(10*ms, 30*ms)
+		v1.Version = 1
+		before := registry.Route{Service: svc, Version: 2, Start: &v1}
+
+		// Before a blue-green switch only the old set serves.
+		tr.watch().setRoute(before)
+		synctest.Wait()
+		if got, want := tr.hold(4), map[string]int{"old": 4}; !maps.Equal(got, want) {
+			t.Fatalf("before the switch 4 requests went to %v, want %v", got, want)
+		}
+		// The switch moves every new request at once.
+		tr.watch().setRoute(registry.Route{Service: svc, Version: 2, Switched: true})
+		synctest.Wait()
+		if got, want := tr.hold(4), map[string]int{"new": 4}; !maps.Equal(got, want) {
+			t.Fatalf("after the switch 4 requests went to %v, want %v", got, want)
+		}
+		// Back before the switch with no old instance left: the one
+		// started on demand is of the old definition.
+		tr.watch().set(fresh)
+		tr.watch().setRoute(before)
+		synctest.Wait()
+		tr.fplacer.startsAt(tr.fnet, svc, "old2", 2*ms)
+		if name, _ := tr.pick(); name != "old2" {
+			t.Fatalf("got %s, want the instance started on demand", name)
+		}
+		tr.fplacer.mu.Lock()
+		versions := tr.fplacer.versions
+		tr.fplacer.mu.Unlock()
+		if !slices.Equal(versions, []int{1}) {
+			t.Fatalf("on-demand starts asked for versions %v, want [1] (the route's)", versions)
+		}
+	})
+}
+
 func TestARefusedNearerInstanceIsNotAskedForAgainBeforeTheBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{UpgradeAfter: 3 * time.Second, UpgradeBackoff: 30 * time.Second}

@@ -108,11 +108,14 @@ func (s *service) reread(r *Router) {
 	}
 }
 
-// sync makes the targets follow the registry's running instances, the
-// proxies advertising the service on the DHT, and those this router just
-// allocated (until the watch reports them).
+// sync makes the targets follow the registry's running instances of the
+// versions the route lets serve, the proxies advertising the service on
+// the DHT, and those this router just allocated (until the watch reports
+// them). An instance the route takes out of service gets no new request;
+// those in flight on it finish there.
 func (s *service) sync(r *Router) {
 	now := r.now()
+	route := s.watch.Route()
 	insts := s.watch.Instances()
 	notReady := map[string]bool{} // an allocator's instance still starting also advertises
 	for _, in := range insts {
@@ -140,6 +143,10 @@ func (s *service) sync(r *Router) {
 		}
 		id, err := peer.Decode(in.PeerID)
 		if err != nil {
+			continue
+		}
+		if !route.Serves(in.Version) {
+			delete(s.byPeer, id) // at once: standing by is not being gone
 			continue
 		}
 		seen[id] = true
@@ -268,7 +275,7 @@ func (s *service) allocate(ctx context.Context, r *Router, why string) error {
 	a := s.alloc
 	if a == nil {
 		a = &allocation{done: make(chan struct{})}
-		info := s.info
+		info := s.startInfo()
 		started := r.startGoroutine(func() {
 			a.err = r.allocate(s, info, why, deploy.PlaceOptions{OnDemand: true})
 			s.mu.Lock()
@@ -291,11 +298,21 @@ func (s *service) allocate(ctx context.Context, r *Router, why string) error {
 	}
 }
 
+// startInfo is the definition a new instance starts from: the route's
+// while it names one (the serving set's, before a blue-green rollout's
+// switch), else the current one. Called with s.mu held.
+func (s *service) startInfo() registry.ServiceInfo {
+	if rt := s.watch.Route(); rt.Start != nil {
+		return *rt.Start
+	}
+	return s.info
+}
+
 // upgrade asks for an instance within the soft RTT, in the background,
 // while requests go on to the instance between soft and hard.
 func (r *Router) upgrade(s *service) error {
 	s.mu.Lock()
-	info := s.info
+	info := s.startInfo()
 	s.mu.Unlock()
 	return r.allocate(s, info, "nearest instance outside the soft RTT", deploy.PlaceOptions{OnDemand: true, SoftOnly: true})
 }

@@ -57,7 +57,7 @@ type command struct {
 }
 
 func commands() []*command {
-	return []*command{addCommand(), updateCommand(), rolloutsCommand(), getCommand(), historyCommand(), listCommand(), deleteCommand(),
+	return []*command{addCommand(), updateCommand(), rolloutsCommand(), promoteCommand(), rollbackCommand(), getCommand(), historyCommand(), listCommand(), deleteCommand(),
 		membersCommand(), nodesCommand(), instancesCommand(), deployCommand(), stopCommand(),
 		scaleCommand(), autoscaleCommand(), statusCommand(), computesCommand(), computeCommand(),
 		launchCommand(), launchedCommand(), instanceCommand(), actCommand(), forgetCommand(),

@@ -120,13 +120,23 @@ type Reconciler struct {
 	wg   sync.WaitGroup // starts and stops in flight
 
 	mu        sync.Mutex
-	starts    map[string]pair     // instance ID → pair, while its deploy runs
+	starts    map[string]start    // instance ID → its start, while its deploy runs
 	stopping  map[string]bool     // instance IDs asked to stop
 	launching map[string]bool     // launched instances being placed
 	counted   map[string]bool     // failed instance IDs already counted
 	states    map[pair]keyState   // what the reconciler knows, as it should be stored
 	written   map[pair]keyState   // what is stored
 	sent      map[pair]sentNumber // connector scales sent
+	// rolloutWake is when a running rollout next needs a pass (zero:
+	// none does).
+	rolloutWake time.Time
+}
+
+// start is a start in flight: of a pair, from a version of the service's
+// definition.
+type start struct {
+	pair
+	version int
 }
 
 // sentNumber is the last count sent to an external connector.
@@ -143,7 +153,7 @@ func NewReconcilerWith(ctl *Control, cli *clientv3.Client, dep Deployer, conn Co
 		ctl: ctl, cli: cli, dep: dep, conn: conn, cfg: cfg, log: cfg.Logger,
 		metrics: newReconcileMetrics(cfg.Registerer),
 		kick:    make(chan struct{}, 1),
-		starts:  map[string]pair{}, stopping: map[string]bool{}, counted: map[string]bool{}, launching: map[string]bool{},
+		starts:  map[string]start{}, stopping: map[string]bool{}, counted: map[string]bool{}, launching: map[string]bool{},
 		states: map[pair]keyState{}, written: map[pair]keyState{}, sent: map[pair]sentNumber{},
 	}
 }
@@ -166,7 +176,7 @@ type snapshot struct {
 	perNode  map[string]map[string]int // service → node → instances
 	launched map[string]launchedRecord
 	byID     map[string]registry.Instance
-	rollouts map[string]registry.Rollout
+	rollouts map[string]storedRollout
 }
 
 func (r *Reconciler) read(ctx context.Context) (*snapshot, error) {
@@ -260,8 +270,8 @@ func (r *Reconciler) keys(s *snapshot) []pair {
 		set[p] = true
 	}
 	r.mu.Lock()
-	for _, p := range r.starts {
-		set[p] = true
+	for _, st := range r.starts {
+		set[st.pair] = true
 	}
 	for p, st := range r.states {
 		if st.ConnectorRunning > 0 {
@@ -313,14 +323,14 @@ func (r *Reconciler) reconcile(ctx context.Context, s *snapshot, p pair, budget 
 		return r.reconcileConnector(ctx, p, sel.URL, want), 0
 	}
 	if ro, ok := s.rollouts[p.service]; ok && ro.State == registry.RolloutRunning {
-		return r.roll(ctx, s, p, ro, sel, budget)
+		return r.rollout(ctx, s, p, ro, sel, budget)
 	}
 	live, failed := r.classify(s.pinned[p])
 	actions := r.replaceFailed(p, failed, s)
 	count := len(live) + r.startsOf(p, live)
 	switch {
 	case count < want:
-		n := r.startMissing(p, s, sel, min(want-count, max(budget, 0)))
+		n := r.startMissing(p, s, sel, s.services[p.service], min(want-count, max(budget, 0)))
 		return actions + n, n
 	case count > want && r.startsOf(p, live) == 0:
 		return actions + r.stopSurplus(p, live, count-want, s), 0
@@ -362,11 +372,17 @@ func (r *Reconciler) classify(insts []registry.Instance) (live, failed []registr
 // startsOf counts p's starts in flight whose instance is not yet among
 // the records.
 func (r *Reconciler) startsOf(p pair, live []registry.Instance) int {
+	return r.startsWhere(p, live, func(int) bool { return true })
+}
+
+// startsWhere counts p's starts in flight of a version that is(v) whose
+// instance is not yet among the records.
+func (r *Reconciler) startsWhere(p pair, live []registry.Instance, is func(v int) bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for id, sp := range r.starts {
-		if sp == p && !slices.ContainsFunc(live, func(in registry.Instance) bool { return in.ID == id }) {
+	for id, st := range r.starts {
+		if st.pair == p && is(st.version) && !slices.ContainsFunc(live, func(in registry.Instance) bool { return in.ID == id }) {
 			n++
 		}
 	}
@@ -399,8 +415,9 @@ func (r *Reconciler) replaceFailed(p pair, failed []registry.Instance, s *snapsh
 	return n
 }
 
-// startMissing plans n starts within the compute and launches them.
-func (r *Reconciler) startMissing(p pair, s *snapshot, sel registry.Selector, n int) int {
+// startMissing plans n starts of info (a version of p's service's
+// definition) within the compute and launches them.
+func (r *Reconciler) startMissing(p pair, s *snapshot, sel registry.Selector, info registry.ServiceInfo, n int) int {
 	if n <= 0 {
 		return 0
 	}
@@ -409,7 +426,6 @@ func (r *Reconciler) startMissing(p pair, s *snapshot, sel registry.Selector, n 
 		r.setMessage(p, fmt.Sprintf("backing off until %s after %d failed starts", st.BackoffUntil.UTC().Format(time.RFC3339), st.Failures))
 		return 0
 	}
-	info := s.services[p.service]
 	var cands []placement.Candidate
 	for _, nd := range s.nodes {
 		if sel.Matches(nd) {
@@ -447,7 +463,7 @@ func (r *Reconciler) startMissing(p pair, s *snapshot, sel registry.Selector, n 
 		for i, rk := range ranked {
 			order[i] = rk.Node
 		}
-		r.launch(p, order)
+		r.launch(start{p, info.Version}, order)
 		started++
 	}
 	return started
@@ -467,12 +483,13 @@ func newInstanceID(service string) string {
 	return service + "-" + hex.EncodeToString(b)
 }
 
-// launch starts one instance of p on the first node of order that admits
-// it, in the background.
-func (r *Reconciler) launch(p pair, order []registry.Node) {
+// launch starts one instance of st on the first node of order that
+// admits it, in the background.
+func (r *Reconciler) launch(st start, order []registry.Node) {
+	p := st.pair
 	id := newInstanceID(p.service)
 	r.mu.Lock()
-	r.starts[id] = p
+	r.starts[id] = st
 	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
@@ -480,7 +497,7 @@ func (r *Reconciler) launch(p pair, order []registry.Node) {
 		defer r.trigger()
 		ctx, cancel := context.WithTimeout(context.Background(), deploy.DefaultTimeout+5*time.Second)
 		defer cancel()
-		n, err := r.deployFirst(ctx, order, deploy.Request{Op: deploy.OpDeploy, Service: p.service, ID: id, Compute: p.compute})
+		n, err := r.deployFirst(ctx, order, deploy.Request{Op: deploy.OpDeploy, Service: p.service, ID: id, Compute: p.compute, Version: st.version})
 		r.mu.Lock()
 		delete(r.starts, id)
 		r.mu.Unlock()
@@ -645,6 +662,9 @@ func (r *Reconciler) nextWake(now time.Time) time.Duration {
 		if d := st.BackoffUntil.Sub(now); d > 0 && (next == 0 || d < next) {
 			next = d
 		}
+	}
+	if d := r.rolloutWake.Sub(now); !r.rolloutWake.IsZero() && (next == 0 || d < next) {
+		next = max(d, time.Millisecond)
 	}
 	return next
 }

@@ -79,11 +79,17 @@ func (f *fakeNodes) Deploy(ctx context.Context, n registry.Node, r deploy.Reques
 	if used+100 > n.CPU {
 		return nil, wire.Errorf(wire.CodeNoCapacity, "node %s is full", n.Name)
 	}
-	// As an allocator does: the instance runs the service's current
-	// definition, and carries its version.
+	// As an allocator does: the instance runs the version asked for (the
+	// service's current definition by default), and carries it.
 	info, err := f.store.GetService(ctx, r.Service)
 	if err != nil {
 		return nil, err
+	}
+	if r.Version != 0 {
+		if r.Version > info.Version {
+			return nil, wire.Errorf(wire.CodeNotFound, "no version %d of %s", r.Version, r.Service)
+		}
+		info.Version = r.Version
 	}
 	state := registry.StateRunning
 	if f.failVersion != 0 && info.Version == f.failVersion {

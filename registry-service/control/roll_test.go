@@ -128,7 +128,8 @@ func TestUpdateRefusesBadInput(t *testing.T) {
 	}{
 		{"unknown service", "nope", newDefinition(), registry.Strategy{}, wire.CodeNotFound, "nope"},
 		{"unchanged", "svc", registry.ServiceInfo{CpuReq: 100, MemoryReq: 10, Exec: &registry.ExecConf{Command: "x"}}, registry.Strategy{}, wire.CodeBadRequest, "unchanged"},
-		{"blue-green", "svc", newDefinition(), registry.Strategy{Type: "blue-green"}, wire.CodeBadRequest, "not built yet"},
+		{"unknown strategy", "svc", newDefinition(), registry.Strategy{Type: "canary"}, wire.CodeBadRequest, "strategy.type"},
+		{"window of a rolling update", "svc", newDefinition(), registry.Strategy{RollbackWindow: registry.Duration(time.Minute)}, wire.CodeBadRequest, "rollback_window"},
 		{"negative parallel", "svc", newDefinition(), registry.Strategy{MaxParallel: -1}, wire.CodeBadRequest, "max_parallel"},
 		{"bad definition", "svc", registry.ServiceInfo{CpuReq: -1}, registry.Strategy{}, wire.CodeBadRequest, ""},
 	} {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -68,7 +70,7 @@ func (c *Control) Update(ctx context.Context, service string, info registry.Serv
 		Service: service, Strategy: s.WithDefaults(), From: prev.Version, To: a.Version, Previous: previous,
 		State: registry.RolloutRunning, Message: "starting", SetBy: by, Started: now, Progress: now,
 	}
-	if err := c.putRollout(ctx, ro, rev); err != nil {
+	if _, err := c.putRollout(ctx, ro, rev); err != nil {
 		return registry.Rollout{}, err
 	}
 	c.log.Info("rollout started", "service", service, "from", ro.From, "to", ro.To, "strategy", ro.Strategy.Type, "by", by)
@@ -89,7 +91,7 @@ func (c *Control) Rollouts(ctx context.Context, service string) ([]registry.Roll
 	var out []registry.Rollout
 	for _, ro := range all {
 		if service == "" || ro.Service == service {
-			out = append(out, ro)
+			out = append(out, ro.Rollout)
 		}
 	}
 	return out, nil
@@ -112,40 +114,158 @@ func (c *Control) readRollout(ctx context.Context, service string) (*registry.Ro
 	return &ro, resp.Kvs[0].ModRevision, nil
 }
 
-// putRollout writes a rollout if its key is still at rev (0: absent).
-func (c *Control) putRollout(ctx context.Context, ro registry.Rollout, rev int64) error {
+// putRollout writes a rollout if its key is still at rev (0: absent) and
+// returns the revision of the write. Every writer (an update, a promote
+// or rollback on any registry-service, the leader's reconciler) goes
+// through it, so none overwrites a step it has not seen.
+func (c *Control) putRollout(ctx context.Context, ro registry.Rollout, rev int64) (int64, error) {
 	b, err := json.Marshal(ro)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(rolloutKey(ro.Service)), "=", rev)).
 		Then(clientv3.OpPut(rolloutKey(ro.Service), string(b))).Commit()
 	if err != nil {
-		return unavailable("write rollout", err)
+		return 0, unavailable("write rollout", err)
 	}
 	if !resp.Succeeded {
-		return conflict("another update of %s began meanwhile; look at registry-cli rollouts %s", ro.Service, ro.Service)
+		return 0, conflict("the rollout of %s changed meanwhile; look at registry-cli rollouts %s", ro.Service, ro.Service)
 	}
-	return nil
+	return resp.Header.Revision, nil
+}
+
+// storedRollout is a rollout record and its key's modification revision.
+type storedRollout struct {
+	registry.Rollout
+	rev int64
 }
 
 // listRollouts reads every service's last rollout, by service.
-func listRollouts(ctx context.Context, cli *clientv3.Client) (map[string]registry.Rollout, error) {
+func listRollouts(ctx context.Context, cli *clientv3.Client) (map[string]storedRollout, error) {
 	resp, err := cli.Get(ctx, PrefixRollouts, clientv3.WithPrefix())
 	if err != nil {
 		return nil, unavailable("read rollouts", err)
 	}
-	out := map[string]registry.Rollout{}
+	out := map[string]storedRollout{}
 	for _, kv := range resp.Kvs {
 		var ro registry.Rollout
 		if json.Unmarshal(kv.Value, &ro) == nil && ro.Service == strings.TrimPrefix(string(kv.Key), PrefixRollouts) {
-			out[ro.Service] = ro
+			out[ro.Service] = storedRollout{ro, kv.ModRevision}
 		}
 	}
 	return out, nil
 }
 
+// Promote ends the rollback window of service's blue-green rollout: the
+// reconciler stops the old set at its next pass.
+func (c *Control) Promote(ctx context.Context, service string) (registry.Rollout, error) {
+	ro, rev, err := c.runningRollout(ctx, service)
+	if err != nil {
+		return registry.Rollout{}, err
+	}
+	switch {
+	case !ro.BlueGreen():
+		return registry.Rollout{}, conflict("the rollout of %s to version %d is %s: only a blue-green rollout has a window to end", service, ro.To, ro.Strategy.Type)
+	case ro.Switched.IsZero():
+		return registry.Rollout{}, conflict("the rollout of %s to version %d has not switched yet (%s): promote once the new set serves", service, ro.To, ro.Message)
+	case ro.Promoted:
+		return ro, nil
+	}
+	ro.Promoted, ro.Message = true, "promoted by "+registry.CallerOf(ctx)+": stopping the old set"
+	ro.Progress = c.cfg.Now().UTC()
+	if _, err := c.putRollout(ctx, ro, rev); err != nil {
+		return registry.Rollout{}, err
+	}
+	c.log.Info("rollout promoted", "service", service, "to", ro.To, "by", registry.CallerOf(ctx))
+	return ro, nil // the leader's reconciler sees the record change
+}
+
+// Rollback ends service's running rollout and starts the one back to the
+// definition it rolled from.
+func (c *Control) Rollback(ctx context.Context, service string) (registry.Rollout, error) {
+	ro, rev, err := c.runningRollout(ctx, service)
+	if err != nil {
+		return registry.Rollout{}, err
+	}
+	if ro.RevertOf != 0 {
+		return registry.Rollout{}, conflict("the rollout of %s to version %d already goes back (from version %d)", service, ro.To, ro.RevertOf)
+	}
+	by := registry.CallerOf(ctx)
+	back, _, err := c.revert(ctx, ro, rev, registry.RolloutRolledBack, "rolled back by "+by, c.cfg.Now())
+	if err != nil {
+		return registry.Rollout{}, err
+	}
+	return back, nil
+}
+
+// runningRollout reads service's rollout and its revision; conflict when
+// none runs.
+func (c *Control) runningRollout(ctx context.Context, service string) (registry.Rollout, int64, error) {
+	if err := registry.ValidateName(service); err != nil {
+		return registry.Rollout{}, 0, badRequest(err)
+	}
+	if _, err := c.recs.GetService(ctx, service); err != nil {
+		return registry.Rollout{}, 0, err
+	}
+	ro, rev, err := c.readRollout(ctx, service)
+	if err != nil {
+		return registry.Rollout{}, 0, err
+	}
+	if ro == nil || ro.State != registry.RolloutRunning {
+		what := "none was ever started"
+		if ro != nil {
+			what = fmt.Sprintf("the last one, to version %d, %s", ro.To, ro.State)
+		}
+		return registry.Rollout{}, 0, conflict("no rollout of %s is running (%s)", service, what)
+	}
+	return *ro, rev, nil
+}
+
+// revert ends ro (at rev) as state, saying why, then registers the
+// definition it rolled from as the next version (numbers never go back)
+// and starts the rollout to it: the old instances count as its target,
+// so only the new ones are replaced. A blue-green revert switches every
+// proxy back at once and keeps no window. It returns the revert rollout
+// and the revision of its record.
+func (c *Control) revert(ctx context.Context, ro registry.Rollout, rev int64, state, why string, now time.Time) (registry.Rollout, int64, error) {
+	ended := ro
+	ended.State, ended.Message, ended.Finished, ended.Progress = state, why, now.UTC(), now.UTC()
+	rev, err := c.putRollout(ctx, ended, rev)
+	if err != nil {
+		return registry.Rollout{}, 0, err
+	}
+	sctx := registry.WithCaller(ctx, "rollout revert")
+	a, err := c.recs.AddService(sctx, ro.Service, registry.ServiceVersion{Info: ro.Previous, SetBy: "rollout revert", SetAt: now.UTC()})
+	if err != nil {
+		return ended, rev, fmt.Errorf("%s ended, but the definition of version %d could not be registered again: %w", ro.Service, ro.From, err)
+	}
+	back := registry.Rollout{
+		Service: ro.Service, Strategy: ro.Strategy, From: ro.To, To: a.Version, Equivalent: []int{ro.From},
+		Previous: ro.Previous, State: registry.RolloutRunning, Message: "reverting: " + why,
+		RevertOf: ro.To, SetBy: "rollout revert", Started: now.UTC(), Progress: now.UTC(),
+	}
+	if back.BlueGreen() {
+		back.Switched, back.Promoted = now.UTC(), true
+	}
+	if rev, err = c.putRollout(ctx, back, rev); err != nil {
+		return ended, 0, err
+	}
+	c.log.Warn("rollout ended; reverting", "service", ro.Service, "version", ro.To, "back_to", a.Version, "state", state, "why", why)
+	return back, rev, nil
+}
+
 // rolloutMessage sums a rollout's progress up.
 func rolloutMessage(ro registry.Rollout, healthy, want, old int) string {
-	return fmt.Sprintf("%d of %d on version %d, %d of an older version left", healthy, want, ro.To, old)
+	msg := fmt.Sprintf("%d of %d on version %d, %d of an older version left", healthy, want, ro.To, old)
+	if !ro.BlueGreen() || old == 0 {
+		return msg
+	}
+	switch {
+	case ro.Switched.IsZero():
+		return msg + "; the old set serves until the new one is healthy"
+	case ro.Promoted:
+		return msg + "; version " + strconv.Itoa(ro.To) + " serves, stopping the old set"
+	}
+	until := ro.Switched.Add(time.Duration(ro.Strategy.WithDefaults().RollbackWindow)).UTC().Format(time.RFC3339)
+	return msg + "; version " + strconv.Itoa(ro.To) + " serves, the old set stands by until " + until + " (promote or rollback)"
 }

@@ -84,7 +84,13 @@ func (c *Control) statuses(ctx context.Context, service string) (map[string]regi
 	}
 	for svc, ro := range rollouts {
 		if st, ok := out[svc]; ok {
-			st.Rollout = &ro
+			st.Rollout = &ro.Rollout
+			if rt := ro.Route(); rt.Version != 0 {
+				st.Route = &rt
+				for i, in := range st.Instances {
+					st.Instances[i].Standby = !rt.Serves(in.Version)
+				}
+			}
 			out[svc] = st
 		}
 	}

@@ -79,6 +79,19 @@ func (s *Server) dispatchControl(ctx context.Context, from peer.ID, r registry.R
 	case registry.OpRolloutList:
 		ros, err := s.ctl.Rollouts(ctx, r.Name)
 		return &registry.Response{Rollouts: ros}, err
+	case registry.OpPromote, registry.OpRollback:
+		if err := s.mayWrite(from); err != nil {
+			return nil, err
+		}
+		act := s.ctl.Promote
+		if r.Op == registry.OpRollback {
+			act = s.ctl.Rollback
+		}
+		ro, err := act(ctx, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		return &registry.Response{Rollouts: []registry.Rollout{ro}}, nil
 	case registry.OpAutoscaleSet:
 		if err := s.mayWrite(from); err != nil {
 			return nil, err

@@ -248,7 +248,7 @@ var knownOps = map[string]bool{
 	registry.OpComputeDelete: true, registry.OpLaunch: true, registry.OpLaunchedGet: true,
 	registry.OpLaunchedList: true, registry.OpLaunchedAct: true, registry.OpLaunchedForget: true,
 	registry.OpAutoscaleSet: true, registry.OpAutoscaleGet: true, registry.OpAutoscaleDelete: true,
-	registry.OpUpdate: true, registry.OpRolloutList: true,
+	registry.OpUpdate: true, registry.OpRolloutList: true, registry.OpPromote: true, registry.OpRollback: true,
 	registry.OpServiceHistory: true,
 }
 
@@ -257,7 +257,8 @@ func (s *Server) dispatch(ctx context.Context, from peer.ID, r registry.Request)
 	switch r.Op {
 	case registry.OpScale, registry.OpStatus, registry.OpComputeList, registry.OpComputeGet,
 		registry.OpComputePut, registry.OpComputeDelete, registry.OpAutoscaleSet, registry.OpAutoscaleGet,
-		registry.OpAutoscaleDelete, registry.OpServiceHistory, registry.OpUpdate, registry.OpRolloutList:
+		registry.OpAutoscaleDelete, registry.OpServiceHistory, registry.OpUpdate, registry.OpRolloutList,
+		registry.OpPromote, registry.OpRollback:
 		return s.dispatchControl(ctx, from, r)
 	case registry.OpLaunch, registry.OpLaunchedGet, registry.OpLaunchedList, registry.OpLaunchedAct,
 		registry.OpLaunchedForget:

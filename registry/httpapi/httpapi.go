@@ -115,6 +115,7 @@ func New(c registry.Controller, o Options) http.Handler {
 	h.addLifecycle(c)
 	h.addCallbackRoutes()
 	h.addVersionRoutes()
+	h.addRolloutRoutes()
 	h.addAutoscaleRoutes()
 	h.addEventRoutes()
 	h.addNodeRoutes()
@@ -270,6 +271,8 @@ func match(u *url.URL) (key, name string, ok bool) {
 		return routeAutoscale, segs[1], true
 	case len(segs) == 3 && segs[0] == "service" && segs[2] == "versions":
 		return matchVersions(segs)
+	case len(segs) == 3 && segs[0] == "service" && (segs[2] == "promote" || segs[2] == "rollback"):
+		return matchRollouts(segs)
 	case len(segs) == 1 && segs[0] == "status":
 		return routeStatuses, "", true
 	case segs[0] == "instances":
