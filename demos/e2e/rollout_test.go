@@ -26,7 +26,7 @@ type loadLog struct {
 }
 
 type answer struct {
-	at       time.Time
+	sent, at time.Time // the request's sending, and its answer
 	instance string
 }
 
@@ -48,12 +48,13 @@ func loadAnswers(url string, perSecond int) *loadLog {
 					return
 				case <-tick.C:
 				}
+				sent := time.Now()
 				inst, err := helloFrom(c, url)
 				a.mu.Lock()
 				if err != nil {
 					a.failures = append(a.failures, err.Error())
 				} else {
-					a.by = append(a.by, answer{time.Now(), inst})
+					a.by = append(a.by, answer{sent, time.Now(), inst})
 				}
 				a.mu.Unlock()
 			}
@@ -288,4 +289,104 @@ func TestUpdateThroughTheHTTPAPI(t *testing.T) {
 	if err != nil || st.Rollout == nil || st.Rollout.To != 2 {
 		t.Fatalf("status: %+v %v", st.Rollout, err)
 	}
+}
+
+// switchOver finds where answers moved from the versions of from to the
+// versions of to among those sent after since: the last request sent
+// that one of from answered, and the first that one of to did. A switch
+// at one point in time has lastFrom before firstTo, give or take the
+// jitter between the two clients of the load.
+func (a *loadLog) switchOver(since time.Time, versions *versionWatch, from, to func(v int) bool) (lastFrom, firstTo time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, x := range a.by {
+		if x.sent.Before(since) {
+			continue
+		}
+		v := versions.version(x.instance)
+		if from(v) && x.sent.After(lastFrom) {
+			lastFrom = x.sent
+		}
+		if to(v) && (firstTo.IsZero() || x.sent.Before(firstTo)) {
+			firstTo = x.sent
+		}
+	}
+	return lastFrom, firstTo
+}
+
+// TestBlueGreenUnderLoadSwitchesAtOnceAndRollsBack: a 3-instance process
+// service under about 200 req/s through a client proxy is updated
+// blue-green: the new set starts beside the old one, which alone answers;
+// answers move from all-old to all-new at one point in time; a rollback
+// inside the window moves them back the same way; no request fails.
+func TestBlueGreenUnderLoadSwitchesAtOnceAndRollsBack(t *testing.T) {
+	n := newNetwork(t)
+	n.registry()
+	n.namedAllocator("b-1", "")
+	n.namedAllocator("b-2", "")
+	_, proxy := n.proxy()
+	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
+	n.mustCLI("scale", "web", "3")
+	waitRunning(t, n.api, "web", registry.ComputePhysarum, 3, time.Minute)
+	versions := watchVersions(t, n.api, "web")
+	defer versions.stop()
+	l := loadAnswers(proxy+"/web/", 200)
+	defer l.stop()
+	began := time.Now()
+	l.waitAnswers(t, began, 100)
+
+	out := n.mustCLI("update", "-strategy", "blue-green", "-min-healthy", "2s", "-rollback-window", "5m",
+		n.helloConfig(n.bin["hello"], map[string]string{"HELLO_VERSION": "2"}), "web")
+	if !strings.Contains(out, "blue-green") {
+		t.Fatalf("update said %q", out)
+	}
+	ro := waitRollout(t, n, "web", func(ro registry.Rollout) bool { return !ro.Switched.IsZero() }, 2*time.Minute)
+	if ro.State != registry.RolloutRunning {
+		t.Fatalf("rollout %+v: want it running, inside its window", ro)
+	}
+	switched := time.Now()
+	l.waitAnswers(t, switched, 200)
+	old := func(v int) bool { return v == 1 }
+	isNew := func(v int) bool { return v == 2 }
+	lastOld, firstNew := l.switchOver(began, versions, old, isNew)
+	if firstNew.IsZero() || lastOld.Sub(firstNew) > 100*time.Millisecond {
+		t.Fatalf("the switch was not at one point: an old instance answered a request sent %s after a new one had", lastOld.Sub(firstNew))
+	}
+	// Inside the window both sets run; the old one stands by.
+	st, err := status(t, n.api, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := 0
+	for _, in := range pinned(st) {
+		if in.Standby {
+			standby++
+		}
+	}
+	if standby != 3 || st.Route == nil || !st.Route.Switched {
+		t.Fatalf("status inside the window: %d on standby, route %+v; want 3 and switched", standby, st.Route)
+	}
+
+	back := time.Now()
+	out = n.mustCLI("rollback", "web")
+	if !strings.Contains(out, "reverts 2") {
+		t.Fatalf("rollback said %q", out)
+	}
+	ro = waitRollout(t, n, "web", func(ro registry.Rollout) bool { return ro.State != registry.RolloutRunning }, 2*time.Minute)
+	if ro.State != registry.RolloutReverted || ro.RevertOf != 2 {
+		t.Fatalf("rollout after the rollback %+v", ro)
+	}
+	l.waitAnswers(t, time.Now(), 200)
+	l.stop()
+	lastNew, firstBack := l.switchOver(back, versions, isNew, old)
+	if firstBack.IsZero() || lastNew.Sub(firstBack) > 100*time.Millisecond {
+		t.Fatalf("the rollback was not at one point: a new instance answered a request sent %s after an old one had", lastNew.Sub(firstBack))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failures) > 0 {
+		t.Fatalf("%d of %d requests failed during the blue-green update and its rollback: %v", len(l.failures), len(l.failures)+len(l.by), l.failures[:min(5, len(l.failures))])
+	}
+	t.Logf("%d requests, none failed; switch: the last old answer was sent %s before the first new one; rollback: the last new %s before the first old",
+		len(l.by), firstNew.Sub(lastOld), firstBack.Sub(lastNew))
 }

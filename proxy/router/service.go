@@ -117,14 +117,15 @@ func (s *service) sync(r *Router) {
 	now := r.now()
 	route := s.watch.Route()
 	insts := s.watch.Instances()
-	notReady := map[string]bool{} // an allocator's instance still starting also advertises
+	// An allocator's instance also advertises on the DHT: its record is
+	// what counts (its state, its version), the DHT only finds the
+	// proxies no record names.
+	recorded := map[string]bool{}
 	for _, in := range insts {
-		if in.State != registry.StateRunning {
-			notReady[in.PeerID] = true
-		}
+		recorded[in.PeerID] = true
 	}
 	for _, p := range s.disc.Peers() {
-		if notReady[p.ID.String()] {
+		if recorded[p.ID.String()] {
 			continue
 		}
 		var addrs []string
