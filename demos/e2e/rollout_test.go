@@ -291,19 +291,22 @@ func TestUpdateThroughTheHTTPAPI(t *testing.T) {
 	}
 	// Promote has no window to end in a rolling rollout; rollback ends it
 	// and answers the revert, as registry-cli rollback does.
-	if code, body := api(t, http.MethodPost, n.api+"/service/web/promote", nil); code != http.StatusConflict || !strings.Contains(string(body), "blue-green") {
+	if code, body := api(t, http.MethodPost, n.api+"/service/web/rollback", nil); code != http.StatusUnsupportedMediaType {
+		t.Fatalf("a rollback without the JSON Content-Type (as a page of another origin sends it): %d %s", code, body)
+	}
+	if code, body := api(t, http.MethodPost, n.api+"/service/web/promote", map[string]any{}); code != http.StatusConflict || !strings.Contains(string(body), "blue-green") {
 		t.Fatalf("promote of a rolling rollout: %d %s", code, body)
 	}
-	if err := json.Unmarshal(mustAPI(t, http.MethodPost, n.api+"/service/web/rollback", nil), &answer); err != nil {
+	if err := json.Unmarshal(mustAPI(t, http.MethodPost, n.api+"/service/web/rollback", map[string]any{}), &answer); err != nil {
 		t.Fatal(err)
 	}
 	if answer.Rollout.RevertOf != 2 || answer.Rollout.To != 3 || !strings.Contains(answer.Message, "rolled back by") {
 		t.Fatalf("rollback answered %+v", answer)
 	}
-	if code, body := api(t, http.MethodPost, n.api+"/service/web/rollback", nil); code != http.StatusConflict {
+	if code, body := api(t, http.MethodPost, n.api+"/service/web/rollback", map[string]any{}); code != http.StatusConflict {
 		t.Fatalf("a second rollback: %d %s", code, body)
 	}
-	if code, body := api(t, http.MethodPost, n.api+"/service/nope/promote", nil); code != http.StatusNotFound {
+	if code, body := api(t, http.MethodPost, n.api+"/service/nope/promote", map[string]any{}); code != http.StatusNotFound {
 		t.Fatalf("promote of an unknown service: %d %s", code, body)
 	}
 }

@@ -131,7 +131,7 @@ func TestCallbackBadInputWritesNothing(t *testing.T) {
 	}{
 		{"malformed", "POST", "/callbacks", `{"url": `, auth, 400, wire.CodeBadRequest, "malformed JSON"},
 		{"not an object", "POST", "/callbacks", `["http://h/"]`, auth, 400, wire.CodeBadRequest, "want a JSON object"},
-		{"empty", "POST", "/callbacks", ``, auth, 400, wire.CodeBadRequest, "empty: want a JSON object"},
+		{"empty", "POST", "/callbacks", ``, auth, 415, CodeUnsupportedMediaType, "Content-Type"},
 		{"unknown field", "POST", "/callbacks", `{"url": "http://h/", "events": ["x"]}`, auth, 400, wire.CodeBadRequest, `unknown field "events"`},
 		{"trailing data", "POST", "/callbacks", `{"url": "http://h/"}}`, auth, 400, wire.CodeBadRequest, "invalid"},
 		{"wrong type", "POST", "/callbacks", `{"url": 3}`, auth, 400, wire.CodeBadRequest, "invalid url"},

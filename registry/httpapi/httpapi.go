@@ -381,14 +381,12 @@ func caller(r *http.Request, authed bool) string {
 	return "http " + addr
 }
 
-// readBody reads a JSON request body of at most MaxBody bytes. No body
-// at all needs no Content-Type: an action without arguments (POST
-// /service/<name>/promote) is sent as curl -X POST sends it.
+// readBody reads a JSON request body of at most MaxBody bytes. Every
+// write needs the JSON Content-Type, even without a body: a web page of
+// another origin cannot send one without a preflight, which the API never
+// grants, so it cannot act through a browser on the loopback API.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	ct := r.Header.Get("Content-Type")
-	if ct == "" && r.ContentLength == 0 {
-		return nil, nil
-	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		if ct == "" {
