@@ -24,19 +24,41 @@ const (
 	roPoll   = 100 * time.Millisecond
 )
 
-// roCase is one rolling update of the scenario.
+// roCase is one update of the scenario.
 type roCase struct {
 	instances   int
 	maxParallel int
 	crash       bool // the new version is /bin/false: measure the revert
+	blueGreen   bool // -strategy blue-green, with a 5 s rollback window
+	rollback    bool // blue-green, rolled back 3 s after the switch
 }
 
 func (c roCase) label() string {
-	if c.crash {
+	switch {
+	case c.crash:
 		return fmt.Sprintf("%d instances, a version that crashes at start", c.instances)
+	case c.rollback:
+		return fmt.Sprintf("%d instances, blue-green, rolled back inside the window", c.instances)
+	case c.blueGreen:
+		return fmt.Sprintf("%d instances, blue-green", c.instances)
 	}
 	return fmt.Sprintf("%d instances, -max-parallel %d", c.instances, c.maxParallel)
 }
+
+// updateArgs are registry-cli update's options for the case.
+func (c roCase) updateArgs() []string {
+	switch {
+	case c.rollback:
+		return []string{"-strategy", "blue-green", "-rollback-window", "10m"}
+	case c.blueGreen:
+		return []string{"-strategy", "blue-green", "-rollback-window", roWindow.String()}
+	}
+	return []string{"-max-parallel", fmt.Sprint(c.maxParallel)}
+}
+
+// roWindow is the blue-green case's rollback window: the old set stands
+// by this long after the switch, then stops.
+const roWindow = 5 * time.Second
 
 // runRollout measures rolling updates under load: a process service of 3
 // (and 6) pinned instances under a steady 200 req/s through a client proxy
@@ -52,15 +74,16 @@ func runRollout(ctx context.Context, r *run) error {
 		return err
 	}
 	defer n.close()
-	cases := []roCase{{instances: 3, maxParallel: 1}}
+	cases := []roCase{{instances: 3, maxParallel: 1}, {instances: 3, blueGreen: true}}
 	if !r.quick() {
 		cases = append(cases, roCase{instances: 3, maxParallel: 3}, roCase{instances: 6, maxParallel: 1},
-			roCase{instances: 3, maxParallel: 1, crash: true})
+			roCase{instances: 3, maxParallel: 1, crash: true}, roCase{instances: 3, blueGreen: true, rollback: true})
 	}
 	r.sc.Setup = fmt.Sprintf("1 registry-service (the reconciler's leader, which carries out the rollouts), 3 allocators (process "+
 		"runtime, -cpus 1, -memory 1024, -max-restarts 1), 1 client proxy; the service is hello (CpuReq 50, MemoryReq 16, no RTT requirement) at a "+
 		"desired count, each update registry-cli update with a changed Exec env (HELLO_VERSION) and the default strategy "+
-		"(min-healthy 5s, healthy-deadline 1m, auto-revert) but -max-parallel; an open-loop load of GET / through the client proxy "+
+		"(min-healthy 5s, healthy-deadline 1m, auto-revert) but -max-parallel, or -strategy blue-green with a rollback window of "+
+		roWindow.String()+" (10m when rolled back inside it); an open-loop load of GET / through the client proxy "+
 		"at %d req/s, half over kept-alive connections and half on a new connection each; %s of steady load before each update "+
 		"is the baseline; status read every %s; %s.", roRate, roSteady, roPoll, n.timing())
 	if err := n.startRegistry(ctx); err != nil {
@@ -107,8 +130,10 @@ func runRollout(ctx context.Context, r *run) error {
 	r.notef("The update starts when registry-cli update is run and ends when status shows the rollout succeeded (or " +
 		"reverted); \"during\" is that span. A step is one new instance: \"new running\" is the first status read showing it " +
 		"running, an old one stopped the first read showing it stopping (or gone). Each new instance runs 5 s (min-healthy) " +
-		"before an old one stops for it. Blue-green updates (start the whole new set, switch every proxy at once) are not built, " +
-		"so they are not measured.")
+		"before an old one stops for it. A blue-green update starts the whole new set, switches every proxy once it has run 5 s, " +
+		"and stops the old set after the window; its switch gap is the send time of the last request an old instance answered " +
+		"minus that of the first a new one answered (negative: no overlap; the load's two clients are independent, so a few ms " +
+		"of overlap is the switch reaching the proxy between two sends).")
 	return nil
 }
 
@@ -168,23 +193,46 @@ func rolloutRun(ctx context.Context, r *run, n *network, hc *http.Client, proxyU
 	}
 	pre := w.last()
 	t0 := time.Now()
-	out, err := n.cli(ctx, "update", "-max-parallel", fmt.Sprint(cs.maxParallel), cfg, "hello")
+	out, err := n.cli(ctx, append(append([]string{"update"}, cs.updateArgs()...), cfg, "hello")...)
 	if err != nil {
 		return err
 	}
 	r.say("%s: %s", label, strings.TrimSpace(out))
+	var switched, back time.Time
+	if cs.blueGreen {
+		p, err := w.waitFor(ctx, 4*time.Minute, func(p roPoint) bool {
+			return p.rollout != nil && p.rollout.From >= pre.version && !p.rollout.Switched.IsZero()
+		})
+		if err != nil {
+			return err
+		}
+		switched = p.at
+		r.fig(Figure{Name: label + ": update → every proxy switched (status shows the switch)", Value: switched.Sub(t0).Seconds(), Unit: "s",
+			Note: "the new set started, ran min-healthy 5 s, and the route changed"})
+	}
+	if cs.rollback {
+		if err := sleepCtx(ctx, 3*time.Second); err != nil {
+			return err
+		}
+		back = time.Now()
+		out, err := n.cli(ctx, "rollback", "hello")
+		if err != nil {
+			return err
+		}
+		r.say("%s: %s", label, strings.TrimSpace(out))
+	}
 	end, err := w.waitFor(ctx, 4*time.Minute, func(p roPoint) bool {
 		ro := p.rollout
 		if ro == nil || ro.From < pre.version || ro.State == registry.RolloutRunning {
 			return false
 		}
-		return !cs.crash || ro.RevertOf != 0
+		return !(cs.crash || cs.rollback) || ro.RevertOf != 0
 	})
 	if err != nil {
 		return err
 	}
-	if cs.crash {
-		*next += 2 // the crashing version and the revert's
+	if cs.crash || cs.rollback {
+		*next += 2 // the new version and the revert's
 	}
 	if err := sleepCtx(ctx, roTail); err != nil {
 		return err
@@ -200,7 +248,7 @@ func rolloutRun(ctx context.Context, r *run, n *network, hc *http.Client, proxyU
 	ro := end.rollout
 	r.say("%s: rollout %d → %d %s after %.1f s: %s", label, ro.From, ro.To, ro.State, t1.Sub(t0).Seconds(), ro.Message)
 	want := registry.RolloutSucceeded
-	if cs.crash {
+	if cs.crash || cs.rollback {
 		want = registry.RolloutReverted
 	}
 	stateNote := fmt.Sprintf("rollout %d → %d %s: %s", ro.From, ro.To, ro.State, ro.Message)
@@ -209,8 +257,13 @@ func rolloutRun(ctx context.Context, r *run, n *network, hc *http.Client, proxyU
 	}
 	name := label
 	what := "update → succeeded (status)"
-	if cs.crash {
+	switch {
+	case cs.crash:
 		what = "update → reverted and the revert succeeded (status)"
+	case cs.rollback:
+		what = "update → switched → rolled back → reverted (status)"
+	case cs.blueGreen:
+		what = "update → switched → window over, old set stopped → succeeded (status)"
 	}
 	r.fig(Figure{Name: name + ": rollout duration, " + what, Value: t1.Sub(t0).Seconds(), Unit: "s",
 		Note: fmt.Sprintf("%s; the rollout's own record: started %s, finished %.1f s later", stateNote,
@@ -224,7 +277,21 @@ func rolloutRun(ctx context.Context, r *run, n *network, hc *http.Client, proxyU
 		Baseline: base(baseLat.p50())})
 	r.fig(Figure{Name: name + ": request latency p99 during the rollout", Value: msec(durLat.p99()), Unit: "ms", Samples: len(durLat),
 		Baseline: base(baseLat.p99())})
-	if !cs.crash {
+	if cs.blueGreen {
+		all := append(slices.Clone(during), after...)
+		isOld := func(v int) bool { return v == pre.version }
+		isNew := func(v int) bool { return v == ro.To }
+		if cs.rollback {
+			isNew = func(v int) bool { return v == ro.From } // the version rolled back from
+		}
+		r.fig(Figure{Name: label + ": switch gap, old → new", Value: msec(w.switchGap(all, t0, isOld, isNew)), Unit: "ms",
+			Note: "the last request an old instance answered was sent this long after the first a new one answered (≤ 0: one point in time)"})
+		if cs.rollback {
+			r.fig(Figure{Name: label + ": switch gap of the rollback, new → old", Value: msec(w.switchGap(all, back, isNew, isOld)), Unit: "ms",
+				Note: fmt.Sprintf("rollback run %.1f s after the switch", back.Sub(switched).Seconds())})
+		}
+	}
+	if !cs.crash && !cs.blueGreen {
 		steps := w.steps(t0, t1, ro)
 		for i, s := range steps {
 			r.fig(Figure{Name: fmt.Sprintf("%s: step %d, new instance running", name, i+1), Value: s.Seconds(), Unit: "s",
@@ -399,6 +466,29 @@ func (w *roWatch) stopped(t0, t1 time.Time, old []string) string {
 		return "none"
 	}
 	return strings.Join(out, ", ")
+}
+
+// switchGap is how long after the first request sent from since that an
+// instance of a version isTo answered, the last request an instance of a
+// version isFrom answered was sent (negative: none after it).
+func (w *roWatch) switchGap(reqs asReqs, since time.Time, isFrom, isTo func(int) bool) time.Duration {
+	var lastFrom, firstTo time.Time
+	for _, q := range reqs {
+		if q.inst == "" || q.at.Before(since) {
+			continue
+		}
+		v := w.versionOf(q.inst)
+		if isFrom(v) && q.at.After(lastFrom) {
+			lastFrom = q.at
+		}
+		if isTo(v) && (firstTo.IsZero() || q.at.Before(firstTo)) {
+			firstTo = q.at
+		}
+	}
+	if lastFrom.IsZero() || firstTo.IsZero() {
+		return 0
+	}
+	return lastFrom.Sub(firstTo)
 }
 
 func (w *roWatch) versionOf(id string) int {

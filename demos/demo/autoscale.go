@@ -88,7 +88,7 @@ func (d *demo) showAutoscale(ctx context.Context) bool {
 			asService, asMin, since(stopped), sent, failed)
 	}
 	if !d.o.rollout {
-		say("(DEMO_ROLLOUT=1, or -rollout, then shows a rolling update of hello under a load; blue/green is not built yet)")
+		say("(DEMO_ROLLOUT=1, or -rollout, then shows a rolling update of hello under a load; with DEMO_STRATEGY=blue-green a blue-green one)")
 	}
 	return back && peak > asMin
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/physarum-p2p/physarum/registry"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,6 +40,7 @@ Environment:
   DEMO_DAEMONS=...   shared or separate: the default of -daemons
   DEMO_AUTOSCALE=1   after the report, show hello autoscaling under a load
   DEMO_ROLLOUT=1     then show a rolling update of hello under a load
+  DEMO_STRATEGY=...  rolling or blue-green: the update's strategy (default rolling)
 
 OPTIONS:
 `
@@ -58,6 +60,7 @@ func main() {
 	oneshot := fs.Bool("oneshot", os.Getenv("DEMO_ONESHOT") == "1", "exit after the report (also DEMO_ONESHOT=1)")
 	fs.BoolVar(&o.autoscale, "autoscale", os.Getenv("DEMO_AUTOSCALE") == "1", "after the report, give hello an autoscaling policy, ramp a load up through the client proxy and show it scaling out and back (about 2 minutes; also DEMO_AUTOSCALE=1)")
 	fs.BoolVar(&o.rollout, "rollout", os.Getenv("DEMO_ROLLOUT") == "1", "after the report (and -autoscale), pin hello at 3 instances, put a load on it through the client proxy and roll it to a new version, printing the progress and the failed requests (about 1 minute; also DEMO_ROLLOUT=1)")
+	fs.StringVar(&o.strategy, "strategy", cmp.Or(os.Getenv("DEMO_STRATEGY"), registry.StrategyRolling), "the -rollout update's strategy: rolling, or blue-green (the whole new set starts, every proxy switches at once, the old set stops 10 s later; also DEMO_STRATEGY)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -65,6 +68,10 @@ func main() {
 		os.Exit(2)
 	}
 	o.oneshot = *oneshot
+	if o.strategy != registry.StrategyRolling && o.strategy != registry.StrategyBlueGreen {
+		fmt.Fprintf(os.Stderr, "demo: -strategy %q: want rolling or blue-green\n", o.strategy)
+		os.Exit(2)
+	}
 	if abs, err := filepath.Abs(o.bin); err == nil {
 		o.bin = abs
 	}

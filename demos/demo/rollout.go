@@ -24,6 +24,7 @@ const (
 	roInstances  = 3
 	roRate       = 100 // req/s
 	roMinHealthy = 3 * time.Second
+	roWindow     = 10 * time.Second // blue-green: the old set's rollback window
 	roTimeout    = 3 * time.Minute
 )
 
@@ -34,8 +35,8 @@ const (
 // reports whether the rollout succeeded with no request failed.
 func (d *demo) showRollout(ctx context.Context) bool {
 	fmt.Println()
-	say("rolling update: %s pinned at %d instances under %d req/s through the client proxy, then rolled to a new version",
-		roService, roInstances, roRate)
+	say("%s update: %s pinned at %d instances under %d req/s through the client proxy, then rolled to a new version",
+		d.o.strategy, roService, roInstances, roRate)
 	if d.o.autoscale {
 		// The policy would change the count under the rollout.
 		if _, err := d.cli(ctx, "autoscale", roService, "-off"); err != nil {
@@ -75,12 +76,16 @@ func (d *demo) showRollout(ctx context.Context) bool {
 	say("load: %d req/s through the client proxy (%s/%s/), over kept-alive connections", roRate, d.proxy, roService)
 	sleep(ctx, 3*time.Second)
 	start := time.Now()
-	out, err := d.cli(ctx, append([]string{"update", "-min-healthy", roMinHealthy.String()}, args...)...)
+	opts := []string{"-strategy", d.o.strategy, "-min-healthy", roMinHealthy.String()}
+	if d.o.strategy == registry.StrategyBlueGreen {
+		opts = append(opts, "-rollback-window", roWindow.String())
+	}
+	out, err := d.cli(ctx, append(append([]string{"update"}, opts...), args...)...)
 	if err != nil {
 		say("rolling update: %v", err)
 		return false
 	}
-	say("$ registry-cli update -min-healthy %s %s", roMinHealthy, strings.Join(args, " "))
+	say("$ registry-cli update %s %s", strings.Join(opts, " "), strings.Join(args, " "))
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		say("  %s", line)
 	}
@@ -127,13 +132,15 @@ func (d *demo) showRollout(ctx context.Context) bool {
 			after[inst] = k - atEnd[inst]
 		}
 	}
-	say("rolling update: %s version %d → %d %s in %.1fs; %d requests under the load, %d failed; answered by %s; in the 2s after the end by %s",
-		roService, ro.From, ro.To, ro.State, took.Seconds(), sent, failed, answersByVersion(all, versions), answersByVersion(after, versions))
+	say("%s update: %s version %d → %d %s in %.1fs; %d requests under the load, %d failed; answered by %s; in the 2s after the end by %s",
+		d.o.strategy, roService, ro.From, ro.To, ro.State, took.Seconds(), sent, failed, answersByVersion(all, versions), answersByVersion(after, versions))
 	if onDemand := d.serviceStatus(ctx, hc, roService); onDemand != nil && onDemand.OnDemand > 0 {
 		say("(%d instance started on demand for the first request is not rolled: it answers from its version until it has been idle)",
 			onDemand.OnDemand)
 	}
-	say("(blue/green updates are not built yet: the demo cannot show one)")
+	if d.o.strategy == registry.StrategyRolling {
+		say("(-strategy blue-green, or DEMO_STRATEGY=blue-green, shows a blue-green update instead: every proxy switches at once)")
+	}
 	return ro.State == registry.RolloutSucceeded && failed == 0
 }
 

@@ -29,8 +29,10 @@ type options struct {
 	oneshot           bool
 	// autoscale: after the report, show hello autoscaling under a load.
 	autoscale bool
-	// rollout: then show a rolling update of hello under a load.
-	rollout bool
+	// rollout: then show a rolling update of hello under a load, by
+	// strategy (registry.StrategyRolling or StrategyBlueGreen).
+	rollout  bool
+	strategy string
 }
 
 // metricsPort is the i-th fixed metrics port, or a free one.

@@ -98,6 +98,8 @@ const actions = {
   scale: (service, compute, number) =>
     act(`scale ${service} on ${compute}`, () => post(`/service/${encodeURIComponent(service)}/scale`, { number, compute })),
   stop: (uuid) => act(`stop ${uuid}`, () => post(`/instances/${encodeURIComponent(uuid)}/actions`, { action: 'stop' })),
+  promote: (service) => act(`promote ${service}`, () => post(`/service/${encodeURIComponent(service)}/promote`, {})),
+  rollback: (service) => act(`rollback ${service}`, () => post(`/service/${encodeURIComponent(service)}/rollback`, {})),
 };
 
 // schedule re-loads once the events of a burst have arrived.

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/physarum-p2p/physarum/common/browsertest"
+	"github.com/physarum-p2p/physarum/common/eventually"
 	"github.com/physarum-p2p/physarum/registry-service/ui"
 )
 
@@ -22,10 +23,11 @@ import (
 // nodes that measured each other, but c never measured b), takes scales
 // with the token, and streams the events pushed into events.
 type fakeAPI struct {
-	mu      sync.Mutex
-	running int
-	scales  []string
-	events  chan string
+	mu       sync.Mutex
+	running  int
+	scales   []string
+	rollouts []string // promote and rollback calls, by path
+	events   chan string
 }
 
 const fakeToken = "a-token-of-sixteen-chars"
@@ -47,9 +49,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"echo":{"name":"echo","image":"echo:1","DockerHash":"echo:1","CpuReq":0,"MemoryReq":0,"NetworkSoftReq":{"RTT":0},"NetworkHardReq":{"RTT":0}}}`)
 	case "/status":
 		fmt.Fprintf(w, `{"hello":{"service":"hello","running_resources":%d,"desired":%d,"computes":{"physarum":{"desired":%d,"running":%d}},
-			"instances":[{"id":"hello-1","node":"A","node_name":"a1","state":"running","started":"2026-01-01T00:00:00Z","compute":"physarum","version":2}],
-			"rollout":{"service":"hello","strategy":{"type":"rolling","max_parallel":1},"from_version":1,"to_version":2,"state":"running",
-			"message":"1 of 2 instances at version 2","started":"2026-01-01T00:00:00Z","progress":"2026-01-01T00:00:00Z"}},
+			"instances":[{"id":"hello-1","node":"A","node_name":"a1","state":"running","started":"2026-01-01T00:00:00Z","compute":"physarum","version":2},
+				{"id":"hello-0","node":"B","node_name":"b1","state":"running","started":"2025-12-01T00:00:00Z","compute":"physarum","version":1,"standby":true}],
+			"rollout":{"service":"hello","strategy":{"type":"blue-green","rollback_window":"10m0s"},"from_version":1,"to_version":2,"state":"running",
+			"message":"1 of 2 instances at version 2","started":"2026-01-01T00:00:00Z","progress":"2026-01-01T00:00:00Z","switched":"2026-01-01T00:00:05Z"},
+			"route":{"service":"hello","version":2,"switched":true}},
 			"echo":{"service":"echo","running_resources":0,"computes":{},"instances":[{"id":"0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f","node":"B","node_name":"b1","state":"running","started":"2026-01-01T00:00:00Z"}]}}`,
 			f.running, f.running, f.running, f.running)
 	case "/instances":
@@ -66,6 +70,14 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.Unmarshal(b, &body)
 		f.running = body.Number
 		fmt.Fprint(w, `{}`)
+	case "/service/hello/promote", "/service/hello/rollback":
+		if r.Header.Get("Authorization") != "Bearer "+fakeToken || r.Header.Get("Content-Type") != "application/json" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"code":"unauthorized","message":"wrong token"}`)
+			return
+		}
+		f.rollouts = append(f.rollouts, r.URL.Path)
+		fmt.Fprint(w, `{"message":"ok","rollout":{}}`)
 	case "/v1/events":
 		f.mu.Unlock()
 		defer f.mu.Lock()
@@ -132,7 +144,7 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 
 	// The last rollout in the Services view, the instances' versions, the rollout topic.
 	rollout := browsertest.Eval[string](t, ctx, `document.querySelector('[data-service="hello"] .rollout[data-state="running"]')?.textContent || ''`)
-	for _, want := range []string{"version 1 → 2", "running", "1 of 2 instances at version 2"} {
+	for _, want := range []string{"version 1 → 2", "running", "1 of 2 instances at version 2", "serving: version 2 and later"} {
 		if !strings.Contains(rollout, want) {
 			t.Errorf("hello's rollout %q, want %q in it", rollout, want)
 		}
@@ -142,6 +154,9 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	}
 	if v := browsertest.Eval[string](t, ctx, `document.querySelector('tr[data-instance="hello-1"] .version').textContent`); v != "2" {
 		t.Errorf("hello-1's version %q", v)
+	}
+	if s := browsertest.Eval[string](t, ctx, `document.querySelector('tr[data-instance="hello-0"] .standby')?.textContent || ''`); s != "running, standby" {
+		t.Errorf("hello-0 (the old set) shown as %q, want standing by", s)
 	}
 	if !browsertest.Eval[bool](t, ctx, `!!document.querySelector('#topics input[data-topic="rollout"]')`) {
 		t.Error("no rollout topic in the events' filter")
@@ -204,6 +219,21 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	if n := browsertest.Eval[int](t, ctx, "document.querySelectorAll('button.stop').length"); n != 1 {
 		t.Errorf("%d stop buttons, want 1 (the launched instance)", n)
 	}
+	// The blue-green rollout in its window: promote and rollback; a click
+	// posts with the token.
+	if got := browsertest.Eval[string](t, ctx, `[...document.querySelectorAll('[data-service="hello"] .rollout button')].map(b => b.textContent).join(',')`); got != "promote,rollback" {
+		t.Errorf("hello's rollout buttons %q, want promote,rollback", got)
+	}
+	browsertest.Do(t, ctx, chromedp.Click(chromedp.CSS(`[data-service="hello"] button.rollback`)))
+	browsertest.WaitFor(t, ctx, "the rollback sent", `document.getElementById('notice').hidden`, 5*time.Second)
+	eventually.Succeeds(t, 5*time.Second, func() error {
+		api.mu.Lock()
+		defer api.mu.Unlock()
+		if strings.Join(api.rollouts, ",") != "/service/hello/rollback" {
+			return fmt.Errorf("rollout actions %q", api.rollouts)
+		}
+		return nil
+	})
 
 	// A reload keeps the token and the events, and resumes after index 6.
 	browsertest.Do(t, ctx, chromedp.Navigate(srv.URL+"/ui/"))

@@ -2,7 +2,7 @@
 
 // el builds an HTML element: attributes from attrs (on* keys become event
 // listeners, null and false are left out), then children (strings become
-// text, null is skipped).
+// text, null is skipped; arrays, nested or not, give their items).
 export function el(tag, attrs, ...kids) {
   return fill(document.createElement(tag), attrs, kids);
 }
@@ -14,7 +14,7 @@ function fill(node, attrs, kids) {
     else if (k === 'style') node.style.cssText = v; // CSSOM: the CSP allows no style attributes
     else node.setAttribute(k, v === true ? '' : v);
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     node.append(kid instanceof Node ? kid : String(kid));
   }

@@ -5,7 +5,8 @@ import { el, show, age, cores, mib } from './dom.js';
 // renderServices fills the list. data: {services (GET /service), statuses
 // (GET /status), launched (GET /instances, by uuid), nodes (by peer ID),
 // computes (GET /compute)}; act: null when read-only, else {scale(service,
-// compute, n), stop(uuid)}; open: the IDs of instances shown in detail.
+// compute, n), stop(uuid), promote(service), rollback(service)}; open: the
+// IDs of instances shown in detail.
 export function renderServices(box, data, act, open) {
   const names = Object.keys(data.services || {}).sort();
   document.getElementById('services-count').textContent = names.length ? `(${names.length})` : '';
@@ -45,7 +46,7 @@ function service(name, def, st, data, act, open) {
     el('p', null, req.join(' · ')),
     el('div', { class: 'scroll' }, figures),
     autoscale(st.autoscale),
-    rollout(st.rollout),
+    rollout(name, st.rollout, st.route, act),
     instances(st.instances || [], data, act, open));
 }
 
@@ -64,16 +65,34 @@ function autoscale(a) {
     d ? [el('br'), `last decision ${age(d.at)} ago: ${d.reason}`] : '');
 }
 
-// rollout is the service's last rollout (GET /status's rollout): its
-// versions, state and message.
-function rollout(r) {
+// rollout is the service's last rollout (GET /status's rollout and
+// route): its versions, state and message, which versions serve while a
+// blue-green route decides it, and, with actions on, promote and rollback
+// where they apply.
+function rollout(service, r, route, act) {
   if (!r || !r.state) return null;
   const strategy = (r.strategy && r.strategy.type) || 'rolling';
   const when = r.state === 'running' ? `started ${age(r.started)} ago` : r.finished ? `ended ${age(r.finished)} ago` : '';
+  const running = r.state === 'running';
+  const buttons = [];
+  if (act && running && strategy === 'blue-green' && r.switched && !r.promoted) {
+    buttons.push(el('button', { class: 'action promote', onclick: () => act.promote(service) }, 'promote'));
+  }
+  if (act && running && !r.revert_of) {
+    buttons.push(el('button', { class: 'action rollback', onclick: () => act.rollback(service) }, 'rollback'));
+  }
   return el('p', { class: 'rollout', 'data-state': r.state },
     `last rollout (${strategy}): version ${r.from_version} → ${r.to_version}${r.revert_of ? ` reverting version ${r.revert_of}` : ''}, `,
     el('span', { class: 'state-' + r.state }, r.state), when ? ` (${when})` : '',
-    r.message ? [el('br'), r.message] : '');
+    route ? [el('br'), el('span', { class: 'serving' }, serving(route))] : '',
+    r.message ? [el('br'), r.message] : '',
+    buttons.length ? [el('br'), buttons] : '');
+}
+
+// serving says which versions a route lets serve.
+function serving(route) {
+  if (route.switched) return `serving: version ${route.version} and later${(route.equivalent_versions || []).map((v) => `, ${v}`).join('')}`;
+  return `serving: the versions before ${route.version} (the old set), until the switch`;
 }
 
 function instances(list, data, act, open) {
@@ -85,7 +104,7 @@ function instances(list, data, act, open) {
     rows.push(el('tr', { class: 'instance', 'data-instance': i.id, onclick: toggle },
       el('td', null, i.id),
       el('td', null, i.node_name || (i.node || '').slice(-8)),
-      el('td', { class: 'state-' + i.state }, i.state),
+      el('td', { class: 'state-' + i.state + (i.standby ? ' standby' : '') }, i.standby ? `${i.state}, standby` : i.state),
       el('td', { class: 'num hide-narrow version' }, i.version || ''),
       el('td', { class: 'num' }, age(i.started)),
       el('td', { class: 'num' }, i.restarts || 0),
