@@ -126,7 +126,7 @@ func (a *Agent) start(sr startReq, info *registry.ServiceInfo, rtName string) (*
 	} else if err := a.idFree(sr.id); err != nil {
 		return nil, err
 	}
-	if err := a.failures.check(service); err != nil {
+	if err := a.failures.check(startKey{service, info.Version}); err != nil {
 		a.metrics.refused("start_backoff")
 		return nil, err
 	}
@@ -265,7 +265,7 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 		return
 	}
 	log.Info("instance running", "runtime", in.rec.Runtime, "peer", in.rec.PeerID, "service_port", in.portsNow().Service)
-	a.failures.started(in.rec.Service)
+	a.failures.started(startKey{in.rec.Service, in.rec.Version})
 	a.metrics.started()
 	a.markRunning(ctx, in)
 	a.supervise(ctx, in)
@@ -274,7 +274,7 @@ func (a *Agent) run(ctx context.Context, in *instance, spec runtime.Spec, respec
 // startFailed marks an instance that could not start failed, and backs
 // off its service on this node.
 func (a *Agent) startFailed(ctx context.Context, in *instance, err error) {
-	wait := a.failures.failed(in.rec.Service, err.Error())
+	wait := a.failures.failed(startKey{in.rec.Service, in.rec.Version}, err.Error())
 	a.log.Warn("instance failed to start", "instance", in.rec.ID, "service", in.rec.Service, "err", err,
 		"backoff", wait)
 	a.metrics.failed()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -8,8 +9,9 @@ import (
 	"github.com/physarum-p2p/physarum/common/wire"
 )
 
-// startFailures remembers, per service, the last failure to start an
-// instance on this node. Requests keep coming for a service that cannot
+// startFailures remembers, per version of a service, the last failure to
+// start an instance on this node (a new version that crashes does not keep
+// the old one from starting here during its revert). Requests keep coming for a service that cannot
 // start here (its command is missing, its image absent, it crashes before
 // it is healthy): each would create one more failed instance. Within a
 // backoff after a failure, a deploy of that service is refused at once
@@ -21,7 +23,20 @@ type startFailures struct {
 	now      func() time.Time
 
 	mu   sync.Mutex
-	last map[string]startFailure // by service
+	last map[startKey]startFailure
+}
+
+// startKey is a version of a service (0: unversioned).
+type startKey struct {
+	service string
+	version int
+}
+
+func (k startKey) String() string {
+	if k.version == 0 {
+		return k.service
+	}
+	return k.service + " version " + strconv.Itoa(k.version)
 }
 
 type startFailure struct {
@@ -32,11 +47,11 @@ type startFailure struct {
 }
 
 func newStartFailures(lo, hi time.Duration) *startFailures {
-	return &startFailures{min: lo, max: max(hi, lo), now: time.Now, last: map[string]startFailure{}}
+	return &startFailures{min: lo, max: max(hi, lo), now: time.Now, last: map[startKey]startFailure{}}
 }
 
 // check refuses a start of service while its backoff runs.
-func (f *startFailures) check(service string) error {
+func (f *startFailures) check(service startKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	last, ok := f.last[service]
@@ -55,7 +70,7 @@ func (f *startFailures) check(service string) error {
 
 // failed records a failure to start service, and returns the backoff now
 // in force.
-func (f *startFailures) failed(service, reason string) time.Duration {
+func (f *startFailures) failed(service startKey, reason string) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
@@ -70,7 +85,7 @@ func (f *startFailures) failed(service, reason string) time.Duration {
 }
 
 // started forgets service's failures.
-func (f *startFailures) started(service string) {
+func (f *startFailures) started(service startKey) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.last, service)

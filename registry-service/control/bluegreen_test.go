@@ -37,13 +37,13 @@ func (r *rig) untilSwitched(t *testing.T) registry.Rollout {
 		r.pass(t)
 		ro := r.rollout(t)
 		by, _ := r.versions(t)
-		if i == 0 && by[2] != 3 {
+		if i == 0 && by[ro.To] != 3 {
 			t.Fatalf("first pass: %v; want the whole new set starting at once", by)
 		}
 		if !ro.Switched.IsZero() {
 			return ro
 		}
-		if rt := ro.Route(); by[1] != 3 || !rt.Serves(1) || rt.Serves(2) || rt.Start == nil || rt.Start.Version != 1 {
+		if rt := ro.Route(); by[1] != 3 || !rt.Serves(1) || rt.Serves(ro.To) || rt.Start == nil || rt.Start.Version != ro.From {
 			t.Fatalf("step %d before the switch: %v, route %+v; want the 3 old ones alone serving", i, by, rt)
 		}
 		r.now = r.now.Add(time.Second)
@@ -210,5 +210,51 @@ func TestPromoteAndRollbackRefuseWhatTheyCannotDo(t *testing.T) {
 	back, err := r.ctl.Rollback(ctx, "svc")
 	if err != nil || back.RevertOf != 2 || back.BlueGreen() {
 		t.Fatalf("rollback of a rolling rollout: %+v %v", back, err)
+	}
+}
+
+// TestARollbackKeepsAnOldSetOfAnEarlierNumber: the old set may run a
+// definition registered again under a new number (an earlier revert's):
+// every version of that definition counts as the old set, which a
+// rollback keeps.
+func TestARollbackKeepsAnOldSetOfAnEarlierNumber(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	if _, err := r.ctl.Scale(ctx, "svc", registry.ComputePhysarum, 3); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(t)
+	// A rolling update whose version 2 fails: reverted as version 3, and
+	// the instances stay of version 1.
+	r.nodes.failVersion = 2
+	if _, err := r.ctl.Update(ctx, "svc", newDefinition(), fast); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		r.pass(t)
+		if ro := r.rollout(t); ro.RevertOf != 0 && ro.State != registry.RolloutRunning {
+			break
+		}
+		r.now = r.now.Add(time.Second)
+	}
+	if by, _ := r.versions(t); by[1] != 3 {
+		t.Fatalf("after the revert: %v", by)
+	}
+	r.nodes.failVersion = 0
+	if _, err := r.ctl.Update(ctx, "svc", newDefinition(), blueGreen); err != nil {
+		t.Fatal(err)
+	}
+	r.untilSwitched(t)
+	back, err := r.ctl.Rollback(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt := back.Route(); !rt.Serves(1) || !rt.Serves(3) || rt.Serves(4) {
+		t.Fatalf("route after the rollback %+v: want versions 1 and 3 (one definition), not 4", rt)
+	}
+	r.pass(t)
+	r.pass(t)
+	if by, _ := r.versions(t); by[1] != 3 || by[4] != 0 || r.rollout(t).State != registry.RolloutReverted {
+		t.Fatalf("after the rollback: %v, %+v; want the 3 of version 1 kept", by, r.rollout(t))
 	}
 }

@@ -1,9 +1,11 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,6 +200,31 @@ func (c *Control) Rollback(ctx context.Context, service string) (registry.Rollou
 	return back, nil
 }
 
+// sameAs lists the versions whose definition is the one ro rolled from,
+// but the revert's own (to): the old set's instances may be of any of
+// them (a version registered again by an earlier revert has a number of
+// its own), and all count as the revert's target. ro.From always does.
+func (c *Control) sameAs(ctx context.Context, ro registry.Rollout, to int) []int {
+	out := []int{ro.From}
+	want, err := json.Marshal(withVersion(ro.Previous, 0))
+	if err != nil {
+		return out
+	}
+	vs, err := c.recs.ServiceHistory(ctx, ro.Service)
+	if err != nil {
+		c.log.Warn("rollout revert: versions unread; only the version rolled from counts as the old set", "service", ro.Service, "err", err)
+		return out
+	}
+	for _, v := range vs {
+		b, err := json.Marshal(withVersion(v.Info, 0))
+		if err == nil && bytes.Equal(b, want) && v.Version != to && v.Version != ro.From {
+			out = append(out, v.Version)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // runningRollout reads service's rollout and its revision; conflict when
 // none runs.
 func (c *Control) runningRollout(ctx context.Context, service string) (registry.Rollout, int64, error) {
@@ -240,7 +267,7 @@ func (c *Control) revert(ctx context.Context, ro registry.Rollout, rev int64, st
 		return ended, rev, fmt.Errorf("%s ended, but the definition of version %d could not be registered again: %w", ro.Service, ro.From, err)
 	}
 	back := registry.Rollout{
-		Service: ro.Service, Strategy: ro.Strategy, From: ro.To, To: a.Version, Equivalent: []int{ro.From},
+		Service: ro.Service, Strategy: ro.Strategy, From: ro.To, To: a.Version, Equivalent: c.sameAs(ctx, ro, a.Version),
 		Previous: ro.Previous, State: registry.RolloutRunning, Message: "reverting: " + why,
 		RevertOf: ro.To, SetBy: "rollout revert", Started: now.UTC(), Progress: now.UTC(),
 	}
