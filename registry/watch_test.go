@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -38,6 +40,43 @@ func TestRedialStartsOverAfterAHealthyWatch(t *testing.T) {
 		}
 		if !slices.Equal(gaps, want) {
 			t.Fatalf("pauses between watches:\n got %v\nwant %v", gaps, want)
+		}
+	})
+}
+
+// FuzzWatchEvent feeds watch events as a registry might send them (or a
+// broken one): decoding and applying any of them never panics, a route
+// always says whether a version serves, and a watch of one service keeps
+// no other's route.
+func FuzzWatchEvent(f *testing.F) {
+	for _, s := range []string{
+		`{"Type":"snapshot","Instances":[{"ID":"i-1","Service":"hello","Version":2}],"Routes":[{"service":"hello","version":2,"start":{"Version":1}}]}`,
+		`{"Type":"route","Routes":[{"service":"hello","version":3,"switched":true,"equivalent_versions":[1]}]}`,
+		`{"Type":"route","Routes":[{"service":"other","version":9}]}`,
+		`{"Type":"route","Routes":[{"service":"hello"}]}`,
+		`{"Type":"put","Instances":[{"ID":"i-2","Service":"hello","Version":-4}]}`,
+		`{"Type":"delete","ID":"i-1"}`,
+		`{"Type":"ping"}`, `{}`, `null`, `{"Routes":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var ev WatchEvent
+		if json.Unmarshal(b, &ev) != nil {
+			return
+		}
+		w := &InstanceWatch{c: &Client{}, service: "hello", insts: map[string]Instance{}, routes: map[string]Route{}, changed: make(chan struct{})}
+		w.c.reach = newReachability(slog.New(slog.DiscardHandler))
+		w.apply(ev)
+		rt := w.Route()
+		if rt.Service != "hello" {
+			t.Fatalf("the watch of hello answers the route of %q", rt.Service)
+		}
+		for _, in := range w.Instances() {
+			_ = rt.Serves(in.Version)
+		}
+		for _, r := range ev.Routes {
+			_ = r.Serves(r.Version)
 		}
 	})
 }
