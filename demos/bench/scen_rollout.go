@@ -284,7 +284,11 @@ func rolloutRun(ctx context.Context, r *run, n *network, hc *http.Client, proxyU
 		if cs.rollback {
 			isNew = func(v int) bool { return v == ro.From } // the version rolled back from
 		}
-		r.fig(Figure{Name: label + ": switch gap, old → new", Value: msec(w.switchGap(all, t0, isOld, isNew)), Unit: "ms",
+		upTo := all
+		if cs.rollback { // the switch, not the rollback's way back
+			upTo = slices.DeleteFunc(slices.Clone(all), func(q asReq) bool { return !q.at.Before(back) })
+		}
+		r.fig(Figure{Name: label + ": switch gap, old → new", Value: msec(w.switchGap(upTo, t0, isOld, isNew)), Unit: "ms",
 			Note: "the last request an old instance answered was sent this long after the first a new one answered (≤ 0: one point in time)"})
 		if cs.rollback {
 			r.fig(Figure{Name: label + ": switch gap of the rollback, new → old", Value: msec(w.switchGap(all, back, isNew, isOld)), Unit: "ms",
