@@ -211,17 +211,24 @@ func (r Route) Serves(v int) bool {
 
 // Route is the routing this rollout asks of the proxies: none for a
 // rolling one (old and new serve side by side); for a blue-green one the
-// old set before the switch, the new set (and later versions) from the
-// switch on, for good.
+// old set while it runs before the switch, and the new set (and later
+// versions) from the switch on, for good, as once it succeeded or was
+// reverted (with nothing to switch, a count of 0, it succeeds unswitched).
+// A blue-green rollout that ended otherwise (a revert that failed) has
+// none.
 func (r Rollout) Route() Route {
-	if !r.BlueGreen() {
+	rt := Route{Service: r.Service, Version: r.To, Equivalent: r.Equivalent}
+	switch {
+	case !r.BlueGreen():
 		return Route{Service: r.Service}
-	}
-	rt := Route{Service: r.Service, Version: r.To, Equivalent: r.Equivalent, Switched: !r.Switched.IsZero()}
-	if !rt.Switched {
+	case r.State == RolloutRunning && r.Switched.IsZero():
 		old := r.Previous
 		old.Version = r.From
 		rt.Start = &old
+	case r.State == RolloutRunning || r.State == RolloutSucceeded || r.State == RolloutReverted:
+		rt.Switched = true
+	default:
+		return Route{Service: r.Service}
 	}
 	return rt
 }
