@@ -230,13 +230,7 @@ func TestARollbackKeepsAnOldSetOfAnEarlierNumber(t *testing.T) {
 	if _, err := r.ctl.Update(ctx, "svc", newDefinition(), fast); err != nil {
 		t.Fatal(err)
 	}
-	for range 20 {
-		r.pass(t)
-		if ro := r.rollout(t); ro.RevertOf != 0 && ro.State != registry.RolloutRunning {
-			break
-		}
-		r.now = r.now.Add(time.Second)
-	}
+	r.passUntil(t, reverted, nil)
 	if by, _ := r.versions(t); by[1] != 3 {
 		t.Fatalf("after the revert: %v", by)
 	}

@@ -35,6 +35,27 @@ func (r *rig) rollout(t *testing.T) registry.Rollout {
 	return ros[0]
 }
 
+// passUntil runs passes a second apart, each followed by check (when
+// given), until done accepts the rollout; it fails the test after 20.
+func (r *rig) passUntil(t *testing.T, done func(registry.Rollout) bool, check func(step int)) registry.Rollout {
+	t.Helper()
+	for i := range 20 {
+		r.pass(t)
+		if check != nil {
+			check(i)
+		}
+		if ro := r.rollout(t); done(ro) {
+			return ro
+		}
+		r.now = r.now.Add(time.Second)
+	}
+	t.Fatalf("rollout %+v after 20 passes", r.rollout(t))
+	return registry.Rollout{}
+}
+
+// reverted accepts a revert that ended.
+func reverted(ro registry.Rollout) bool { return ro.RevertOf != 0 && ro.State != registry.RolloutRunning }
+
 var fast = registry.Strategy{MinHealthyTime: registry.Duration(2 * time.Second), HealthyDeadline: registry.Duration(10 * time.Second)}
 
 func newDefinition() registry.ServiceInfo {
@@ -93,18 +114,11 @@ func TestARolloutWhoseInstancesFailIsReverted(t *testing.T) {
 	if _, err := r.ctl.Update(ctx, "svc", newDefinition(), fast); err != nil {
 		t.Fatal(err)
 	}
-	for range 20 {
-		r.pass(t)
-		by, running := r.versions(t)
-		if running < 2 || by[1] < 2 {
+	ro := r.passUntil(t, reverted, func(int) {
+		if by, running := r.versions(t); running < 2 || by[1] < 2 {
 			t.Fatalf("the old version stopped serving: %v, %d running", by, running)
 		}
-		if ro := r.rollout(t); ro.State != registry.RolloutRunning && ro.RevertOf != 0 {
-			break
-		}
-		r.now = r.now.Add(time.Second)
-	}
-	ro := r.rollout(t)
+	})
 	if ro.State != registry.RolloutReverted || ro.RevertOf != 2 || ro.To != 3 || !strings.Contains(ro.Message, "2 of 2") {
 		t.Fatalf("rollout %+v, want reverted to version 3 (the first definition again)", ro)
 	}
