@@ -214,14 +214,15 @@ func (r Route) Serves(v int) bool {
 // old set while it runs before the switch, and the new set (and later
 // versions) from the switch on, for good, as once it succeeded or was
 // reverted (with nothing to switch, a count of 0, it succeeds unswitched).
-// A blue-green rollout that ended otherwise (a revert that failed) has
-// none.
+// One that failed or was rolled back routes to the old set again: its
+// revert, written next, does too. A revert that failed has none.
 func (r Rollout) Route() Route {
 	rt := Route{Service: r.Service, Version: r.To, Equivalent: r.Equivalent}
+	ended := r.State == RolloutFailed || r.State == RolloutRolledBack
 	switch {
 	case !r.BlueGreen():
 		return Route{Service: r.Service}
-	case r.State == RolloutRunning && r.Switched.IsZero():
+	case r.State == RolloutRunning && r.Switched.IsZero(), ended && r.RevertOf == 0:
 		old := r.Previous
 		old.Version = r.From
 		rt.Start = &old

@@ -24,6 +24,8 @@ func TestRouteOfARollout(t *testing.T) {
 		{"blue-green succeeded", registry.Rollout{Strategy: bg, State: registry.RolloutSucceeded, From: 2, To: 3, Switched: at}, []int{3, 4, 5}, 0},
 		{"blue-green succeeded with nothing to switch", registry.Rollout{Strategy: bg, State: registry.RolloutSucceeded, From: 2, To: 3}, []int{3, 4, 5}, 0},
 		{"a revert: the old set's versions", registry.Rollout{Strategy: bg, State: registry.RolloutRunning, From: 3, To: 4, Equivalent: []int{1, 2}, RevertOf: 3, Switched: at}, []int{1, 2, 4, 5}, 0},
+		{"blue-green rolled back, before its revert is written", registry.Rollout{Strategy: bg, State: registry.RolloutRolledBack, From: 2, To: 3, Previous: old, Switched: at}, []int{1, 2}, 2},
+		{"blue-green failed before its switch", registry.Rollout{Strategy: bg, State: registry.RolloutFailed, From: 2, To: 3, Previous: old}, []int{1, 2}, 2},
 		{"a revert that failed", registry.Rollout{Strategy: bg, State: registry.RolloutFailed, From: 3, To: 4, RevertOf: 3, Switched: at}, []int{1, 2, 3, 4, 5}, 0},
 	} {
 		rt := tc.ro.Route()
