@@ -191,13 +191,20 @@ func (k *Keeper) pass(ctx context.Context, now time.Time) {
 	k.mu.Unlock()
 
 	for _, id := range remove {
-		if err := k.store.Remove(ctx, id); err != nil {
-			k.log.Warn("could not remove an unused image", "image", id, "err", err)
-			continue
-		}
+		// Withdrawn first: no peer is sent here for an image on its way
+		// out. A removal that fails announces it again (the next pass).
 		k.mu.Lock()
+		since := k.managed[id]
 		delete(k.managed, id)
 		k.mu.Unlock()
+		k.announce()
+		if err := k.store.Remove(ctx, id); err != nil {
+			k.log.Warn("could not remove an unused image", "image", id, "err", err)
+			k.mu.Lock()
+			k.managed[id] = since
+			k.mu.Unlock()
+			continue
+		}
 		k.opts.Metrics.removedOne()
 		k.log.Info("removed an image no service has used for the grace period", "image", id, "grace", k.opts.Grace)
 	}
