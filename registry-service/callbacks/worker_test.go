@@ -579,9 +579,14 @@ func TestDisabledAndDeletedCallbacksStop(t *testing.T) {
 	if attempts < 3 {
 		t.Errorf("disabled after %d attempts", attempts)
 	}
-	if n := metric(w.reg, "physarum_callbacks_disabled_total"); n != 1 {
-		t.Errorf("disabled_total %v", n)
-	}
+	// The counter is counted just after the record is written, which the
+	// wait above saw: poll it too.
+	eventually.Succeeds(t, 5*time.Second, func() error {
+		if n := metric(w.reg, "physarum_callbacks_disabled_total"); n != 1 {
+			return fmt.Errorf("disabled_total %v", n)
+		}
+		return nil
+	})
 	if _, err := r.ctl.DeleteCallback(t.Context(), cbOK.ID); err != nil {
 		t.Fatal(err)
 	}
