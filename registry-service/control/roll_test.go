@@ -54,7 +54,9 @@ func (r *rig) passUntil(t *testing.T, done func(registry.Rollout) bool, check fu
 }
 
 // reverted accepts a revert that ended.
-func reverted(ro registry.Rollout) bool { return ro.RevertOf != 0 && ro.State != registry.RolloutRunning }
+func reverted(ro registry.Rollout) bool {
+	return ro.RevertOf != 0 && ro.State != registry.RolloutRunning
+}
 
 var fast = registry.Strategy{MinHealthyTime: registry.Duration(2 * time.Second), HealthyDeadline: registry.Duration(10 * time.Second)}
 
