@@ -89,6 +89,27 @@ func TestPickNeverUsesAnInstanceWhoseRTTIsUnknown(t *testing.T) {
 	})
 }
 
+func TestWithNoHardRTTAnUnmeasuredInstanceServesRatherThanANewOne(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTestRouter(t, Config{}, rtts(10*ms, 0), map[string]time.Duration{})
+		tr.publish("c") // c never answers a ping: an overloaded host loses them
+		tr.fplacer.startsAt(tr.fnet, svc, "n", 5*ms)
+		if got, want := tr.hold(3), map[string]int{"c": 3}; !maps.Equal(got, want) {
+			t.Fatalf("3 requests went to %v, want %v", got, want)
+		}
+		if got := tr.fplacer.calls(); len(got) != 0 {
+			t.Fatalf("placements asked for: %+v, want none", got)
+		}
+		// Once one is measured, the measured one serves.
+		tr.fnet.move("a", 2*ms)
+		tr.publish("a", "c")
+		synctest.Wait()
+		if got, want := tr.hold(2), map[string]int{"a": 2}; !maps.Equal(got, want) {
+			t.Fatalf("2 requests went to %v, want %v", got, want)
+		}
+	})
+}
+
 func TestPickStartsAnInstanceWhenNoneIsWithinTheHardRTT(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var outcomes []string

@@ -195,15 +195,17 @@ func (s *service) choose(r *Router) *Target {
 	s.mu.Lock()
 	soft, hard := s.info.NetworkSoftReq.Duration(), s.info.NetworkHardReq.Duration()
 	now := r.now()
-	var near, far []*target
+	var near, far, blind []*target
 	for _, t := range s.byPeer {
 		if t.dead(now) {
 			continue
 		}
 		d, ok := r.rtt(t.peer)
 		switch {
+		case !ok && hard == 0:
+			blind = append(blind, t) // any instance is within no requirement
 		case !ok:
-			continue // not measured yet: never used blind
+			continue // not measured yet: never used blind when the RTT matters
 		case hard > 0 && d > hard:
 			continue
 		case soft == 0 || d <= soft:
@@ -213,7 +215,12 @@ func (s *service) choose(r *Router) *Target {
 		}
 	}
 	pool := near
-	if len(near) > 0 {
+	if len(near)+len(far) == 0 {
+		// Nothing measured (pings lost on an overloaded host, or not
+		// answered yet): a service with no hard RTT takes any instance
+		// rather than starting one it could not measure either.
+		pool = blind
+	} else if len(near) > 0 {
 		s.farSince = time.Time{}
 	} else if len(far) > 0 {
 		pool = far
