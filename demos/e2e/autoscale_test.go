@@ -115,13 +115,21 @@ func TestAutoscalingFollowsTheLoad(t *testing.T) {
 	eventually.True(t, 20*time.Second, "3 to 5 instances desired under 200 req/s", func() bool { return w.now() >= 3 && w.now() <= 5 })
 	t.Logf("desired %d after %s of load", w.now(), time.Since(start).Round(100*time.Millisecond))
 	st := waitRunning(t, n.api, "web", registry.ComputePhysarum, w.now(), time.Minute)
-	// Steady load: it stays where it is.
-	deadline := time.Now().Add(4 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := w.now(); got < 3 || got > 5 {
-			t.Fatalf("desired %d under steady load", got)
+	// Steady load: it stays where it is, at every change the watch saw
+	// while 800 more requests (about 4 s of the load) were sent.
+	steady := time.Now()
+	l.mu.Lock()
+	sent := l.sent
+	l.mu.Unlock()
+	eventually.True(t, 30*time.Second, "800 more requests under steady load", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.sent >= sent+800
+	})
+	for _, s := range w.since(steady) {
+		if s.n < 3 || s.n > 5 {
+			t.Fatalf("desired %d under steady load (at %s)", s.n, s.at.Format(time.StampMilli))
 		}
-		time.Sleep(100 * time.Millisecond) //nolint:forbidigo // the count holding still over a span is what is tested
 	}
 	l.stop()
 	stopped := time.Now()
