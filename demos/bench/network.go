@@ -203,6 +203,20 @@ func (n *network) startAllocators(ctx context.Context, specs ...allocSpec) ([]*a
 }
 
 // startProxy starts a client proxy.
+// proxyOnceListed waits until the registry lists the allocators started
+// (allocators of them), then starts the client proxy: its first request
+// finds them all.
+func (n *network) proxyOnceListed(ctx context.Context, allocators int) (*clientProxy, error) {
+	c, err := n.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := n.waitNodes(ctx, c, allocators); err != nil {
+		return nil, err
+	}
+	return n.startProxy(ctx, "client-proxy")
+}
+
 func (n *network) startProxy(ctx context.Context, name string) (*clientProxy, error) {
 	var last error
 	for range 3 { // the free port may be taken in between

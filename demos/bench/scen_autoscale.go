@@ -85,14 +85,7 @@ func runAutoscale(ctx context.Context, r *run) error {
 	if err := n.addProcessService(ctx, "hello", 50, 16); err != nil {
 		return err
 	}
-	c, err := n.client(ctx)
-	if err != nil {
-		return err
-	}
-	if _, _, err := n.waitNodes(ctx, c, len(specs)); err != nil {
-		return err
-	}
-	cp, err := n.startProxy(ctx, "client-proxy")
+	cp, err := n.proxyOnceListed(ctx, len(specs))
 	if err != nil {
 		return err
 	}

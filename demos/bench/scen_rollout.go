@@ -104,14 +104,7 @@ func runRollout(ctx context.Context, r *run) error {
 	if _, err := n.cli(ctx, "add", cfg, "hello"); err != nil {
 		return err
 	}
-	c, err := n.client(ctx)
-	if err != nil {
-		return err
-	}
-	if _, _, err := n.waitNodes(ctx, c, len(specs)); err != nil {
-		return err
-	}
-	cp, err := n.startProxy(ctx, "client-proxy")
+	cp, err := n.proxyOnceListed(ctx, len(specs))
 	if err != nil {
 		return err
 	}

@@ -152,23 +152,34 @@ func waitRollout(t *testing.T, n *network, service string, done func(registry.Ro
 	return ro
 }
 
-// TestRollingUpdateUnderLoadFailsNoRequest: a 3-instance process service
-// under about 200 req/s through a client proxy is rolled to a new version:
-// no request fails, every answer comes from an instance of the old or the
-// new version, and at the end only new ones answer.
-func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
+// webUnderLoad starts a network of two allocators and a client proxy,
+// runs web (hello) at 3 pinned instances of version 1, watches their
+// versions and puts about 200 req/s on it through the proxy; it returns
+// once the load has had 100 answers.
+func webUnderLoad(t *testing.T) (*network, *versionWatch, *loadLog) {
+	t.Helper()
 	n := newNetwork(t)
 	n.registry()
-	n.namedAllocator("r-1", "")
-	n.namedAllocator("r-2", "")
+	n.namedAllocator("w-1", "")
+	n.namedAllocator("w-2", "")
 	_, proxy := n.proxy()
 	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
 	n.mustCLI("scale", "web", "3")
 	waitRunning(t, n.api, "web", registry.ComputePhysarum, 3, time.Minute)
 	versions := watchVersions(t, n.api, "web")
 	l := loadAnswers(proxy+"/web/", 200)
+	t.Cleanup(l.stop)
+	l.waitAnswers(t, time.Time{}, 100)
+	return n, versions, l
+}
+
+// TestRollingUpdateUnderLoadFailsNoRequest: a 3-instance process service
+// under about 200 req/s through a client proxy is rolled to a new version:
+// no request fails, every answer comes from an instance of the old or the
+// new version, and at the end only new ones answer.
+func TestRollingUpdateUnderLoadFailsNoRequest(t *testing.T) {
+	n, versions, l := webUnderLoad(t)
 	defer l.stop()
-	l.waitAnswers(t, time.Time{}, 100) // the old version serves the load before the update
 
 	out := n.mustCLI("update", "-min-healthy", "2s", n.helloConfig(n.bin["hello"], map[string]string{"HELLO_VERSION": "2"}), "web")
 	if !strings.Contains(out, "from version 1 to 2") {
@@ -340,20 +351,10 @@ func (a *loadLog) switchOver(since time.Time, versions *versionWatch, from, to f
 // answers move from all-old to all-new at one point in time; a rollback
 // inside the window moves them back the same way; no request fails.
 func TestBlueGreenUnderLoadSwitchesAtOnceAndRollsBack(t *testing.T) {
-	n := newNetwork(t)
-	n.registry()
-	n.namedAllocator("b-1", "")
-	n.namedAllocator("b-2", "")
-	_, proxy := n.proxy()
-	n.mustCLI("add", n.helloConfig(n.bin["hello"], nil), "web")
-	n.mustCLI("scale", "web", "3")
-	waitRunning(t, n.api, "web", registry.ComputePhysarum, 3, time.Minute)
-	versions := watchVersions(t, n.api, "web")
+	n, versions, l := webUnderLoad(t)
 	defer versions.stop()
-	l := loadAnswers(proxy+"/web/", 200)
 	defer l.stop()
 	began := time.Now()
-	l.waitAnswers(t, began, 100)
 
 	out := n.mustCLI("update", "-strategy", "blue-green", "-min-healthy", "2s", "-rollback-window", "5m",
 		n.helloConfig(n.bin["hello"], map[string]string{"HELLO_VERSION": "2"}), "web")
