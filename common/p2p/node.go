@@ -12,21 +12,14 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/physarum-p2p/physarum/common/netdelay"
 	"github.com/physarum-p2p/physarum/common/rtt"
 )
 
@@ -103,39 +96,6 @@ func New(cfg Config) (*Node, error) {
 	n.boot = newBootstrapper(n)
 	n.goLoop(n.boot.run)
 	return n, nil
-}
-
-func newHost(cfg Config) (host.Host, error) {
-	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh)
-	if err != nil {
-		return nil, fmt.Errorf("connection manager: %w", err)
-	}
-	transport := libp2p.Transport(tcp.NewTCPTransport)
-	if cfg.Delay != nil {
-		transport = libp2p.Transport(netdelay.Constructor(cfg.Delay))
-	}
-	h, err := libp2p.New(
-		libp2p.Identity(cfg.Identity),
-		libp2p.PrivateNetwork(cfg.PSK),
-		libp2p.ListenAddrs(cfg.ListenAddrs...),
-		transport,
-		// TLS first: a little faster than Noise here (BENCHMARKS.md,
-		// "Closing the distance"). Noise second, so that nodes of earlier
-		// versions, which offer only Noise, still connect both ways.
-		libp2p.Security(tls.ID, tls.New),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.ConnectionManager(cm),
-		libp2p.UserAgent(cfg.UserAgent),
-		libp2p.Ping(true),
-		libp2p.DisableRelay(),
-		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
-		libp2p.AddrsFactory(dropLoopbackWhenRoutable),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("start libp2p host: %w", err)
-	}
-	return h, nil
 }
 
 // goLoop runs fn in a goroutine owned by the node: Close waits for it.

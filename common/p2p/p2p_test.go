@@ -12,10 +12,14 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/physarum-p2p/physarum/common/eventually"
@@ -309,5 +313,68 @@ func TestSecurityTLSFirstNoiseStillAccepted(t *testing.T) {
 				t.Fatalf("secured with %q, want %q", got, noise.ID)
 			}
 		})
+	}
+}
+
+// The host is built from go-libp2p's config package rather than libp2p.New
+// (host.go). What libp2p.New would have given still holds: libp2p's metrics
+// on the default registry (every daemon's /metrics), ping and identify
+// served, a resource manager with limits, and the user agent.
+func TestHostKeepsWhatLibp2pNewGave(t *testing.T) {
+	nodes := p2ptest.Network(t, 2, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	a, b := nodes[0].Host(), nodes[1].Host()
+	if err := b.Connect(ctx, nodes[0].AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	res := <-ping.Ping(ctx, b, a.ID())
+	if res.Error != nil || res.RTT <= 0 {
+		t.Fatalf("ping: %v (RTT %v)", res.Error, res.RTT)
+	}
+	eventually.True(t, 5*time.Second, "identify gives the peer's user agent", func() bool {
+		ua, err := b.Peerstore().Get(a.ID(), "AgentVersion")
+		return err == nil && ua != ""
+	})
+
+	if _, ok := a.Network().ResourceManager().(*network.NullResourceManager); ok {
+		t.Fatal("the host has no resource manager")
+	}
+	// identify has libp2p's own service limits, not the default ones.
+	inbound := func(service string) int {
+		var n int
+		err := a.Network().ResourceManager().ViewService(service, func(s network.ServiceScope) error {
+			l, ok := s.(rcmgr.ResourceScopeLimiter)
+			if !ok {
+				return fmt.Errorf("service scope %T has no limit", s)
+			}
+			n = l.Limit().GetStreamLimit(network.DirInbound)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if id, other := inbound(identify.ServiceName), inbound("physarum/test/none"); id == other {
+		t.Fatalf("identify's inbound stream limit is the default service limit (%d)", id)
+	}
+
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"libp2p_swarm_": false, "libp2p_rcmgr_": false, "libp2p_identify_": false}
+	for _, f := range families {
+		for prefix := range want {
+			if strings.HasPrefix(f.GetName(), prefix) {
+				want[prefix] = true
+			}
+		}
+	}
+	for prefix, seen := range want {
+		if !seen {
+			t.Errorf("no %s* metric on the default registry", prefix)
+		}
 	}
 }

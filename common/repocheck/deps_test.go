@@ -25,3 +25,24 @@ func TestProductBinariesLeaveBenchmarkDependenciesOut(t *testing.T) {
 		}
 	}
 }
+
+// No package of the module (outside tests) imports go-libp2p's root package: its
+// defaults name QUIC, WebTransport and WebRTC, which links them into the
+// binary (5 MB, and 3 MB of the proxy's idle RSS) though a PSK network uses
+// TCP only. common/p2p builds its host from go-libp2p/config instead.
+func TestNoPackageImportsLibp2pDefaults(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		for _, imp := range fields[1:] {
+			if imp == "github.com/libp2p/go-libp2p" {
+				t.Errorf("%s imports github.com/libp2p/go-libp2p (use go-libp2p/config, as common/p2p does)", fields[0])
+			}
+		}
+	}
+}
