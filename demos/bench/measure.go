@@ -270,3 +270,52 @@ func (s *phases) phase(ctx context.Context, clients int, d time.Duration, one fu
 	wg.Wait()
 	s.elapsed += time.Since(start)
 }
+
+// procCPU adds up the CPU time (user + system) that named processes spend
+// during measured spans, to say what a request costs each of them.
+type procCPU struct {
+	names []string
+	pids  []int
+	spent []time.Duration
+}
+
+func newProcCPU() *procCPU { return &procCPU{} }
+
+func (p *procCPU) add(name string, pid int) {
+	p.names, p.pids, p.spent = append(p.names, name), append(p.pids, pid), append(p.spent, 0)
+}
+
+// during runs fn and adds what each process spent meanwhile. A process
+// whose CPU cannot be read (it exited) adds nothing.
+func (p *procCPU) during(fn func()) {
+	before := p.read()
+	fn()
+	for i, now := range p.read() {
+		if now >= 0 && before[i] >= 0 {
+			p.spent[i] += now - before[i]
+		}
+	}
+}
+
+func (p *procCPU) read() []time.Duration {
+	out := make([]time.Duration, len(p.pids))
+	for i, pid := range p.pids {
+		if _, cpu, err := statOf(pid); err == nil {
+			out[i] = cpu
+		} else {
+			out[i] = -1
+		}
+	}
+	return out
+}
+
+// perRequest is each process's CPU per request, in µs, over n requests.
+func (p *procCPU) perRequest(n int) map[string]float64 {
+	out := make(map[string]float64, len(p.names))
+	for i, name := range p.names {
+		if n > 0 {
+			out[name] = float64(p.spent[i].Microseconds()) / float64(n)
+		}
+	}
+	return out
+}

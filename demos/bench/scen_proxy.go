@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/physarum-p2p/physarum/common/launch"
 )
 
 // runProxy measures what a client proxy + service proxy pair costs against
@@ -60,6 +63,22 @@ func runProxy(ctx context.Context, r *run) error {
 		return fmt.Errorf("instance %s has no SERVICE_PORT in its state.json", ins[0].ID)
 	}
 	direct := "http://127.0.0.1:" + sp + "/"
+	helloPid := 0
+	for _, pid := range launch.InstancePIDs(ins[0].ID) {
+		if pid != instProxy {
+			helloPid = pid
+		}
+	}
+	// cpuOf counts the CPU of every process a request passes through, so
+	// that each run says what a request costs each of them.
+	cpuOf := func() *procCPU {
+		p := newProcCPU()
+		p.add("load generator", os.Getpid())
+		p.add("hello", helloPid)
+		p.add("client proxy", cp.p.Pid())
+		p.add("instance's proxy", instProxy)
+		return p
+	}
 	r.say("hello instance %s: service port %s, its proxy pid %d; client proxy pid %d", ins[0].ID, sp, instProxy, cp.p.Pid())
 	for _, u := range []string{direct, through} {
 		if code, body, err := get(ctx, hc, u); err != nil || code != http.StatusOK || !strings.Contains(body, "hello from") {
@@ -130,12 +149,14 @@ func runProxy(ctx context.Context, r *run) error {
 	for _, clients := range []int{1, 8} {
 		r.say("small GET throughput, %s: %d rounds of 200 ms per way", clientsText(clients), rounds)
 		var ds, ts phases
+		dcpu, tcpu := cpuOf(), cpuOf()
 		for range rounds {
-			ds.phase(ctx, clients, 200*time.Millisecond, small(direct))
-			ts.phase(ctx, clients, 200*time.Millisecond, small(through))
+			dcpu.during(func() { ds.phase(ctx, clients, 200*time.Millisecond, small(direct)) })
+			tcpu.during(func() { ts.phase(ctx, clients, 200*time.Millisecond, small(through)) })
 		}
 		checkPhases(r, "small GETs direct", &ds)
 		checkPhases(r, "small GETs through the pair", &ts)
+		cpuFigs(r, "small GETs, "+clientsText(clients), dcpu.perRequest(len(ds.lat)), tcpu.perRequest(len(ts.lat)))
 		base := &Baseline{Name: "direct", Value: ds.rate(), Unit: "req/s"}
 		anchor := ""
 		if clients == 1 {
@@ -188,6 +209,18 @@ func runProxy(ctx context.Context, r *run) error {
 	r.notef("Latency pairs alternate one direct GET and one GET through the pair on kept-alive connections; "+
 		"added latency = p(through) - p(direct). Throughput alternates %d phases per way (200 ms small, 500 ms 1 MiB).", r.pick(10, 3))
 	return nil
+}
+
+// cpuFigs records the CPU a request costs each process through the pair,
+// beside what it costs the load generator and the service direct.
+func cpuFigs(r *run, what string, direct, through map[string]float64) {
+	for _, name := range []string{"client proxy", "instance's proxy", "hello", "load generator"} {
+		f := Figure{Name: "CPU per request through the pair, " + what + ": " + name, Value: through[name], Unit: "µs"}
+		if d := direct[name]; d > 1 {
+			f.Baseline = &Baseline{Name: "direct", Value: d, Unit: "µs"}
+		}
+		r.fig(f)
+	}
 }
 
 // checkPhases records failed requests of one way.
