@@ -10,13 +10,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/physarum-p2p/physarum/common/launch"
+	"github.com/physarum-p2p/physarum/common/p2p"
+	"github.com/physarum-p2p/physarum/proxy/forward"
+	"github.com/physarum-p2p/physarum/registry"
 )
 
 // runProxy measures what a client proxy + service proxy pair costs against
 // calling the same hello instance directly on its SERVICE_PORT, in the
 // same run: added latency of a small GET, throughput of small GETs with 1
-// and 8 clients and of 1 MiB bodies, and the proxies' memory.
+// and 8 clients and of 1 MiB bodies, the CPU a small GET costs each process,
+// and the proxies' memory. Small GETs also go a third way, from
+// forward.Transport's RoundTripper in this process to the instance's proxy,
+// which says what the client proxy's hop costs.
 func runProxy(ctx context.Context, r *run) error {
 	n, err := r.s.newNetwork(r, "proxy", true)
 	if err != nil {
@@ -69,6 +78,18 @@ func runProxy(ctx context.Context, r *run) error {
 			helloPid = pid
 		}
 	}
+	// The same instance from forward.Transport's RoundTripper in this
+	// process, with no client proxy: what an application that embeds it
+	// gets, and what the client proxy's hop costs.
+	embedded, err := embeddedClient(ctx, c.node, ins[0])
+	if err != nil {
+		return err
+	}
+	defer embedded.CloseIdleConnections()
+	inproc := "libp2p://" + ins[0].PeerID + "/"
+	if code, body, err := get(ctx, embedded, inproc); err != nil || code != http.StatusOK || !strings.Contains(body, "hello from") {
+		return fmt.Errorf("GET %s through the RoundTripper: %d %q %v", inproc, code, body, err) //nolint:errorlint // err may be nil: the status says what went wrong
+	}
 	// cpuOf counts the CPU of every process a request passes through, so
 	// that each run says what a request costs each of them.
 	cpuOf := func() *procCPU {
@@ -103,9 +124,10 @@ func runProxy(ctx context.Context, r *run) error {
 	memFig("client proxy RSS, idle", cp.p.Pid(), false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
 	memFig("instance's proxy RSS, idle", instProxy, false, lt(25, "< 25 MB idle"), "PhysarumSM ≈ 25 MB")
 
-	small := func(url string) func() (time.Duration, error) {
+	smallVia := func(hc *http.Client, url string) func() (time.Duration, error) {
 		return func() (time.Duration, error) { return do(ctx, hc, http.MethodGet, url, nil) }
 	}
+	small := func(url string) func() (time.Duration, error) { return smallVia(hc, url) }
 	// Warm both ways up: connections, streams, buffers.
 	for range r.pick(300, 100) {
 		if _, err := do(ctx, hc, http.MethodGet, direct, nil); err != nil {
@@ -114,13 +136,16 @@ func runProxy(ctx context.Context, r *run) error {
 		if _, err := do(ctx, hc, http.MethodGet, through, nil); err != nil {
 			return fmt.Errorf("warm-up through the pair: %w", err)
 		}
+		if _, err := do(ctx, embedded, http.MethodGet, inproc, nil); err != nil {
+			return fmt.Errorf("warm-up through the RoundTripper: %w", err)
+		}
 	}
 
 	// Added latency: one client alternates a direct GET and the same GET
 	// through the pair, so that both see the same machine.
 	pairs := r.pick(3000, 400)
 	r.say("added latency: %d small GETs each way, alternating direct and through the pair", pairs)
-	var dl, tl dist
+	var dl, tl, el dist
 	for range pairs {
 		d, err := do(ctx, hc, http.MethodGet, direct, nil)
 		if err != nil {
@@ -130,7 +155,11 @@ func runProxy(ctx context.Context, r *run) error {
 		if err != nil {
 			return fmt.Errorf("GET through the pair: %w", err)
 		}
-		dl, tl = append(dl, d), append(tl, t)
+		e, err := do(ctx, embedded, http.MethodGet, inproc, nil)
+		if err != nil {
+			return fmt.Errorf("GET through the RoundTripper: %w", err)
+		}
+		dl, tl, el = append(dl, d), append(tl, t), append(el, e)
 	}
 	r.fig(Figure{Name: "small GET through the pair, p50", Value: us(tl.p50()), Unit: "µs", Samples: len(tl),
 		Baseline: &Baseline{Name: "direct GET p50", Value: us(dl.p50()), Unit: "µs"}})
@@ -143,20 +172,31 @@ func runProxy(ctx context.Context, r *run) error {
 		Target: lt(1000, "< 1 ms p99"), Baseline: &Baseline{Name: "direct GET p99", Value: us(dl.p99()), Unit: "µs"},
 		Anchor: "PhysarumSM ≈ 2.4 ms"})
 
+	r.fig(Figure{Name: "added latency of the instance's proxy alone (RoundTripper in the client), p50", Value: us(el.p50() - dl.p50()),
+		Unit: "µs", Samples: len(el), Baseline: &Baseline{Name: "direct GET p50", Value: us(dl.p50()), Unit: "µs"}})
+	r.fig(Figure{Name: "added latency of the instance's proxy alone (RoundTripper in the client), p99", Value: us(el.p99() - dl.p99()),
+		Unit: "µs", Samples: len(el), Baseline: &Baseline{Name: "direct GET p99", Value: us(dl.p99()), Unit: "µs"}})
+
 	// Throughput: alternate short free-running phases of each way, so a
 	// machine whose speed drifts treats both alike.
 	rounds := r.pick(10, 3)
 	for _, clients := range []int{1, 8} {
 		r.say("small GET throughput, %s: %d rounds of 200 ms per way", clientsText(clients), rounds)
-		var ds, ts phases
-		dcpu, tcpu := cpuOf(), cpuOf()
+		var ds, ts, es phases
+		dcpu, tcpu, ecpu := cpuOf(), cpuOf(), cpuOf()
 		for range rounds {
 			dcpu.during(func() { ds.phase(ctx, clients, 200*time.Millisecond, small(direct)) })
 			tcpu.during(func() { ts.phase(ctx, clients, 200*time.Millisecond, small(through)) })
+			ecpu.during(func() { es.phase(ctx, clients, 200*time.Millisecond, smallVia(embedded, inproc)) })
 		}
 		checkPhases(r, "small GETs direct", &ds)
 		checkPhases(r, "small GETs through the pair", &ts)
-		cpuFigs(r, "small GETs, "+clientsText(clients), dcpu.perRequest(len(ds.lat)), tcpu.perRequest(len(ts.lat)))
+		checkPhases(r, "small GETs through the RoundTripper", &es)
+		dc := dcpu.perRequest(len(ds.lat))
+		cpuFigs(r, "through the pair, small GETs, "+clientsText(clients), dc, tcpu.perRequest(len(ts.lat)),
+			"client proxy", "instance's proxy", "hello", "load generator")
+		cpuFigs(r, "through the RoundTripper, small GETs, "+clientsText(clients), dc, ecpu.perRequest(len(es.lat)),
+			"instance's proxy", "hello", "load generator")
 		base := &Baseline{Name: "direct", Value: ds.rate(), Unit: "req/s"}
 		anchor := ""
 		if clients == 1 {
@@ -166,6 +206,8 @@ func runProxy(ctx context.Context, r *run) error {
 			Samples: len(ts.lat), Baseline: base, Anchor: anchor})
 		r.fig(Figure{Name: "throughput through the pair / direct, small GETs, " + clientsText(clients),
 			Value: 100 * ts.rate() / ds.rate(), Unit: "%", Target: ge(30, ">= 30% of direct"), Baseline: base, Anchor: anchor})
+		r.fig(Figure{Name: "throughput through the RoundTripper in the client / direct (no client proxy), small GETs, " + clientsText(clients),
+			Value: 100 * es.rate() / ds.rate(), Unit: "%", Samples: len(es.lat), Baseline: base})
 	}
 
 	body := bytes.Repeat([]byte("physarum"), (1<<20)/8)
@@ -211,12 +253,14 @@ func runProxy(ctx context.Context, r *run) error {
 	return nil
 }
 
-// cpuFigs records the CPU a request costs each process through the pair,
-// beside what it costs the load generator and the service direct.
-func cpuFigs(r *run, what string, direct, through map[string]float64) {
-	for _, name := range []string{"client proxy", "instance's proxy", "hello", "load generator"} {
-		f := Figure{Name: "CPU per request through the pair, " + what + ": " + name, Value: through[name], Unit: "µs"}
-		if d := direct[name]; d > 1 {
+// cpuFigs records the CPU a request costs each of the named processes one
+// way, beside what it costs the service and the load generator direct.
+func cpuFigs(r *run, what string, direct, through map[string]float64, names ...string) {
+	for _, name := range names {
+		f := Figure{Name: "CPU per request " + what + ": " + name, Value: through[name], Unit: "µs"}
+		// The proxies are off the direct path: what they spend meanwhile is
+		// their background work, no baseline.
+		if d := direct[name]; !strings.Contains(name, "proxy") && d > 0 {
 			f.Baseline = &Baseline{Name: "direct", Value: d, Unit: "µs"}
 		}
 		r.fig(f)
@@ -235,4 +279,27 @@ func clientsText(n int) string {
 		return "1 client"
 	}
 	return fmt.Sprintf("%d clients", n)
+}
+
+// embeddedClient is an http.Client whose requests go from node, over the
+// private network, straight to the instance's proxy: forward.Transport's
+// RoundTripper, as an application that embeds it would use it.
+func embeddedClient(ctx context.Context, node *p2p.Node, in registry.Instance) (*http.Client, error) {
+	id, err := peer.Decode(in.PeerID)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: peer ID %q: %w", in.ID, in.PeerID, err)
+	}
+	ai := peer.AddrInfo{ID: id}
+	for _, a := range in.Addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			ai.Addrs = append(ai.Addrs, m)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := node.Host().Connect(cctx, ai); err != nil {
+		return nil, fmt.Errorf("connect to the instance's proxy %s: %w", id, err)
+	}
+	tr := forward.NewTransport(node.Host(), forward.TransportOptions{})
+	return &http.Client{Transport: tr.RoundTripper(), Timeout: 60 * time.Second}, nil
 }
