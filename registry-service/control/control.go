@@ -33,6 +33,9 @@ type records interface {
 	// transaction, guarded so that two registrations never make the same
 	// version; one that keeps losing that race is a conflict.
 	AddService(ctx context.Context, name string, v registry.ServiceVersion) (Added, error)
+	// AddServiceWith is AddService that also writes along in the same
+	// transaction when it writes a new version, and only then.
+	AddServiceWith(ctx context.Context, name string, v registry.ServiceVersion, along *Along) (Added, error)
 	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
 	// ServiceHistory reads the versions kept of a service's definition,
 	// newest (the current one) first; not_found without the service.
@@ -44,6 +47,24 @@ type records interface {
 	DeleteService(ctx context.Context, name string) (rev int64, err error)
 	ListNodes(ctx context.Context) ([]registry.Node, error)
 	ListInstances(ctx context.Context, service string) ([]registry.Instance, int64, error)
+}
+
+// Along is a key written in the same transaction as a new version of a
+// service's definition: an update's rollout record, so that a version is
+// never registered without its rollout (which decides where it serves),
+// nor a rollout written for a version that is not.
+type Along struct {
+	Key string
+	// ModRevision is the key's revision as read (0: absent): the
+	// transaction holds only while it still is, else the add fails with
+	// Changed.
+	ModRevision int64
+	Changed     error
+	// Value is the key's value, given the definition the new version
+	// replaces as the transaction reads it (nil: the service has none)
+	// and the new version's number. An error aborts the add, and is
+	// returned.
+	Value func(prev *registry.ServiceInfo, version int) (string, error)
 }
 
 // Added is what registering a service's definition did.

@@ -45,8 +45,7 @@ func (c *Control) Update(ctx context.Context, service string, info registry.Serv
 	}
 	updateMu.Lock()
 	defer updateMu.Unlock()
-	prev, err := c.recs.GetService(ctx, service)
-	if err != nil {
+	if _, err := c.recs.GetService(ctx, service); err != nil {
 		return registry.Rollout{}, err
 	}
 	last, rev, err := c.readRollout(ctx, service)
@@ -59,21 +58,33 @@ func (c *Control) Update(ctx context.Context, service string, info registry.Serv
 	info.Version = 0
 	by := registry.CallerOf(ctx)
 	now := c.cfg.Now().UTC()
-	a, err := c.recs.AddService(ctx, service, registry.ServiceVersion{Info: info, SetBy: by, SetAt: now})
+	// The version and its rollout are one write: a proxy or the reconciler
+	// never sees the new version without the rollout that says where it
+	// serves, and a failed write leaves neither.
+	var ro registry.Rollout
+	along := &Along{
+		Key: rolloutKey(service), ModRevision: rev,
+		Changed: conflict("the rollout of %s changed meanwhile; look at registry-cli rollouts %s", service, service),
+		Value: func(prev *registry.ServiceInfo, version int) (string, error) {
+			if prev == nil {
+				return "", wire.Errorf(wire.CodeNotFound, "no service named %q", service)
+			}
+			previous := *prev
+			previous.Version = 0
+			ro = registry.Rollout{
+				Service: service, Strategy: s.WithDefaults(), From: prev.Version, To: version, Previous: previous,
+				State: registry.RolloutRunning, Message: "starting", SetBy: by, Started: now, Progress: now,
+			}
+			b, err := json.Marshal(ro)
+			return string(b), err
+		},
+	}
+	a, err := c.recs.AddServiceWith(ctx, service, registry.ServiceVersion{Info: info, SetBy: by, SetAt: now}, along)
 	if err != nil {
 		return registry.Rollout{}, err
 	}
 	if !a.Changed {
 		return registry.Rollout{}, wire.Errorf(wire.CodeBadRequest, "service %s is unchanged (version %d): nothing to roll out", service, a.Version)
-	}
-	previous := prev
-	previous.Version = 0
-	ro := registry.Rollout{
-		Service: service, Strategy: s.WithDefaults(), From: prev.Version, To: a.Version, Previous: previous,
-		State: registry.RolloutRunning, Message: "starting", SetBy: by, Started: now, Progress: now,
-	}
-	if _, err := c.putRollout(ctx, ro, rev); err != nil {
-		return registry.Rollout{}, err
 	}
 	c.log.Info("rollout started", "service", service, "from", ro.From, "to", ro.To, "strategy", ro.Strategy.Type, "by", by)
 	return ro, nil

@@ -58,6 +58,9 @@ type records interface {
 	// AddService registers a service definition as its next version
 	// (nothing written when it is the current one) and says what it did.
 	AddService(ctx context.Context, name string, v registry.ServiceVersion) (control.Added, error)
+	// AddServiceWith is AddService that also writes along in the same
+	// transaction (an update's rollout record).
+	AddServiceWith(ctx context.Context, name string, v registry.ServiceVersion, along *control.Along) (control.Added, error)
 	GetService(ctx context.Context, name string) (registry.ServiceInfo, error)
 	// ServiceHistory reads the versions kept of a service's definition,
 	// newest first.

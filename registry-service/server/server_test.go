@@ -93,6 +93,13 @@ func (f *fakeStore) AddService(_ context.Context, name string, v registry.Servic
 	return control.Added{Existed: existed, Changed: true, Version: v.Info.Version, Revision: f.rev}, nil
 }
 
+// AddServiceWith is not used by the server's own operations (updates go
+// through control, whose tests run on the real Store).
+func (f *fakeStore) AddServiceWith(_ context.Context, name string, _ registry.ServiceVersion, _ *control.Along) (control.Added, error) {
+	f.record("add-with %s", name)
+	return control.Added{}, wire.Errorf(wire.CodeUnavailable, "the fake store keeps no rollouts")
+}
+
 func (f *fakeStore) ServiceHistory(_ context.Context, name string) ([]registry.ServiceVersion, error) {
 	f.record("history %s", name)
 	if f.err != nil {

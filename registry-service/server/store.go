@@ -79,6 +79,14 @@ const addAttempts = 5
 // A definition stored before versions (no Version) is version 1; the
 // first change after it keeps it as version 1 in the history.
 func (s *Store) AddService(ctx context.Context, name string, v registry.ServiceVersion) (control.Added, error) {
+	return s.AddServiceWith(ctx, name, v, nil)
+}
+
+// AddServiceWith is AddService that, when it writes a new version, also
+// writes along.Key in the same transaction, guarded by along.ModRevision;
+// along nil writes nothing more. Nothing is written when along.Value
+// fails or along.Key has changed.
+func (s *Store) AddServiceWith(ctx context.Context, name string, v registry.ServiceVersion, along *control.Along) (control.Added, error) {
 	v.Info.Version = 0
 	want, err := json.Marshal(v.Info)
 	if err != nil {
@@ -91,7 +99,8 @@ func (s *Store) AddService(ctx context.Context, name string, v registry.ServiceV
 		}
 		var (
 			modRev  int64
-			current int // the current version; 0: none, or unreadable
+			current int                   // the current version; 0: none, or unreadable
+			prev    *registry.ServiceInfo // the current definition, when readable
 			ops     []clientv3.Op
 		)
 		if len(resp.Kvs) > 0 {
@@ -107,6 +116,9 @@ func (s *Store) AddService(ctx context.Context, name string, v registry.ServiceV
 			} else {
 				legacy := old.Version <= 0
 				current = max(old.Version, 1)
+				p := old
+				p.Version = current
+				prev = &p
 				old.Version = 0
 				if same, err := json.Marshal(old); err == nil && bytes.Equal(same, want) {
 					return control.Added{Existed: true, Version: current, Revision: resp.Header.Revision}, nil
@@ -137,17 +149,42 @@ func (s *Store) AddService(ctx context.Context, name string, v registry.ServiceV
 		if oldest := next - registry.ServiceVersionsKept + 1; oldest > 1 {
 			ops = append(ops, clientv3.OpDelete(control.VersionKey(name, 0), clientv3.WithRange(control.VersionKey(name, oldest))))
 		}
-		txn, err := s.cli.Txn(ctx).If(
-			clientv3.Compare(clientv3.ModRevision(serviceKey(name)), "=", modRev),
-		).Then(ops...).Commit()
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(serviceKey(name)), "=", modRev)}
+		var orElse []clientv3.Op
+		if along != nil {
+			value, err := along.Value(prev, next)
+			if err != nil {
+				return control.Added{}, err
+			}
+			ops = append(ops, clientv3.OpPut(along.Key, value))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(along.Key), "=", along.ModRevision))
+			orElse = append(orElse, clientv3.OpGet(along.Key, clientv3.WithKeysOnly()))
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 		if err != nil {
 			return control.Added{}, unavailable("write service", err)
 		}
 		if txn.Succeeded {
 			return control.Added{Existed: len(resp.Kvs) > 0, Changed: true, Version: next, Revision: txn.Header.Revision}, nil
 		}
+		if along != nil && alongChanged(txn, along.ModRevision) {
+			return control.Added{}, along.Changed
+		}
 	}
 	return control.Added{}, wire.Errorf(wire.CodeConflict, "service %s: its definition kept changing while this one was registered; try again", name)
+}
+
+// alongChanged says whether the key read in a failed transaction's Else
+// branch is no longer at rev (0: absent).
+func alongChanged(txn *clientv3.TxnResponse, rev int64) bool {
+	if len(txn.Responses) == 0 {
+		return false
+	}
+	r := txn.Responses[0].GetResponseRange()
+	if r == nil || len(r.Kvs) == 0 {
+		return rev != 0
+	}
+	return r.Kvs[0].ModRevision != rev
 }
 
 // versionsPrefix is the prefix of a service's versions.

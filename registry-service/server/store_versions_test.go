@@ -241,3 +241,86 @@ func TestStoreDefinitionFromBeforeVersionsIsVersion1(t *testing.T) {
 		t.Fatalf("history: %+v, %v; want 2, then the old definition as 1", h, err)
 	}
 }
+
+// TestStoreWritesAVersionAndItsAlongKeyTogether: AddServiceWith writes a
+// new version and along's key in one transaction, given the definition it
+// replaces; it writes neither when along's key has moved, when along's
+// value fails, or when the definition is unchanged.
+func TestStoreWritesAVersionAndItsAlongKeyTogether(t *testing.T) {
+	cli := emptyEtcd(t)
+	st, ctx := NewStore(cli), t.Context()
+	const key = "/test/along/svc"
+	errMoved := wire.Errorf(wire.CodeConflict, "moved")
+	var gotPrev *registry.ServiceInfo
+	along := func(rev int64) *control.Along {
+		return &control.Along{Key: key, ModRevision: rev, Changed: errMoved,
+			Value: func(prev *registry.ServiceInfo, version int) (string, error) {
+				gotPrev = prev
+				return fmt.Sprintf("version %d", version), nil
+			}}
+	}
+	if _, err := st.AddServiceWith(ctx, "svc", versionOf(100), along(0)); err != nil {
+		t.Fatal(err)
+	}
+	if gotPrev != nil {
+		t.Fatalf("a new service's previous definition: %+v, want none", gotPrev)
+	}
+	if v := valueOf(t, cli, key); v != "version 1" {
+		t.Fatalf("along key %q, want %q", v, "version 1")
+	}
+	rev := modRevision(t, cli, key)
+
+	// The key moved since it was read: no version, no write.
+	if _, err := cli.Put(ctx, key, "someone else"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddServiceWith(ctx, "svc", versionOf(200), along(rev)); err != errMoved { //nolint:errorlint // the very error given
+		t.Fatalf("add with a moved key: %v, want %v", err, errMoved)
+	}
+	if info, _ := st.GetService(ctx, "svc"); info.Version != 1 || len(historyKeys(t, cli, "svc")) != 1 {
+		t.Fatalf("a failed add wrote a version: %+v, history %v", info, historyKeys(t, cli, "svc"))
+	}
+
+	// A failing value: nothing written, its error returned.
+	failing := along(modRevision(t, cli, key))
+	failing.Value = func(*registry.ServiceInfo, int) (string, error) { return "", errMoved }
+	if _, err := st.AddServiceWith(ctx, "svc", versionOf(200), failing); err != errMoved { //nolint:errorlint // the very error given
+		t.Fatalf("add with a failing value: %v", err)
+	}
+	if info, _ := st.GetService(ctx, "svc"); info.Version != 1 {
+		t.Fatalf("a failed add wrote version %d", info.Version)
+	}
+
+	// Unchanged: neither written.
+	rev = modRevision(t, cli, key)
+	if a, err := st.AddServiceWith(ctx, "svc", versionOf(100), along(rev)); err != nil || a.Changed {
+		t.Fatalf("the same definition: %+v, %v", a, err)
+	}
+	if modRevision(t, cli, key) != rev {
+		t.Fatal("an unchanged definition wrote the along key")
+	}
+
+	// A new version: both, with the definition it replaces.
+	a, err := st.AddServiceWith(ctx, "svc", versionOf(300), along(rev))
+	if err != nil || a.Version != 2 {
+		t.Fatalf("a new version: %+v, %v", a, err)
+	}
+	if gotPrev == nil || gotPrev.Version != 1 || gotPrev.CpuReq != 100 {
+		t.Fatalf("previous definition given: %+v, want version 1 with 100m", gotPrev)
+	}
+	if v := valueOf(t, cli, key); v != "version 2" || modRevision(t, cli, key) != a.Revision {
+		t.Fatalf("along key %q at revision %d, want %q written with the version (revision %d)", v, modRevision(t, cli, key), "version 2", a.Revision)
+	}
+}
+
+func valueOf(t *testing.T, cli *clientv3.Client, key string) string {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
