@@ -52,10 +52,12 @@ func hostConfig(cfg Config) (*config.Config, error) {
 	}
 	ps, err := pstoremem.NewPeerstore()
 	if err != nil {
+		_ = cm.Close()
 		return nil, fmt.Errorf("peerstore: %w", err)
 	}
 	rm, err := resourceManager()
 	if err != nil {
+		_ = cm.Close()
 		_ = ps.Close()
 		return nil, err
 	}
