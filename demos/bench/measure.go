@@ -272,49 +272,56 @@ func (s *phases) phase(ctx context.Context, clients int, d time.Duration, one fu
 }
 
 // procCPU adds up the CPU time (user + system) that named processes spend
-// during measured spans, to say what a request costs each of them.
-type procCPU struct {
-	names []string
-	pids  []int
-	spent []time.Duration
+// during measured spans, to say what the work done meanwhile cost each.
+type procCPU []procSpent
+
+type procSpent struct {
+	name  string
+	pid   int
+	spent time.Duration
 }
 
-func newProcCPU() *procCPU { return &procCPU{} }
-
-func (p *procCPU) add(name string, pid int) {
-	p.names, p.pids, p.spent = append(p.names, name), append(p.pids, pid), append(p.spent, 0)
-}
+func (p *procCPU) add(name string, pid int) { *p = append(*p, procSpent{name: name, pid: pid}) }
 
 // during runs fn and adds what each process spent meanwhile. A process
 // whose CPU cannot be read (it exited) adds nothing.
-func (p *procCPU) during(fn func()) {
+func (p procCPU) during(fn func()) {
 	before := p.read()
 	fn()
 	for i, now := range p.read() {
 		if now >= 0 && before[i] >= 0 {
-			p.spent[i] += now - before[i]
+			p[i].spent += now - before[i]
 		}
 	}
 }
 
-func (p *procCPU) read() []time.Duration {
-	out := make([]time.Duration, len(p.pids))
-	for i, pid := range p.pids {
-		if _, cpu, err := statOf(pid); err == nil {
+func (p procCPU) read() []time.Duration {
+	out := make([]time.Duration, len(p))
+	for i, ps := range p {
+		out[i] = -1
+		if _, cpu, err := statOf(ps.pid); err == nil {
 			out[i] = cpu
-		} else {
-			out[i] = -1
 		}
 	}
 	return out
 }
 
+// spentBy is what the process named name has spent in all spans.
+func (p procCPU) spentBy(name string) time.Duration {
+	for _, ps := range p {
+		if ps.name == name {
+			return ps.spent
+		}
+	}
+	return 0
+}
+
 // perRequest is each process's CPU per request, in µs, over n requests.
-func (p *procCPU) perRequest(n int) map[string]float64 {
-	out := make(map[string]float64, len(p.names))
-	for i, name := range p.names {
+func (p procCPU) perRequest(n int) map[string]float64 {
+	out := make(map[string]float64, len(p))
+	for _, ps := range p {
 		if n > 0 {
-			out[name] = float64(p.spent[i].Microseconds()) / float64(n)
+			out[ps.name] = float64(ps.spent.Microseconds()) / float64(n)
 		}
 	}
 	return out

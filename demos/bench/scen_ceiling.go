@@ -168,16 +168,17 @@ func runCeiling(ctx context.Context, r *run) error {
 			err := e.exchange(msg)
 			return time.Since(start), err
 		}
-		_, cpu0, _ := statOf(self)
-		_, hcpu0, _ := statOf(p.Pid())
+		var cpu procCPU
+		cpu.add("bench", self)
+		cpu.add("streamecho", p.Pid())
 		var ps phases
-		for range rounds {
-			ps.phase(ctx, k, d, one)
-		}
-		_, cpu1, _ := statOf(self)
-		_, hcpu1, _ := statOf(p.Pid())
+		cpu.during(func() {
+			for range rounds {
+				ps.phase(ctx, k, d, one)
+			}
+		})
 		busy := fmt.Sprintf("CPU over the phases: bench process %.0f%% of a core, streamecho %.0f%%",
-			100*(cpu1-cpu0).Seconds()/ps.elapsed.Seconds(), 100*(hcpu1-hcpu0).Seconds()/ps.elapsed.Seconds())
+			100*cpu.spentBy("bench").Seconds()/ps.elapsed.Seconds(), 100*cpu.spentBy("streamecho").Seconds()/ps.elapsed.Seconds())
 		return &ps, busy
 	}
 

@@ -92,8 +92,8 @@ func runProxy(ctx context.Context, r *run) error {
 	}
 	// cpuOf counts the CPU of every process a request passes through, so
 	// that each run says what a request costs each of them.
-	cpuOf := func() *procCPU {
-		p := newProcCPU()
+	cpuOf := func() procCPU {
+		var p procCPU
 		p.add("load generator", os.Getpid())
 		p.add("hello", helloPid)
 		p.add("client proxy", cp.p.Pid())

@@ -64,7 +64,7 @@ func (c *Control) Update(ctx context.Context, service string, info registry.Serv
 	var ro registry.Rollout
 	along := &Along{
 		Key: rolloutKey(service), ModRevision: rev,
-		Changed: conflict("the rollout of %s changed meanwhile; look at registry-cli rollouts %s", service, service),
+		Changed: rolloutChanged(service),
 		Value: func(prev *registry.ServiceInfo, version int) (string, error) {
 			if prev == nil {
 				return "", wire.Errorf(wire.CodeNotFound, "no service named %q", service)
@@ -142,9 +142,15 @@ func (c *Control) putRollout(ctx context.Context, ro registry.Rollout, rev int64
 		return 0, unavailable("write rollout", err)
 	}
 	if !resp.Succeeded {
-		return 0, conflict("the rollout of %s changed meanwhile; look at registry-cli rollouts %s", ro.Service, ro.Service)
+		return 0, rolloutChanged(ro.Service)
 	}
 	return resp.Header.Revision, nil
+}
+
+// rolloutChanged is the conflict of a rollout write whose record another
+// writer moved since it was read.
+func rolloutChanged(service string) error {
+	return conflict("the rollout of %s changed meanwhile; look at registry-cli rollouts %s", service, service)
 }
 
 // storedRollout is a rollout record and its key's modification revision.
