@@ -113,8 +113,14 @@ func TestDashboardShowsTheNetworkAndActsWithAToken(t *testing.T) {
 		chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
 	form := `[data-service="alpha"] tr[data-compute="physarum"] form`
 	browsertest.WaitFor(t, ctx, "the scale control", fmt.Sprintf("document.querySelector('%s input')", form), 10*time.Second)
-	browsertest.Do(t, ctx, chromedp.SetValue(chromedp.CSS(form+" input"), "3"),
-		chromedp.Evaluate[chromedp.Void](fmt.Sprintf("window.kept = document.body; document.querySelector('%s').requestSubmit()", form)))
+	// Set and submit in one script: the page re-renders the form when
+	// data arrives, so a node found by one CDP call may be gone by the next.
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		window.kept = document.body;
+		const form = document.querySelector('%s');
+		form.querySelector('input').value = '3';
+		form.requestSubmit();
+	})()`, form)))
 	browsertest.WaitFor(t, ctx, "alpha running 3", running("alpha")+" === '3'", 20*time.Second)
 	if !browsertest.Eval[bool](t, ctx, "window.kept === document.body") {
 		t.Error("the page was reloaded")

@@ -175,12 +175,15 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	}
 
 	// An instance's detail: a launched one's addresses.
-	browsertest.Do(t, ctx, chromedp.Click(chromedp.CSS(`tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]`)))
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('tr[data-instance="0b7d3c1e-5f0a-4c2b-9e8d-7a6b5c4d3e2f"]').click()`))
 	browsertest.WaitFor(t, ctx, "the instance's addresses", `document.querySelector('tr.detail') && document.querySelector('tr.detail').textContent.includes('/ip4/127.0.0.1/tcp/4001')`, 5*time.Second)
 
 	// A service's RTT limits on the heatmap: hello's hard 50 ms crosses b1 → c1 out.
-	browsertest.Do(t, ctx, chromedp.SetValue(chromedp.CSS("#rtt-service"), "hello"),
-		chromedp.Evaluate[chromedp.Void]("document.getElementById('rtt-service').dispatchEvent(new Event('change'))"))
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const sel = document.getElementById('rtt-service');
+		sel.value = 'hello';
+		sel.dispatchEvent(new Event('change'));
+	})()`))
 	browsertest.WaitFor(t, ctx, "hard RTT drawn", `document.querySelector('#heatmap path.beyond-hard')`, 5*time.Second)
 	if tip := hover(t, ctx, "b1", "c1"); tip != "b1 → c1: 60 ms, beyond hard RTT 50 ms" {
 		t.Errorf("b1 → c1's tooltip %q", tip)
@@ -204,11 +207,14 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	// The right token: scale hello to 3 through the page.
 	browsertest.Do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), fakeToken), chromedp.Evaluate[chromedp.Void]("document.getElementById('token-form').requestSubmit()"))
 	browsertest.WaitFor(t, ctx, "scale controls", `document.querySelector('[data-service="hello"] tr[data-compute="physarum"] input')`, 5*time.Second)
-	if err := chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS(`[data-service="hello"] tr[data-compute="physarum"] input`), "3"),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form').requestSubmit()`)); err != nil {
-		t.Fatal(err)
-	}
+	// Set and submit in one script: the page re-renders its services when
+	// their data arrives, and a node found by one CDP call may be gone by
+	// the next ("No node with given id found").
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const form = document.querySelector('[data-service="hello"] tr[data-compute="physarum"] form');
+		form.querySelector('input').value = '3';
+		form.requestSubmit();
+	})()`))
 	browsertest.WaitFor(t, ctx, "hello running 3", `document.querySelector('[data-service="hello"] .running').textContent === '3'`, 5*time.Second)
 	api.mu.Lock()
 	scales := api.scales
@@ -224,7 +230,7 @@ func TestPageRendersTheAPIAndActsOnlyWithAToken(t *testing.T) {
 	if got := browsertest.Eval[string](t, ctx, `[...document.querySelectorAll('[data-service="hello"] .rollout button')].map(b => b.textContent).join(',')`); got != "promote,rollback" {
 		t.Errorf("hello's rollout buttons %q, want promote,rollback", got)
 	}
-	browsertest.Do(t, ctx, chromedp.Click(chromedp.CSS(`[data-service="hello"] button.rollback`)))
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-service="hello"] button.rollback').click()`))
 	browsertest.WaitFor(t, ctx, "the rollback sent", `document.getElementById('notice').hidden`, 5*time.Second)
 	eventually.Succeeds(t, 5*time.Second, func() error {
 		api.mu.Lock()
